@@ -1,0 +1,2 @@
+"""lossc: a compiler for loss functions."""
+__version__ = "0.1.0"

@@ -1,0 +1,719 @@
+"""Front end: lark parses the text; an evaluator lowers each loss to a ``LossSpec``.
+
+Locals are inlined, series expanded, other losses called by name are inlined,
+and class reductions become ``Reduction`` s of the row normal form.
+"""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import lark
+import sympy
+
+from .atoms import FUNCTIONS
+from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
+from .ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Z_J, Z_Y, Constraint, LossSpec, Param, Reduction,
+                 TargetIndex, Vec)
+from .kinds import KINDS
+from .resources import resource
+
+MAX_SERIES_TERMS = 1000
+MAX_CALL_DEPTH = 16
+RESERVED = {"torch", "math", "triton", "tl", "self", "input", "target", "weight", "ignore_index",
+            "reduction", "sample_weight", "backend", "j", "i", "k"} | set(dir(__builtins__))
+CLASS_REDUCTIONS = {"sum", "mean", "max", "min", "logsumexp"}
+VECTOR_FUNCTIONS = {"softmax", "log_softmax"}
+SPECIAL_FUNCTIONS = {"where", "logsumexp", "softmax", "log_softmax", "sum", "mean", "max", "min"}
+
+
+class _ParenPostLexer:
+    """Drops newlines inside (), [] so that expressions may span lines."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif token.type in ("RPAR", "RSQB"):
+                depth = max(depth - 1, 0)
+            elif token.type == "_NL" and depth:
+                continue
+            yield token
+
+
+@lru_cache(maxsize=1)
+def _parser() -> lark.Lark:
+    grammar = resource("grammar", "lossc.lark").read_text()
+    return lark.Lark(grammar, parser="lalr", postlex=_ParenPostLexer(), propagate_positions=True,
+                     maybe_placeholders=True)
+
+
+_TOKEN_WORDS = {"NAME": "a name", "NUMBER": "a number", "_NL": "a new line", "RPAR": "')'",
+                "LPAR": "'('", "RSQB": "']'", "COLON": "':'", "COMMA": "','", "RETURN": "'return'",
+                "LOSS": "'loss'", "OVER": "'over'", "$END": "the end of the text"}
+
+
+def _syntax_error(err: lark.exceptions.UnexpectedInput, text: str, filename: str | None) -> LossSyntaxError:
+    line, column = getattr(err, "line", None), getattr(err, "column", None)
+    if not isinstance(line, int) or line < 1:
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+    expected = sorted(getattr(err, "expected", None) or getattr(err, "allowed", None) or [])
+    token = getattr(err, "token", None)
+    if isinstance(err, lark.exceptions.UnexpectedCharacters):
+        message = f"unexpected character {text[err.pos_in_stream]!r}" if err.pos_in_stream < len(text) \
+            else "unexpected end of text"
+    elif token is not None and getattr(token, "type", "") == "$END":
+        message = "unexpected end of text"
+    elif token is not None:
+        shown = "new line" if token.type == "_NL" else repr(str(token))
+        message = f"unexpected {shown}"
+    else:
+        message = "invalid syntax"
+    hint = None
+    words = [_TOKEN_WORDS.get(e, repr(e.lower()) if e.isupper() and e.isalpha() else e) for e in expected]
+    if words and len(words) <= 6:
+        hint = "expected " + " or ".join(words)
+    if "RETURN" in expected or (token is not None and getattr(token, "type", "") == "$END"):
+        hint = "every loss ends with a 'return' line" if hint is None else hint + "; every loss ends with 'return'"
+    return LossSyntaxError(message, source=text, filename=filename, line=line, column=column, hint=hint)
+
+
+def parse_tree(text: str, filename: str | None = None) -> lark.Tree:
+    """The lark tree of a text, or a LossSyntaxError pointing at the problem."""
+    try:
+        return _parser().parse(text)
+    except lark.exceptions.UnexpectedInput as err:
+        raise _syntax_error(err, text, filename) from None
+    except RecursionError:
+        raise LossSyntaxError("expression nested too deeply", filename=filename) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and lookup of losses by name
+
+
+@dataclass
+class SourceFile:
+    """A parsed ``.loss`` text: its losses by name, in order."""
+
+    text: str
+    filename: str | None
+    losses: dict[str, lark.Tree]
+
+    @classmethod
+    def from_text(cls, text: str, filename: str | None = None) -> "SourceFile":
+        tree = parse_tree(text, filename)
+        losses: dict[str, lark.Tree] = {}
+        for loss in tree.children:
+            name_token = loss.children[1]
+            if str(name_token) in losses:
+                raise LossNameError(f"loss {name_token} is defined twice", source=text, filename=filename,
+                                    line=name_token.line, column=name_token.column)
+            losses[str(name_token)] = loss
+        if not losses:
+            raise LossSyntaxError("no loss defined", source=text, filename=filename, line=1, column=1,
+                                  hint="a loss starts with 'loss NAME(...) over KIND:'")
+        return cls(text, filename, losses)
+
+    def main_name(self) -> str:
+        """The loss a file stands for: the one named like the file, else the last one."""
+        stem = Path(self.filename).stem if self.filename else None
+        return stem if stem in self.losses else list(self.losses)[-1]
+
+
+def catalog_names() -> list[str]:
+    return sorted(p.stem for p in resource("catalog").glob("*.loss"))
+
+
+@lru_cache(maxsize=256)
+def catalog_file(name: str) -> SourceFile:
+    path = resource("catalog", f"{name}.loss")
+    return SourceFile.from_text(path.read_text(), f"catalog/{name}.loss")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass(frozen=True)
+class _ClassIndex:
+    """The index j bound by a class reduction."""
+
+    name: str
+
+
+@dataclass
+class _ReductionPool:
+    """Interns class reductions by content, naming them R1, R2, …"""
+
+    items: list[Reduction] = field(default_factory=list)
+
+    def intern(self, op: str, body: sympy.Expr, exclude_target: bool) -> sympy.Symbol:
+        if op == "lse" and body == Z_J and not exclude_target:
+            return LSE
+        for item in self.items:
+            if (item.op, item.body, item.exclude_target) == (op, body, exclude_target):
+                return item.symbol
+        symbol = sympy.Symbol(f"R{len(self.items) + 1}", real=True)
+        self.items.append(Reduction(symbol, op, body, exclude_target))
+        return symbol
+
+
+def _is_reduction_symbol(s: sympy.Basic) -> bool:
+    return isinstance(s, sympy.Symbol) and s.name.startswith("R") and s.name[1:].isdigit()
+
+
+class _Lowering:
+    """Lowers one loss of a file to a LossSpec."""
+
+    def __init__(self, file: SourceFile, name: str, given: dict, stack: tuple[str, ...]):
+        self.file, self.name, self.given, self.stack = file, name, given, stack
+        self.tree = file.losses[name]
+        self.pool = _ReductionPool()
+        self.constraints: list[Constraint] = []
+
+    # -- errors --------------------------------------------------------------------------------
+    def error(self, cls, message: str, node=None, hint: str | None = None) -> LossError:
+        line = column = None
+        if isinstance(node, lark.Token):
+            line, column = node.line, node.column
+        elif node is not None and getattr(node, "meta", None) is not None and not node.meta.empty:
+            line, column = node.meta.line, node.meta.column
+        return cls(message, source=self.file.text, filename=self.file.filename, line=line, column=column, hint=hint)
+
+    # -- the loss ------------------------------------------------------------------------------
+    def lower(self) -> LossSpec:
+        doc_token, name_token, params_tree, kind_token, *body = self.tree.children
+        if len(self.stack) > MAX_CALL_DEPTH:
+            raise self.error(LossNameError, "losses call each other too deeply", name_token)
+        self.check_identifier(name_token, "loss name")
+        kind = KINDS.get(str(kind_token))
+        if kind is None:
+            raise self.error(LossKindError, f"unknown kind {kind_token}", kind_token,
+                             suggest(str(kind_token), KINDS) or "kinds: " + ", ".join(KINDS))
+        self.kind = kind
+        self.params = self.lower_params(params_tree)
+        self.env: dict = dict(kind.names)
+        for p in self.params.values():
+            self.env[p.name] = p if p.type == "vector" else (
+                sympy.Integer(self.ints[p.name]) if p.type == "int" else p.symbol)
+        *statements, ret = body
+        for stmt in statements:
+            getattr(self, "stmt_" + stmt.data)(stmt)
+        expr = self.scalar(self.eval(ret.children[0]), ret.children[0], "the returned loss")
+        doc = _docstring(doc_token)
+        bound = tuple(sorted(self.ints.items()))
+        return LossSpec(name=self.name, kind=kind.name, params=tuple(self.params.values()), expr=expr,
+                        reductions=tuple(self.pool.items), constraints=tuple(self.constraints), bound=bound,
+                        features=kind.features, doc=doc, source=self.file.text, filename=self.file.filename)
+
+    def check_identifier(self, token, what: str) -> None:
+        name = str(token)
+        if keyword.iskeyword(name) or name in RESERVED or name.startswith("_"):
+            raise self.error(LossNameError, f"{what} {name!r} is reserved", token,
+                             "choose another name (names may not start with '_' or be Python keywords)")
+
+    def lower_params(self, tree) -> dict[str, Param]:
+        params: dict[str, Param] = {}
+        if tree is None:
+            self.ints = {}
+            return params
+        structural = self.structural_names()
+        for node in tree.children:
+            name_token, size_token, default_tree = node.children
+            name = str(name_token)
+            self.check_identifier(name_token, "parameter")
+            if name in params or name in self.kind.names:
+                raise self.error(LossNameError, f"parameter {name} clashes with "
+                                 + ("another parameter" if name in params else f"a name of kind {self.kind.name}"),
+                                 name_token)
+            default = None if default_tree is None else self.constant(default_tree)
+            if size_token is not None:
+                size = str(size_token)
+                if size not in params or params[size].type != "int":
+                    raise self.error(LossParamError, f"the size {size} of vector {name} must be an integer "
+                                     "parameter declared before it", size_token)
+                if default is not None and not isinstance(default, tuple):
+                    default = (default,)
+                params[name] = Param(name, "vector", default, size)
+            elif name in structural:
+                params[name] = Param(name, "int", default)
+            else:
+                if isinstance(default, tuple):
+                    raise self.error(LossParamError, f"parameter {name} has a list default but no size",
+                                     name_token, f"declare it as {name}[N] with an integer parameter N")
+                params[name] = Param(name, "float", default)
+        self.ints = self.bind_ints(params, tree)
+        return params
+
+    def structural_names(self) -> set[str]:
+        """Parameters used as series bounds or vector sizes: integers fixed at construction."""
+        names = set()
+        for node in self.tree.iter_subtrees():
+            if node.data == "over_range":
+                for bound in node.children[2:]:
+                    names |= {str(t) for t in bound.scan_values(lambda v: isinstance(v, lark.Token)
+                                                                  and v.type == "NAME")}
+            if node.data == "param" and node.children[1] is not None:
+                names.add(str(node.children[1]))
+        return names
+
+    def bind_ints(self, params: dict[str, Param], tree) -> dict[str, int]:
+        ints: dict[str, int] = {}
+        for p in params.values():
+            if p.type == "int":
+                # An explicit value, else the length of a vector given for it, else the defaults.
+                value = self.given.get(p.name)
+                sized = [v for v in params.values() if v.size == p.name]
+                if value is None:
+                    value = next((len(_as_tuple(self.given[v.name])) for v in sized if v.name in self.given), None)
+                if value is None:
+                    value = p.default
+                if value is None:
+                    value = next((len(v.default) for v in sized if v.default is not None), None)
+                if value is None:
+                    raise self.error(LossParamError, f"integer parameter {p.name} needs a value", tree)
+                if isinstance(value, bool) or not float(value).is_integer():
+                    raise self.error(LossParamError, f"parameter {p.name} must be an integer, got {value!r}", tree)
+                ints[p.name] = int(value)
+        for p in params.values():
+            if p.type == "vector":
+                n = ints[p.size]
+                if p.name in self.given and len(_as_tuple(self.given[p.name])) != n:
+                    raise self.error(LossParamError, f"{p.name} needs {n} values ({p.size} = {n}), "
+                                     f"got {len(_as_tuple(self.given[p.name]))}", tree)
+                if p.default is not None and len(p.default) not in (1, n) and p.name not in self.given:
+                    raise self.error(LossParamError, f"default of {p.name} has {len(p.default)} values, "
+                                     f"but {p.size} = {n}", tree)
+        return ints
+
+    def constant(self, tree):
+        value = self.eval(tree, {}, constant=True)
+        if isinstance(value, tuple):
+            return tuple(_number(v) for v in value)
+        if not (isinstance(value, sympy.Expr) and value.is_number and value.is_real):
+            raise self.error(LossParamError, "a default must be a number or a list of numbers", tree)
+        return _number(value)
+
+    # -- statements ----------------------------------------------------------------------------
+    def stmt_where_stmt(self, node) -> None:
+        cond = self.eval(node.children[0])
+        text = _slice(self.file.text, node.children[0])
+        allowed = {p.symbol for p in self.params.values()}
+        if not _is_condition(cond):
+            raise self.error(LossSyntaxError, "a where line needs a condition such as 'gamma >= 0'", node)
+        free = cond.free_symbols
+        if any(s not in allowed and not _is_vector_element(s, self.params) for s in free):
+            raise self.error(LossKindError, "a where line may only constrain parameters", node)
+        if cond == sympy.false:
+            raise self.error(LossParamError, f"constraint violated: {text}", node)
+        if cond != sympy.true:
+            self.constraints.append(Constraint(cond, text, node.meta.line, node.meta.column))
+
+    def stmt_learn_stmt(self, node) -> None:
+        raise self.error(LossKindError, "learnable parameters ('learn') belong to the tasks kind, "
+                         f"not to {self.kind.name}", node)
+
+    def stmt_assign(self, node) -> None:
+        name_token, value = node.children
+        name = str(name_token)
+        self.check_identifier(name_token, "local")
+        bound = self.kind.names.get(name)
+        if bound is not None and not (isinstance(bound, sympy.Symbol) and bound in (P_T,) or
+                                      name in ("m", "r")):
+            raise self.error(LossNameError, f"{name} is an input of kind {self.kind.name} and cannot be "
+                             "redefined", name_token, "pick another name for the local")
+        if name in self.params:
+            raise self.error(LossNameError, f"{name} is a parameter and cannot be redefined", name_token)
+        self.env[name] = self.eval(value)
+
+    # -- expressions ---------------------------------------------------------------------------
+    def eval(self, node, env: dict | None = None, constant: bool = False):
+        env = self.env if env is None else env
+        if isinstance(node, lark.Token):
+            raise self.error(LossSyntaxError, f"unexpected {node}", node)
+        method = getattr(self, "x_" + node.data, None)
+        if method is None:
+            raise self.error(LossSyntaxError, f"{node.data} is not allowed here", node)
+        if constant and node.data not in ("number", "neg", "list_", "binop", "power"):
+            raise self.error(LossParamError, "a default must be a number or a list of numbers", node)
+        return method(node, env)
+
+    def x_number(self, node, env):
+        text = str(node.children[0])
+        if any(c in text for c in ".eE"):
+            return sympy.Rational(text)
+        return sympy.Integer(text)
+
+    def x_name(self, node, env):
+        token = node.children[0]
+        name = str(token)
+        if name in env:
+            value = env[name]
+            if isinstance(value, Param):
+                raise self.error(LossKindError, f"{name} is a vector parameter: index it, e.g. {name}[k]", token)
+            return value
+        known = set(env) | set(FUNCTIONS) | SPECIAL_FUNCTIONS
+        hint = suggest(name, known)
+        raise self.error(LossNameError, f"unknown name {name}", token,
+                         hint or f"names of kind {self.kind.name}: {', '.join(sorted(self.kind.names))}")
+
+    def x_list_(self, node, env):
+        return tuple(self.scalar(self.eval(c, env, constant=True), c, "a list entry") for c in node.children)
+
+    def x_neg(self, node, env):
+        return self.lift(lambda a: -a, [self.eval(node.children[0], env)], node)
+
+    def x_binop(self, node, env):
+        left, op, right = node.children
+        a, b = self.eval(left, env), self.eval(right, env)
+        fn = {"+": lambda x, y: x + y, "-": lambda x, y: x - y,
+              "*": lambda x, y: x * y, "/": lambda x, y: x / y}[str(op)]
+        if str(op) == "/" and _is_zero(b):
+            raise self.error(LossSyntaxError, "division by zero", node)
+        return self.lift(fn, [a, b], node)
+
+    def x_power(self, node, env):
+        base, _, exponent = node.children
+        a, b = self.eval(base, env), self.eval(exponent, env)
+        if _is_zero(a) and isinstance(b, sympy.Expr) and b.is_negative:
+            raise self.error(LossSyntaxError, "zero to a negative power", node)
+        return self.lift(lambda x, y: x ** y, [a, b], node)
+
+    def x_compare(self, node, env):
+        items = node.children
+        values = [self.eval(items[0], env)]
+        result = sympy.true
+        for op, right in zip(items[1::2], items[2::2]):
+            rhs = self.eval(right, env)
+            result = sympy.And(result, self.relation(values[-1], str(op), rhs, node))
+            values.append(rhs)
+        return result
+
+    def relation(self, a, op: str, b, node):
+        if isinstance(a, (_ClassIndex, TargetIndex)) or isinstance(b, (_ClassIndex, TargetIndex)):
+            pair = {type(a), type(b)}
+            if pair != {_ClassIndex, TargetIndex} or op not in ("==", "!="):
+                raise self.error(LossKindError, "a class index can only be compared with the target: "
+                                 "(j == y) or (j != y)", node)
+            return IS_Y if op == "==" else 1 - IS_Y
+        a, b = self.scalar(a, node, "a comparison"), self.scalar(b, node, "a comparison")
+        rel = {"<": sympy.Lt, "<=": sympy.Le, ">": sympy.Gt, ">=": sympy.Ge,
+               "==": sympy.Eq, "!=": sympy.Ne}[op](a, b)
+        return rel
+
+    def x_and_(self, node, env):
+        return sympy.And(*[self.boolean(self.eval(c, env), c) for c in node.children])
+
+    def x_or_(self, node, env):
+        return sympy.Or(*[self.boolean(self.eval(c, env), c) for c in node.children])
+
+    def x_not_(self, node, env):
+        return sympy.Not(self.boolean(self.eval(node.children[0], env), node))
+
+    def boolean(self, value, node):
+        if _is_condition(value):
+            return value
+        raise self.error(LossSyntaxError, "expected a condition", node)
+
+    def x_index(self, node, env):
+        base_node, index_node = node.children
+        if base_node.data == "name" and isinstance(env.get(str(base_node.children[0])), Param):
+            param = env[str(base_node.children[0])]
+            index = self.eval(index_node, env)
+            if not (isinstance(index, sympy.Integer)):
+                raise self.error(LossKindError, f"{param.name} must be indexed by an integer known at "
+                                 "construction, such as k of 'for k in 1..N'", index_node)
+            n = self.ints[param.size]
+            if not 1 <= int(index) <= n:
+                raise self.error(LossParamError, f"{param.name}[{index}] is out of range 1..{n}", index_node)
+            return param.element(int(index))
+        base = self.eval(base_node, env)
+        index = self.eval(index_node, env)
+        if not isinstance(base, Vec):
+            raise self.error(LossKindError, "only class vectors (z, softmax(z), …) can be indexed", node)
+        if isinstance(index, TargetIndex):
+            return base.expr.subs({Z_J: Z_Y, P_J: P_T, IS_Y: 1})
+        if isinstance(index, _ClassIndex):
+            return base.expr
+        raise self.error(LossKindError, "a class vector is indexed by the target y or by the j of a "
+                         "class reduction", index_node)
+
+    def x_call(self, node, env):
+        name_token, args_tree = node.children
+        name = str(name_token)
+        args = [] if args_tree is None else list(args_tree.children)
+        generators = [a for a in args if isinstance(a, lark.Tree) and a.data.startswith("over_")]
+        if generators:
+            if len(args) != 1 or name not in CLASS_REDUCTIONS:
+                raise self.error(LossSyntaxError, f"'{name}(... for ...)' is not a reduction; reductions: "
+                                 + ", ".join(sorted(CLASS_REDUCTIONS)), node)
+            return self.reduction(name, generators[0], env, node)
+        if name in env and not isinstance(env[name], Param) and name not in FUNCTIONS:
+            raise self.error(LossNameError, f"{name} is not a function", name_token)
+        if name == "where":
+            cond, a, b = self.positional(args, 3, name, node, env)
+            return self.where(cond, a, b, node)
+        if name in ("softmax", "log_softmax", "logsumexp") and name not in self.loss_names():
+            (v,) = self.positional(args, 1, name, node, env)
+            if not isinstance(v, Vec):
+                raise self.error(LossKindError, f"{name} takes a class vector such as z", node)
+            lse = self.pool.intern("lse", v.expr, False)
+            if name == "logsumexp":
+                return lse
+            if name == "softmax":
+                return Vec(P_J if lse == LSE and v.expr == Z_J else sympy.exp(v.expr - lse))
+            return Vec(v.expr - lse)
+        if name in FUNCTIONS:
+            arity, fn = FUNCTIONS[name]
+            values = self.positional(args, arity, name, node, env)
+            return self.lift(fn, values, node)
+        return self.call_loss(name_token, args, env, node)
+
+    def positional(self, args, arity: int, name: str, node, env) -> list:
+        if any(isinstance(a, lark.Tree) and a.data == "kwarg" for a in args):
+            raise self.error(LossSyntaxError, f"{name} takes no keyword arguments", node)
+        if len(args) != arity:
+            raise self.error(LossSyntaxError, f"{name} takes {arity} argument{'s' * (arity != 1)}, "
+                             f"got {len(args)}", node)
+        return [self.eval(a, env) for a in args]
+
+    def where(self, cond, a, b, node):
+        if isinstance(cond, sympy.Expr) and cond.free_symbols & {IS_Y}:
+            return self.lift(lambda x, y: cond * x + (1 - cond) * y, [a, b], node)
+        cond = self.boolean(cond, node)
+        return self.lift(lambda x, y: sympy.Piecewise((x, cond), (y, True)), [a, b], node)
+
+    def lift(self, fn, values, node):
+        """Apply a scalar function to scalars, or entrywise to class vectors."""
+        for v in values:
+            if isinstance(v, (TargetIndex, _ClassIndex)):
+                raise self.error(LossKindError, "a class index is only used to index (z[y]) or compared "
+                                 "(j == y)", node)
+            if isinstance(v, Param):
+                raise self.error(LossKindError, f"vector parameter {v.name} must be indexed", node)
+            if isinstance(v, tuple):
+                raise self.error(LossKindError, "a list is only allowed as a parameter default", node)
+            if _is_condition(v):
+                raise self.error(LossKindError, "a condition is used as a number; use where(cond, a, b)", node)
+        vectors = any(isinstance(v, Vec) for v in values)
+        plain = [v.expr if isinstance(v, Vec) else v for v in values]
+        try:
+            result = fn(*plain)
+        except (TypeError, ValueError, ZeroDivisionError) as err:
+            raise self.error(LossSyntaxError, f"invalid expression: {err}", node) from None
+        if isinstance(result, sympy.Expr) and result.has(sympy.zoo, sympy.nan):
+            raise self.error(LossSyntaxError, "the expression is undefined (division by zero?)", node)
+        return Vec(result) if vectors else result
+
+    def scalar(self, value, node, what: str) -> sympy.Expr:
+        if isinstance(value, Vec):
+            raise self.error(LossKindError, f"{what} is a class vector; index it (v[y]) or reduce it "
+                             "(sum(v[j] for j))", node)
+        if isinstance(value, (TargetIndex, _ClassIndex)):
+            raise self.error(LossKindError, f"{what} is a class index, not a number", node)
+        if isinstance(value, (Param, tuple)):
+            raise self.error(LossKindError, f"{what} must be a number, not a vector", node)
+        if not isinstance(value, sympy.Expr):
+            raise self.error(LossKindError, f"{what} is a condition, not a number; use where(cond, a, b)", node)
+        return value
+
+    # -- reductions ----------------------------------------------------------------------------
+    def reduction(self, name: str, gen, env, node):
+        body_node, index_token, *rest = gen.children
+        index = str(index_token)
+        if index in env and not isinstance(env[index], sympy.Integer):
+            raise self.error(LossNameError, f"the index {index} hides the name {index}", index_token)
+        if gen.data == "over_range":
+            return self.series(name, body_node, index, rest, env, node)
+        if self.kind.form != "row":
+            raise self.error(LossKindError, f"class reductions need a row kind (multiclass), not {self.kind.name}",
+                             node)
+        if any(isinstance(v, _ClassIndex) for v in env.values()):
+            raise self.error(LossKindError, "class reductions cannot be nested", node)
+        exclude = gen.data == "over_others"
+        if exclude and not isinstance(env.get(str(rest[0])), TargetIndex):
+            raise self.error(LossKindError, f"'for {index} != …' excludes the target class: write "
+                             f"'for {index} != y'", rest[0])
+        inner = dict(env)
+        inner[index] = _ClassIndex(index)
+        body = self.scalar(self.eval(body_node, inner), body_node, "the body of a reduction")
+        if any(_is_reduction_symbol(s) or s == LSE for s in body.free_symbols) and \
+                body.free_symbols & {Z_J, P_J} and any(_is_reduction_symbol(s) for s in body.free_symbols):
+            raise self.error(LossKindError, "class reductions cannot be nested", node)
+        count = NUM_CLASSES - 1 if exclude else NUM_CLASSES
+        if name == "min":
+            return -self.class_reduction("max", -body, exclude)
+        if name == "mean":
+            return self.class_reduction("sum", body, exclude) / count
+        return self.class_reduction({"sum": "sum", "max": "max", "logsumexp": "lse"}[name], body, exclude)
+
+    def class_reduction(self, op: str, body: sympy.Expr, exclude: bool) -> sympy.Expr:
+        """op over j (or j != y); an indicator [j=y] splits off the target's term exactly."""
+        if IS_Y in body.free_symbols:
+            rest = self.class_reduction(op, body.subs(IS_Y, 0), True)
+            if exclude:
+                return rest
+            own = body.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})
+            return {"sum": lambda: rest + own, "max": lambda: sympy.Max(rest, own),
+                    "lse": lambda: _logaddexp(rest, own)}[op]()
+        count = NUM_CLASSES - 1 if exclude else NUM_CLASSES
+        if not body.free_symbols & {Z_J, P_J}:
+            return {"sum": body * count, "max": body, "lse": body + sympy.log(count)}[op]
+        if op == "sum":  # terms that do not depend on j leave the sum: sum(z[j] - lse) = sum(z[j]) - C lse
+            body = sympy.expand(body) if isinstance(body, sympy.Add) else body
+            inner = [a for a in sympy.Add.make_args(body) if a.free_symbols & {Z_J, P_J}]
+            outer = [a for a in sympy.Add.make_args(body) if not a.free_symbols & {Z_J, P_J}]
+            if outer:
+                return self.pool.intern(op, sympy.Add(*inner), exclude) + sympy.Add(*outer) * count
+        return self.pool.intern(op, body, exclude)
+
+    def series(self, name: str, body_node, index: str, bounds, env, node):
+        lo, hi = (self.eval(b, env) for b in bounds)
+        if not (isinstance(lo, sympy.Integer) and isinstance(hi, sympy.Integer)):
+            raise self.error(LossKindError, "series bounds must be integers known at construction "
+                             "(integer parameters or literals)", node)
+        if int(hi) - int(lo) + 1 > MAX_SERIES_TERMS:
+            raise self.error(LossParamError, f"series of more than {MAX_SERIES_TERMS} terms", node)
+        terms = []
+        for k in range(int(lo), int(hi) + 1):
+            inner = dict(env)
+            inner[index] = sympy.Integer(k)
+            terms.append(self.scalar(self.eval(body_node, inner), body_node, "a series term"))
+        if not terms:
+            return sympy.Integer(0) if name in ("sum", "mean") else sympy.nan
+        return {"sum": lambda: sympy.Add(*terms), "mean": lambda: sympy.Add(*terms) / len(terms),
+                "max": lambda: sympy.Max(*terms), "min": lambda: sympy.Min(*terms),
+                "logsumexp": lambda: sympy.log(sympy.Add(*[sympy.exp(t) for t in terms]))}[name]()
+
+    # -- calling another loss --------------------------------------------------------------------
+    def loss_names(self) -> set[str]:
+        return set(self.file.losses)
+
+    def call_loss(self, name_token, args, env, node):
+        name = str(name_token)
+        if name in self.file.losses:
+            file = self.file
+        elif name in catalog_names():
+            file = catalog_file(name)
+        else:
+            known = set(FUNCTIONS) | SPECIAL_FUNCTIONS | set(self.file.losses) | set(catalog_names())
+            raise self.error(LossNameError, f"unknown function or loss {name}", name_token,
+                             suggest(name, known))
+        if name in self.stack:
+            raise self.error(LossNameError, f"loss {name} calls itself", name_token)
+        callee_tree = file.losses[name]
+        callee_params = callee_tree.children[2].children if callee_tree.children[2] is not None else []
+        names = [str(p.children[0]) for p in callee_params]
+        values: dict[str, object] = {}
+        for i, arg in enumerate(args):
+            if isinstance(arg, lark.Tree) and arg.data == "kwarg":
+                key = str(arg.children[0])
+                if key not in names:
+                    raise self.error(LossNameError, f"{name} has no parameter {key}", arg,
+                                     suggest(key, names))
+                values[key] = self.eval(arg.children[1], env)
+            else:
+                if values:
+                    raise self.error(LossSyntaxError, "positional argument after a keyword argument", arg)
+                if i >= len(names):
+                    raise self.error(LossSyntaxError, f"{name} takes at most {len(names)} arguments", arg)
+                values[names[i]] = self.eval(arg, env)
+        # Structural integers must be known now; vectors come as lists or vector parameters.
+        given = {}
+        for key, value in values.items():
+            if isinstance(value, sympy.Integer):
+                given[key] = int(value)
+            elif isinstance(value, Param):
+                given[key] = tuple(value.element(i) for i in range(1, self.ints[value.size] + 1))
+            elif isinstance(value, tuple):
+                given[key] = value
+        callee = _Lowering(file, name, given, self.stack + (self.name,)).lower()
+        if callee.kind != self.kind.name:
+            raise self.error(LossKindError, f"{name} is a {callee.kind} loss, not {self.kind.name}", name_token)
+        mapping = {}
+        for p in callee.params:
+            value = values.get(p.name)
+            if p.type == "float":
+                if value is None:
+                    if p.default is None:
+                        raise self.error(LossParamError, f"{name} needs parameter {p.name}", node)
+                    value = sympy.nsimplify(p.default, rational=True)
+                mapping[p.symbol] = self.scalar(value, node, f"parameter {p.name} of {name}")
+            elif p.type == "vector":
+                n = dict(callee.bound)[p.size]
+                items = given.get(p.name) or tuple(sympy.nsimplify(v, rational=True) for v in
+                                                   (p.default if len(p.default) == n else p.default * n))
+                for i, item in enumerate(items, 1):
+                    mapping[p.element(i)] = item
+        rename = {}
+        for r in callee.reductions:
+            rename[r.symbol] = self.pool.intern(r.op, r.body.subs(mapping).subs(rename), r.exclude_target)
+        for c in callee.constraints:
+            cond = c.condition.subs(mapping)
+            if cond == sympy.false:
+                raise self.error(LossParamError, f"{name}: constraint violated: {c.text}", node)
+            if cond != sympy.true:
+                self.constraints.append(Constraint(cond, f"{name}: {c.text}", node.meta.line, node.meta.column))
+        return callee.expr.subs(mapping).subs(rename)
+
+
+def _is_condition(value) -> bool:
+    return isinstance(value, sympy.Basic) and not isinstance(value, sympy.Expr)
+
+
+def _logaddexp(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    top = sympy.Max(a, b)
+    return top + sympy.log(sympy.exp(a - top) + sympy.exp(b - top))
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, sympy.Expr) and value.is_zero is True
+
+
+def _is_vector_element(symbol: sympy.Symbol, params: dict[str, Param]) -> bool:
+    base = symbol.name.split("[")[0]
+    return "[" in symbol.name and base in params and params[base].type == "vector"
+
+
+def _number(value) -> float | int:
+    value = sympy.sympify(value)
+    return int(value) if value.is_Integer else float(value)
+
+
+def _as_tuple(value) -> tuple:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    try:
+        return tuple(value.tolist())  # tensors and arrays
+    except AttributeError:
+        return (value,)
+
+
+def _slice(text: str, node) -> str:
+    return text[node.meta.start_pos:node.meta.end_pos] if not node.meta.empty else ""
+
+
+def _docstring(token) -> str:
+    if token is None:
+        return ""
+    return str(token)[3:-3].strip()
+
+
+def lower(file: SourceFile, name: str | None = None, given: dict | None = None) -> LossSpec:
+    """Lower the loss ``name`` of a file (default: the file's main loss) to a LossSpec."""
+    name = name or file.main_name()
+    if name not in file.losses:
+        raise LossNameError(f"no loss {name} in {file.filename or 'the text'}",
+                            hint=suggest(name, file.losses))
+    try:
+        return _Lowering(file, name, dict(given or {}), ()).lower()
+    except RecursionError:
+        raise LossSyntaxError("expression nested too deeply", filename=file.filename) from None

@@ -1,0 +1,137 @@
+"""The one IR: a frozen ``LossSpec`` around sympy expressions, in one of three normal forms.
+
+Symbols that are not user names carry names no identifier can have (``z[y]``,
+``lse(z)``), so they never collide with parameters and print naturally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import sympy
+
+# Row normal form (multiclass, distribution): per-row scalars ...
+Z_Y = sympy.Symbol("z[y]", real=True)          # the target's logit
+LSE = sympy.Symbol("lse(z)", real=True)        # log-sum-exp of the row
+P_T = sympy.Symbol("p_t", positive=True)       # softmax(z)[y] = exp(z[y] - lse(z))
+NUM_CLASSES = sympy.Symbol("C", positive=True, integer=True)
+# ... and per-class symbols, the terms of class reductions and of the gradient.
+Z_J = sympy.Symbol("z[j]", real=True)
+P_J = sympy.Symbol("p[j]", positive=True)      # softmax(z)[j]
+IS_Y = sympy.Symbol("[j=y]", nonnegative=True)  # 1 for the target class, else 0
+ROW_SCALARS = (Z_Y, LSE, P_T)
+CLASS_SYMBOLS = (Z_J, P_J, IS_Y)
+
+# Elementwise normal form: the model output and the target of one element.
+U = sympy.Symbol("u", real=True)
+T = sympy.Symbol("t", real=True)
+
+REDUCTION_OPS = ("sum", "max", "lse")
+
+
+@dataclass(frozen=True)
+class Vec:
+    """A class vector (``z``, ``softmax(z)``, ``z + tau``): its entry at class j as an expression."""
+
+    expr: sympy.Expr
+
+
+@dataclass(frozen=True)
+class TargetIndex:
+    """The target class ``y`` of a multiclass row, usable only as an index."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of the loss: ``float`` and ``vector`` ones are runtime values,
+    ``int`` ones are structural (series bounds, vector sizes) and bound at parse time."""
+
+    name: str
+    type: str                        # "float" | "int" | "vector"
+    default: float | int | tuple | None
+    size: str | None = None          # vector: the int parameter giving its length
+
+    @property
+    def symbol(self) -> sympy.Symbol:
+        return sympy.Symbol(self.name, real=True)
+
+    def element(self, index: int) -> sympy.Symbol:
+        """The symbol of a vector parameter's 1-based element."""
+        return sympy.Symbol(f"{self.name}[{index}]", real=True)
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """``symbol = op_{j in J} body`` with J all classes, or all but the target."""
+
+    symbol: sympy.Symbol
+    op: str                          # "sum" | "max" | "lse"
+    body: sympy.Expr                 # in z[j], p[j] and row scalars
+    exclude_target: bool = False
+
+    def describe(self) -> str:
+        over = "j != y" if self.exclude_target else "j"
+        name = {"sum": "sum", "max": "max", "lse": "logsumexp"}[self.op]
+        return f"{self.symbol} = {name}({sympy.sstr(self.body)} for {over})"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A ``where`` line: a condition on the parameters, with its text and place."""
+
+    condition: sympy.Basic
+    text: str
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """d loss / d input, elementwise (``u``) or per class ``c`` of a row (in z[j], p[j], [j=y]),
+    with the extra class reductions it needs, computed after the loss's own."""
+
+    expr: sympy.Expr
+    aux: tuple[Reduction, ...] = ()
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss lowered to its normal form: ``expr`` is the per-row (or per-element)
+    loss in the form's symbols, ``reductions`` the class reductions it uses."""
+
+    name: str
+    kind: str
+    params: tuple[Param, ...]
+    expr: sympy.Expr
+    reductions: tuple[Reduction, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    bound: tuple[tuple[str, int], ...] = ()   # structural int parameters and their values
+    features: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()  # elementwise: m = t*u, ...
+    doc: str = ""
+    source: str = field(default="", repr=False, compare=False)
+    filename: str | None = field(default=None, compare=False)
+    gradient: Gradient | None = None
+
+    @property
+    def form(self) -> str:
+        from .kinds import KINDS
+        return KINDS[self.kind].form
+
+    @property
+    def runtime_params(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.type != "int")
+
+    @property
+    def hash(self) -> str:
+        """A stable digest of what the loss computes (not of its formatting)."""
+        parts = (self.name, self.kind, self.params, sympy.srepr(self.expr),
+                 [(r.op, sympy.srepr(r.body), r.exclude_target, str(r.symbol)) for r in self.reductions],
+                 [sympy.srepr(c.condition) for c in self.constraints], self.bound, self.doc)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    def with_(self, **changes) -> "LossSpec":
+        return replace(self, **changes)
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)

@@ -1,0 +1,17 @@
+"""margin: scores and targets in {-1, +1}; the loss is written in the margin m = y * f."""
+
+import sympy
+
+from ..ir import T, U
+from . import Kind
+
+M = sympy.Symbol("m", real=True)
+
+KIND = Kind(
+    name="margin",
+    form="elementwise",
+    names={"m": M, "f": U, "y": T},
+    features=((M, T * U),),
+    target="sign",
+    doc="scores f (any shape), targets y in {-1, +1}; m = y * f",
+)

@@ -1,0 +1,12 @@
+"""multiclass: logits [N, C] (or [N, C, d1, ...]) and integer targets; row normal form."""
+
+from ..ir import NUM_CLASSES, P_T, TargetIndex, Vec, Z_J
+from . import Kind
+
+KIND = Kind(
+    name="multiclass",
+    form="row",
+    names={"z": Vec(Z_J), "y": TargetIndex(), "C": NUM_CLASSES, "p_t": P_T},
+    target="index",
+    doc="logits z[N, C, ...], target y[N, ...] class indices",
+)

@@ -1,0 +1,214 @@
+"""Stable rewrites: a table of sympy replacement rules, applied bottom-up until nothing changes.
+
+Each rule is ``(name, "in -> out", function)``; the function gets a node and the
+context and returns its replacement, or None when it does not apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from ..atoms import expm1, log1p, logratio, sigmoid, softplus
+from ..ir import LSE, P_J, P_T, Z_J, Z_Y, Gradient, LossSpec, Reduction
+
+ONE = sympy.S.One
+
+
+@dataclass
+class Context:
+    """What a rule may need beyond the node: the spec's class reductions, to add new ones."""
+
+    reductions: list[Reduction] = field(default_factory=list)
+
+    def intern(self, op: str, body: sympy.Expr, exclude_target: bool) -> sympy.Symbol:
+        for r in self.reductions:
+            if (r.op, r.body, r.exclude_target) == (op, body, exclude_target):
+                return r.symbol
+        taken = {int(r.symbol.name[1:]) for r in self.reductions if r.symbol.name[1:].isdigit()}
+        symbol = sympy.Symbol(f"R{max(taken, default=0) + 1}", real=True)
+        self.reductions.append(Reduction(symbol, op, body, exclude_target))
+        return symbol
+
+
+def _one_minus(e: sympy.Expr):
+    """x when e is 1 - x, else None."""
+    if isinstance(e, sympy.Add) and len(e.args) == 2 and ONE in e.args:
+        other = e.args[0] if e.args[1] == ONE else e.args[1]
+        return -other
+    return None
+
+
+def _minus_expm1_arg(e: sympy.Expr):
+    """d when e is -expm1(d) (that is, 1 - exp(d)), else None."""
+    if isinstance(e, sympy.Mul) and len(e.args) == 2 and sympy.S.NegativeOne in e.args:
+        other = e.args[0] if e.args[1] == sympy.S.NegativeOne else e.args[1]
+        if isinstance(other, expm1):
+            return other.args[0]
+    return None
+
+
+def log_of_probability(e, ctx):
+    # log(p_t) -> z[y] - lse(z);  log(p[j]) -> z[j] - lse(z)
+    if isinstance(e, sympy.log) and e.args[0] in (P_T, P_J):
+        return (Z_Y if e.args[0] == P_T else Z_J) - LSE
+    return None
+
+
+def log_one_minus_target_probability(e, ctx):
+    # log(1 - p_t) -> logsumexp(z[j] for j != y) - lse(z)
+    if not isinstance(e, sympy.log):
+        return None
+    x = _one_minus(e.args[0])
+    if x == P_T or _minus_expm1_arg(e.args[0]) == Z_Y - LSE:
+        return ctx.intern("lse", Z_J, True) - LSE
+    return None
+
+
+def one_minus_probability(e, ctx):
+    # 1 - p_t -> -expm1(z[y] - lse(z));  1 - p[j] -> -expm1(z[j] - lse(z))
+    x = _one_minus(e)
+    if x in (P_T, P_J):
+        return -expm1((Z_Y if x == P_T else Z_J) - LSE)
+    return None
+
+
+def one_minus_exp(e, ctx):
+    # 1 - exp(x) -> -expm1(x);  exp(x) - 1 -> expm1(x)
+    x = _one_minus(e)
+    if isinstance(x, sympy.exp):
+        return -expm1(x.args[0])
+    if isinstance(-x if x is not None else None, sympy.exp):
+        return expm1((-x).args[0])
+    return None
+
+
+def log_one_plus(e, ctx):
+    # log(1 + exp(x)) -> softplus(x);  log(1 + x) -> log1p(x) for x that may be tiny
+    if isinstance(e, sympy.log) and isinstance(e.args[0], sympy.Add) and ONE in e.args[0].args:
+        rest = e.args[0] - ONE
+        if isinstance(rest, sympy.exp):
+            return softplus(rest.args[0])
+        if rest.is_number:
+            return None
+        return log1p(rest)
+    return None
+
+
+def log_sigmoid(e, ctx):
+    # log(sigmoid(f)) -> -softplus(-f)
+    if isinstance(e, sympy.log) and isinstance(e.args[0], sigmoid):
+        return -softplus(-e.args[0].args[0])
+    return None
+
+
+def one_minus_sigmoid(e, ctx):
+    # 1 - sigmoid(f) -> sigmoid(-f)
+    x = _one_minus(e)
+    if isinstance(x, sigmoid):
+        return sigmoid(-x.args[0])
+    return None
+
+
+def log_of_exp(e, ctx):
+    # log(exp(x)) -> x
+    if isinstance(e, sympy.log) and isinstance(e.args[0], sympy.exp):
+        return e.args[0].args[0]
+    return None
+
+
+def power_times_log(e, ctx):
+    # (1 - p)^a * log(p) -> (1 - p)^(a+1) * logratio(log p): finite as p -> 1 for any a > -1
+    # (with log p = d and 1 - p = -expm1(d); sympy writes x^g / x as x^(g-1), which is infinite at x = 0)
+    if not isinstance(e, sympy.Mul):
+        return None
+    for factor in e.args:
+        if isinstance(factor, sympy.Pow) and not (factor.exp.is_integer and factor.exp.is_nonnegative):
+            d = _minus_expm1_arg(factor.base)
+            if d is None or d not in e.args:
+                continue
+            rest = e / (factor * d)
+            return rest * factor.base ** (factor.exp + 1) * logratio(d)
+    return None
+
+
+def combine_powers(e, ctx):
+    # x^a * x^b -> x^(a+b), e.g. x^g / x -> x^(g-1) (sympy leaves it split when x is a sum)
+    if not isinstance(e, sympy.Mul):
+        return None
+    exponents: dict = {}
+    others = []
+    factors = sorted(e.args, key=lambda f: not (f.as_base_exp()[1].is_integer is not True))
+    for factor in factors:  # factors with symbolic exponents first: their base is kept
+        base, exp = factor.as_base_exp()
+        if base.is_number:
+            others.append(factor)
+        elif -base in exponents and exp.is_integer:  # x^n with (-x) seen: (-1)^n (-x)^n
+            others.append(sympy.S.NegativeOne ** exp)
+            exponents[-base].append(exp)
+        else:
+            exponents.setdefault(base, []).append(exp)
+    if all(len(v) == 1 for v in exponents.values()):
+        return None
+    return sympy.Mul(*others, *[b ** sympy.Add(*x) for b, x in exponents.items()])
+
+
+# (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
+RULES = (
+    ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
+    ("log_of_probability", "log(softmax(z)[y]) -> z[y] - lse(z)", log_of_probability),
+    ("log_one_minus_target_probability", "log(1 - p_t) -> logsumexp(z[j] for j != y) - lse(z)",
+     log_one_minus_target_probability),
+    ("one_minus_probability", "1 - p_t -> -expm1(z[y] - lse(z))", one_minus_probability),
+    ("one_minus_exp", "1 - exp(x) -> -expm1(x)", one_minus_exp),
+    ("one_minus_sigmoid", "1 - sigmoid(f) -> sigmoid(-f)", one_minus_sigmoid),
+    ("log_sigmoid", "log(sigmoid(f)) -> -softplus(-f)", log_sigmoid),
+    ("log_one_plus", "log(1 + exp(x)) -> softplus(x); log(1 + x) -> log1p(x)", log_one_plus),
+    ("combine_powers", "x^a / x -> x^(a-1)", combine_powers),
+)
+# Gradients also get the rule that keeps x^(a-1) * log(1 - x) finite at x = 0.
+GRADIENT_RULES = RULES + (
+    ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..)", power_times_log),
+)
+
+MAX_ROUNDS = 20
+
+
+def rewrite(expr: sympy.Expr, ctx: Context | None = None, rules=RULES) -> sympy.Expr:
+    """Apply the rules bottom-up until the expression stops changing."""
+    ctx = ctx or Context()
+
+    def visit(node):
+        if not node.args or not isinstance(node, sympy.Basic):
+            return node
+        node = node.func(*[visit(a) for a in node.args]) if node.args else node
+        for _, _, rule in rules:
+            new = rule(node, ctx)
+            if new is not None and new != node:
+                return visit(new)
+        return node
+
+    for _ in range(MAX_ROUNDS):
+        new = visit(expr)
+        if new == expr:
+            return new
+        expr = new
+    return expr
+
+
+def stabilize(spec: LossSpec) -> LossSpec:
+    """Rewrite the loss, its class reductions and its gradient (when present) into stable forms."""
+    ctx = Context(list(spec.reductions))
+    expr = rewrite(spec.expr, ctx)
+    i = 0
+    while i < len(ctx.reductions):  # rules may add reductions, which are rewritten in turn
+        r = ctx.reductions[i]
+        ctx.reductions[i] = Reduction(r.symbol, r.op, rewrite(r.body, ctx), r.exclude_target)
+        i += 1
+    gradient = spec.gradient
+    if gradient is not None:
+        gradient = Gradient(rewrite(gradient.expr, ctx, GRADIENT_RULES),
+                            tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES),
+                                            a.exclude_target) for a in gradient.aux))
+    return spec.with_(expr=expr, reductions=tuple(ctx.reductions), gradient=gradient)

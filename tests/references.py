@@ -1,0 +1,287 @@
+"""Hand-written PyTorch references for the catalog losses: the test oracle.
+
+Each function is plain torch code written straight from the loss's paper (or
+from the library whose semantics the catalog follows: PyTorch, torchvision),
+the way a careful PyTorch user would write it. Nothing here is derived from
+the ``.loss`` files and nothing imports ``lossc``, so agreement between the
+two is evidence that both are right.
+
+Every function returns the *unreduced* loss:
+
+- ``multiclass``: ``fn(logits[N, C, ...], target[N, ...] int64, **params) -> [N, ...]``
+- ``binary``:     ``fn(f, y, **params)``, ``y`` float in {0, 1}, same shape as ``f``
+- ``margin``:     ``fn(f, y, **params)``, ``y`` float in {-1, +1}; ``m = y * f``
+- ``regression``: ``fn(yhat, y, **params)``; residual ``r = y - yhat``
+
+``REFERENCES[name]`` gives the kind, the function, the catalog defaults
+(``params``) and a second, non-default setting to test (``alt_params``).
+Vector parameters are lists (``poly_n``'s ``eps``; its ``N`` is ``len(eps)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Reference", "REFERENCES"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    kind: str  # "multiclass" | "binary" | "margin" | "regression"
+    fn: Callable[..., torch.Tensor]  # unreduced per-sample loss
+    params: dict = field(default_factory=dict)  # the catalog defaults
+    alt_params: dict = field(default_factory=dict)  # a second, non-default setting
+
+
+# --------------------------------------------------------------------------
+# multiclass helpers (class dimension is dim 1, as in F.cross_entropy)
+# --------------------------------------------------------------------------
+
+def _log_p_t(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log softmax(z)[y], shape of target."""
+    return F.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
+
+
+def _one_hot(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One-hot target laid out like logits (class dimension 1), logits' dtype."""
+    return torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), 1.0)
+
+
+def _one_minus_p_t(logp_t: torch.Tensor) -> torch.Tensor:
+    """1 - p_t computed as -expm1(log p_t): accurate when p_t is near 1."""
+    return -torch.expm1(logp_t)
+
+
+# --------------------------------------------------------------------------
+# multiclass
+# --------------------------------------------------------------------------
+
+def cross_entropy(logits, target):
+    """-log p_y (Bridle 1990); PyTorch's F.cross_entropy."""
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def focal(logits, target, gamma=2.0):
+    """Lin et al. 2017: FL(p_t) = -(1 - p_t)^gamma log p_t (no alpha)."""
+    logp_t = _log_p_t(logits, target)
+    return -(_one_minus_p_t(logp_t) ** gamma) * logp_t
+
+
+def poly1(logits, target, eps=1.0):
+    """Leng et al. 2022, Poly-1: CE + eps (1 - p_t)."""
+    logp_t = _log_p_t(logits, target)
+    return -logp_t + eps * _one_minus_p_t(logp_t)
+
+
+def poly_n(logits, target, eps=(1.0,), N=None):
+    """Leng et al. 2022, Poly-N: CE + sum_{j=1..N} eps_j (1 - p_t)^j, N = len(eps)."""
+    eps = [float(e) for e in eps]
+    if N is not None and int(N) != len(eps):
+        raise ValueError(f"poly_n: N={N} but len(eps)={len(eps)}")
+    logp_t = _log_p_t(logits, target)
+    x = _one_minus_p_t(logp_t)
+    loss = -logp_t
+    for j, e in enumerate(eps, start=1):
+        loss = loss + e * x**j
+    return loss
+
+
+def focal_poly1(logits, target, gamma=2.0, eps=1.0):
+    """Leng et al. 2022, Poly-1 of focal loss: FL_gamma + eps (1 - p_t)^(gamma + 1)."""
+    logp_t = _log_p_t(logits, target)
+    x = _one_minus_p_t(logp_t)
+    return -(x**gamma) * logp_t + eps * x ** (gamma + 1)
+
+
+def squentropy(logits, target):
+    """Hui, Belkin & Wright 2023: CE + (1/(C-1)) sum_{j != y} z_j^2.
+
+    As in the authors' code: mean over the incorrect classes of the squared
+    logits, added to cross-entropy.
+    """
+    C = logits.shape[1]
+    wrong = 1.0 - _one_hot(logits, target)
+    sq = (logits**2 * wrong).sum(dim=1) / (C - 1)
+    return F.cross_entropy(logits, target, reduction="none") + sq
+
+
+def label_smoothing(logits, target, eps=0.1):
+    """Szegedy et al. 2016: CE against q' = (1 - eps) one_hot(y) + eps / C."""
+    C = logits.shape[1]
+    q = (1.0 - eps) * _one_hot(logits, target) + eps / C
+    return -(q * F.log_softmax(logits, dim=1)).sum(dim=1)
+
+
+def gce(logits, target, q=0.7):
+    """Zhang & Sabuncu 2018: L_q = (1 - p_y^q) / q."""
+    p_t = torch.exp(_log_p_t(logits, target))
+    return (1.0 - p_t**q) / q
+
+
+def mae(logits, target):
+    """Ghosh et al. 2017 / Ma et al. 2020: ||e_y - softmax(z)||_1 (= 2 (1 - p_y))."""
+    p = F.softmax(logits, dim=1)
+    return (_one_hot(logits, target) - p).abs().sum(dim=1)
+
+
+def nce(logits, target):
+    """Ma et al. 2020: NCE = -log p_y / (-sum_j log p_j), as in the authors' code."""
+    logp = F.log_softmax(logits, dim=1)
+    logp_y = logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    return -logp_y / (-logp.sum(dim=1))
+
+
+def rce(logits, target, A=math.log(1e-4)):
+    """Wang et al. 2019: RCE = -sum_k p_k log q_k, one-hot q with log 0 := A."""
+    p = F.softmax(logits, dim=1)
+    log_q = (1.0 - _one_hot(logits, target)) * A  # log 1 = 0, log 0 = A
+    return -(p * log_q).sum(dim=1)
+
+
+def nce_rce(logits, target, alpha=1.0, beta=1.0, A=math.log(1e-4)):
+    """Ma et al. 2020, APL: alpha * NCE + beta * RCE."""
+    return alpha * nce(logits, target) + beta * rce(logits, target, A=A)
+
+
+def taylor_ce(logits, target, t=2):
+    """Feng et al. 2020: sum_{k=1..t} (1 - p_y)^k / k (Taylor series of -log p_y)."""
+    t = int(t)
+    x = _one_minus_p_t(_log_p_t(logits, target))
+    loss = torch.zeros_like(x)
+    for k in range(1, t + 1):
+        loss = loss + x**k / k
+    return loss
+
+
+def brier(logits, target):
+    """Brier 1950: sum_j (p_j - [j = y])^2."""
+    p = F.softmax(logits, dim=1)
+    return ((p - _one_hot(logits, target)) ** 2).sum(dim=1)
+
+
+# --------------------------------------------------------------------------
+# margin (y in {-1, +1}, m = y f)
+# --------------------------------------------------------------------------
+
+def logistic(f, y):
+    """log(1 + exp(-m)) (Cox 1958)."""
+    return F.softplus(-(y * f))
+
+
+def hinge(f, y):
+    """max(0, 1 - m) (Cortes & Vapnik 1995)."""
+    return torch.clamp(1.0 - y * f, min=0.0)
+
+
+def squared_hinge(f, y):
+    """max(0, 1 - m)^2 (Zhang 2004, "modified least squares")."""
+    return torch.clamp(1.0 - y * f, min=0.0) ** 2
+
+
+def exponential(f, y):
+    """exp(-m) (Freund & Schapire 1997)."""
+    return torch.exp(-(y * f))
+
+
+def sigmoid_loss(f, y):
+    """1 / (1 + exp(m)) (Ghosh, Manwani & Sastry 2015)."""
+    return torch.sigmoid(-(y * f))
+
+
+# --------------------------------------------------------------------------
+# binary (y in {0, 1})
+# --------------------------------------------------------------------------
+
+def bce(f, y):
+    """-y log sigmoid(f) - (1 - y) log(1 - sigmoid(f)); PyTorch's BCEWithLogits."""
+    return F.binary_cross_entropy_with_logits(f, y, reduction="none")
+
+
+def sigmoid_focal(f, y, alpha=0.25, gamma=2.0):
+    """Lin et al. 2017, binary focal loss: torchvision.ops.sigmoid_focal_loss, unreduced."""
+    p = torch.sigmoid(f)
+    ce_loss = F.binary_cross_entropy_with_logits(f, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * y + (1 - alpha) * (1 - y)
+        loss = alpha_t * loss
+    return loss
+
+
+# --------------------------------------------------------------------------
+# regression (r = y - yhat)
+# --------------------------------------------------------------------------
+
+def mse(yhat, y):
+    """r^2; PyTorch's MSELoss."""
+    return F.mse_loss(yhat, y, reduction="none")
+
+
+def mae_regression(yhat, y):
+    """|r|; PyTorch's L1Loss."""
+    return F.l1_loss(yhat, y, reduction="none")
+
+
+def huber(yhat, y, delta=1.0):
+    """Huber 1964, PyTorch's HuberLoss: 0.5 r^2 if |r| < delta else delta (|r| - delta / 2)."""
+    return F.huber_loss(yhat, y, reduction="none", delta=delta)
+
+
+def pseudo_huber(yhat, y, delta=1.0):
+    """Charbonnier et al. 1997: delta^2 (sqrt(1 + (r / delta)^2) - 1)."""
+    r = y - yhat
+    return delta**2 * (torch.sqrt(1 + (r / delta) ** 2) - 1)
+
+
+# --------------------------------------------------------------------------
+
+_A = math.log(1e-4)
+
+REFERENCES: dict[str, Reference] = {
+    # multiclass
+    "cross_entropy": Reference("multiclass", cross_entropy),
+    "focal": Reference("multiclass", focal, {"gamma": 2.0}, {"gamma": 0.5}),
+    "poly1": Reference("multiclass", poly1, {"eps": 1.0}, {"eps": -0.5}),
+    "poly_n": Reference(
+        "multiclass", poly_n, {"N": 1, "eps": [1.0]}, {"N": 3, "eps": [0.5, -0.3, 0.2]}
+    ),
+    "focal_poly1": Reference(
+        "multiclass", focal_poly1, {"gamma": 2.0, "eps": 1.0}, {"gamma": 1.5, "eps": -0.4}
+    ),
+    "squentropy": Reference("multiclass", squentropy),
+    "label_smoothing": Reference("multiclass", label_smoothing, {"eps": 0.1}, {"eps": 0.3}),
+    "gce": Reference("multiclass", gce, {"q": 0.7}, {"q": 0.3}),
+    "mae": Reference("multiclass", mae),
+    "nce": Reference("multiclass", nce),
+    "rce": Reference("multiclass", rce, {"A": _A}, {"A": -4.0}),
+    "nce_rce": Reference(
+        "multiclass",
+        nce_rce,
+        {"alpha": 1.0, "beta": 1.0, "A": _A},
+        {"alpha": 10.0, "beta": 0.1, "A": -4.0},
+    ),
+    "taylor_ce": Reference("multiclass", taylor_ce, {"t": 2}, {"t": 6}),
+    "brier": Reference("multiclass", brier),
+    # margin
+    "logistic": Reference("margin", logistic),
+    "hinge": Reference("margin", hinge),
+    "squared_hinge": Reference("margin", squared_hinge),
+    "exponential": Reference("margin", exponential),
+    "sigmoid_loss": Reference("margin", sigmoid_loss),
+    # binary
+    "bce": Reference("binary", bce),
+    "sigmoid_focal": Reference(
+        "binary", sigmoid_focal, {"alpha": 0.25, "gamma": 2.0}, {"alpha": 0.75, "gamma": 0.5}
+    ),
+    # regression
+    "mse": Reference("regression", mse),
+    "mae_regression": Reference("regression", mae_regression),
+    "huber": Reference("regression", huber, {"delta": 1.0}, {"delta": 0.5}),
+    "pseudo_huber": Reference("regression", pseudo_huber, {"delta": 1.0}, {"delta": 0.3}),
+}
