@@ -1,0 +1,187 @@
+"""The Python API: ``loss``, ``parse``, ``generate``, ``source``, ``catalog``."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .codegen import class_name, function_name, generate_module
+from .errors import LossError, LossKindError, LossNameError, LossParamError, suggest
+from .frontend import SourceFile, catalog_file, catalog_names, lower
+from .ir import LossSpec
+from .kinds import KINDS
+from .passes import derive
+
+_BARE_NAME = "expression"
+TARGETS = ("torch", "triton", "all")
+
+
+def _bare_source(expr: str, over: str, params: dict) -> str:
+    if over not in KINDS:
+        raise LossKindError(f"unknown kind {over!r}", hint=suggest(over, KINDS) or "kinds: " + ", ".join(KINDS))
+    header = []
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LossParamError(f"parameter {name} of a bare expression must be a number, got {value!r}")
+        if not name.isidentifier():
+            raise LossNameError(f"{name!r} is not a valid parameter name")
+        header.append(f"{name} = {float(value)!r}")
+    if "\n" in expr or '"""' in expr:
+        raise LossKindError("a bare expression is one line; write a .loss text for more")
+    return f"loss {_BARE_NAME}({', '.join(header)}) over {over}:\n    return {expr}\n"
+
+
+def _source_file(spec: str, over: str | None, params: dict) -> tuple[SourceFile, str | None]:
+    if not isinstance(spec, str):
+        raise LossError(f"a loss is given by a catalog name, a path or source text, not {type(spec).__name__}")
+    if over is not None:
+        return SourceFile.from_text(_bare_source(spec, over, params), "<expression>"), _BARE_NAME
+    if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", spec):
+        if spec in catalog_names():
+            return catalog_file(spec), spec
+        if not Path(spec).exists():
+            raise LossNameError(f"no catalog loss named {spec}", hint=suggest(spec, catalog_names())
+                                or "lossc catalog lists them; a path or source text works too")
+    if "\n" not in spec and len(spec) < 4096 and not re.search(r"\bloss\b.*\bover\b", spec):
+        path = Path(spec)
+        if not path.is_file():
+            raise LossNameError(f"no such loss file: {spec}")
+        try:
+            return SourceFile.from_text(path.read_text(), str(path)), None
+        except (OSError, UnicodeDecodeError) as err:
+            raise LossError(f"cannot read {spec}: {err}") from None
+    return SourceFile.from_text(spec, "<string>"), None
+
+
+@lru_cache(maxsize=128)
+def _derive(file_text: str, filename: str | None, name: str | None, structural: tuple) -> LossSpec:
+    file = SourceFile.from_text(file_text, filename) if filename is None or filename.startswith("<") \
+        else _file_of(file_text, filename)
+    return derive(lower(file, name, dict(structural)))
+
+
+def _file_of(text: str, filename: str) -> SourceFile:
+    return SourceFile.from_text(text, filename)
+
+
+def _structural(params: dict) -> tuple:
+    """Parameters that may shape the program (integers and vectors) as a hashable key."""
+    out = []
+    for k, v in sorted(params.items()):
+        if isinstance(v, torch.Tensor):
+            v = tuple(v.tolist()) if v.dim() else v.item()
+        if isinstance(v, list):
+            v = tuple(v)
+        out.append((k, v))
+    return tuple(out)
+
+
+def parse(spec: str | LossSpec, *, over: str | None = None, **params) -> LossSpec:
+    """The derived ``LossSpec`` of a catalog name, path, source text or bare expression (``over=``)."""
+    if isinstance(spec, LossSpec):
+        return spec if spec.gradient is not None else derive(spec)
+    file, name = _source_file(spec, over, params)
+    try:
+        return _derive(file.text, file.filename, name, _structural(params if over is None else {}))
+    except TypeError as err:  # unhashable parameter values
+        raise LossParamError(f"invalid parameter value: {err}") from None
+
+
+def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, **params) -> str:
+    """The text of the self-contained module lossc compiles a loss to."""
+    if target not in TARGETS:
+        raise LossParamError(f"target must be one of {TARGETS}, got {target!r}")
+    if target != "torch":
+        raise LossParamError(f"the {target} target is not available yet; use target='torch'")
+    return generate_module(parse(spec, over=over, **params))
+
+
+@lru_cache(maxsize=128)
+def _load(source: str, name: str) -> types.ModuleType:
+    module = types.ModuleType(f"lossc_generated_{name}")
+    module.__file__ = f"<lossc {name}>"
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # our own generated text
+    return module
+
+
+def module(spec: str | LossSpec, *, over: str | None = None, **params) -> types.ModuleType:
+    """The generated module of a loss, compiled and loaded (cached per spec)."""
+    parsed = parse(spec, over=over, **params)
+    return _load(generate_module(parsed), parsed.name)
+
+
+def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
+         reduction: str = "mean", backend: str = "auto", validate: bool = True, **params) -> torch.nn.Module:
+    """A ``torch.nn.Module`` computing the loss: ``lossc.loss("focal", gamma=2.0)``.
+
+    ``spec`` is a catalog name, a path to a ``.loss`` file, ``.loss`` source text, or a
+    bare expression when ``over=`` names its kind. Parameters are keywords.
+    """
+    parsed = parse(spec, over=over, **params)
+    mod = _load(generate_module(parsed), parsed.name)
+    cls = getattr(mod, class_name(parsed.name))
+    runtime = {} if over is not None else {k: v for k, v in params.items()
+                                           if k in {p.name for p in parsed.params}}
+    unknown = set(params) - {p.name for p in parsed.params}
+    if unknown and over is None:
+        name = sorted(unknown)[0]
+        raise LossParamError(f"{parsed.name} has no parameter {name}",
+                             hint=suggest(name, [p.name for p in parsed.params])
+                             or "parameters: " + (", ".join(p.name for p in parsed.params) or "none"))
+    try:
+        return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
+                   validate=validate)
+    except LossError:
+        raise
+    except TypeError as err:
+        raise LossParamError(f"{parsed.name}: {err}") from None
+
+
+def source(name: str) -> str:
+    """The ``.loss`` text of a catalog entry."""
+    if name not in catalog_names():
+        raise LossNameError(f"no catalog loss named {name}", hint=suggest(name, catalog_names()))
+    return catalog_file(name).text
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One catalog loss: name, kind, citation (the docstring's last line), parameters and defaults."""
+
+    name: str
+    kind: str
+    citation: str
+    params: dict
+    vector_params: dict
+    summary: str
+    doc: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "citation": self.citation, "params": self.params,
+                "vector_params": self.vector_params, "summary": self.summary}
+
+
+def catalog() -> list[CatalogEntry]:
+    """Every built-in loss, sorted by name."""
+    entries = []
+    for name in catalog_names():
+        spec = lower(catalog_file(name), name)
+        lines = [line.strip() for line in spec.doc.splitlines() if line.strip()]
+        entries.append(CatalogEntry(
+            name=name, kind=spec.kind, citation=lines[-1] if lines else "", summary=lines[0] if lines else "",
+            params={p.name: p.default for p in spec.params if p.type != "vector"},
+            vector_params={p.name: {"size": p.size, "default": list(p.default or ())}
+                           for p in spec.params if p.type == "vector"},
+            doc=spec.doc))
+    return entries
+
+
+__all__ = ["loss", "parse", "generate", "source", "catalog", "module", "CatalogEntry", "class_name",
+           "function_name"]
+_ = sys

@@ -1,0 +1,155 @@
+"""Code generation: a LossSpec -> the text of a self-contained Python module.
+
+The module's skeleton is a jinja2 template; the math comes from the printers;
+the runtime (flattening, weights, reductions, autograd) is ``lossc/runtime.py``,
+copied verbatim. Nothing from the spec reaches the text unescaped: names are
+validated identifiers, every other piece of spec text is a ``repr`` literal or a
+comment line.
+"""
+
+from __future__ import annotations
+
+import keyword
+from functools import lru_cache
+
+import jinja2
+import sympy
+
+from . import __version__
+from .errors import LossNameError
+from .ir import LossSpec
+from .printers.torch import _ScalarPrinter, program
+from .resources import resource
+
+
+def class_name(name: str) -> str:
+    """``cross_entropy`` -> ``CrossEntropyLoss``."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) + "Loss"
+
+
+def function_name(name: str) -> str:
+    return f"{name}_loss"
+
+
+def _check_identifier(name: str) -> str:
+    if not (name.isidentifier() and name.isascii()) or keyword.iskeyword(name):
+        raise LossNameError(f"{name!r} is not a valid identifier")
+    return name
+
+
+def comment_lines(text: str) -> list[str]:
+    """Text as lines that are safe behind '# ' (no line break survives inside one)."""
+    return [line.replace("\x00", "") for line in str(text).splitlines()] or [""]
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource("templates"))),
+                             autoescape=False, keep_trailing_newline=True, trim_blocks=False,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["py"] = repr
+    return env
+
+
+@lru_cache(maxsize=1)
+def runtime_source() -> str:
+    return (resource("..", "lossc", "runtime.py") if False else _runtime_path()).read_text()
+
+
+def _runtime_path():
+    from pathlib import Path
+    return Path(__file__).with_name("runtime.py")
+
+
+def _param_checks(spec: LossSpec) -> tuple[list[str], str, str, str, str]:
+    """Lines of _params, its signature, keyword signature, call and packed arguments."""
+    printer = _ScalarPrinter({p.symbol: p.name for p in spec.params if p.type == "float"})
+    bound = dict(spec.bound)
+    sig, checks, packed = [], [], []
+    for p in spec.params:
+        name = _check_identifier(p.name)
+        if p.type == "int":
+            sig.append(f"{name}={bound[name]!r}")
+            checks.append(f"if {name} != {bound[name]!r}:")
+            checks.append(f"    raise LossParamError({spec.name + ': this module was compiled for ' + name + ' = ' + str(bound[name]) + '; compile again for another value'!r})")
+        elif p.type == "vector":
+            n = bound[p.size]
+            default = None if p.default is None else tuple(float(v) for v in
+                                                          (p.default if len(p.default) == n else p.default * n))
+            sig.append(f"{name}={default!r}")
+            checks.append(f"{name} = _vector({spec.name + '.' + name!r}, {name}, {n})")
+            packed.append(f"{name}={name}")
+        else:
+            sig.append(f"{name}={float(p.default)!r}" if p.default is not None else name)
+            checks.append(f"{name} = _number({spec.name + '.' + name!r}, {name})")
+            packed.append(f"{name}={name}")
+    for c in spec.constraints:
+        names = {s: (s.name.split("[")[0] + "[" + str(int(s.name.split("[")[1][:-1]) - 1) + "]")
+                 if "[" in s.name else s.name for s in c.condition.free_symbols}
+        printer.names = names
+        checks.append(f"if not ({printer.doprint(c.condition)}):")
+        message = f"{spec.name}: constraint violated: {c.text}"
+        values = ", ".join(f"{n} = {{{n}!r}}" for n in sorted({v.split('[')[0] for v in names.values()}))
+        checks.append(f"    raise LossParamError({message!r} + f' ({values})')" if values
+                      else f"    raise LossParamError({message!r})")
+    call = ", ".join(f"{_check_identifier(p.name)}={p.name}" for p in spec.params)
+    keyword_sig = "".join(s + ", " for s in sig)
+    if keyword_sig:
+        keyword_sig = "*, " + keyword_sig
+    else:
+        keyword_sig = "*, "
+    return checks, ", ".join(sig), keyword_sig, call, ", ".join(packed)
+
+
+def _function(name: str, inputs: str, prog) -> dict:
+    return {"name": name, "inputs": inputs, "lines": prog.lines, "returns": ", ".join(prog.outputs)}
+
+
+def generate_module(spec: LossSpec) -> str:
+    """The self-contained module of a derived LossSpec (``FocalLoss``, ``focal_loss``)."""
+    _check_identifier(spec.name)
+    inputs = "z, t" if spec.form == "row" else "u, t"
+    functions = [_function("_loss", inputs, program(spec, False)),
+                 _function("_loss_and_grad", inputs, program(spec, True))]
+    checks, signature, signature_kw, call, packed = _param_checks(spec)
+    header = [f"Generated by lossc {__version__} from loss {spec.name} ({spec.kind}); do not edit.",
+              f"spec hash: {spec.hash}",
+              "loss: " + " ".join(comment_lines(sympy.sstr(spec.expr)))]
+    header += ["  where " + " ".join(comment_lines(r.describe())) for r in spec.reductions]
+    header += ["gradient: " + " ".join(comment_lines(sympy.sstr(spec.gradient.expr)))]
+    header += ["  where " + " ".join(comment_lines(r.describe())) for r in spec.gradient.aux]
+    runtime = runtime_source() + _HELPERS
+    return _environment().get_template("module.py.j2").render(
+        header=header, runtime=runtime.rstrip("\n"), name=spec.name, spec_hash=spec.hash,
+        functions=functions, unpack=[p.name for p in spec.runtime_params], form=spec.form,
+        target=_target(spec), checks=checks, signature=signature, signature_kw=signature_kw, call=call,
+        packed=packed, class_name=class_name(spec.name), function_name=function_name(spec.name),
+        doc=spec.doc or f"The {spec.name} loss ({spec.kind}).")
+
+
+def _target(spec: LossSpec) -> str:
+    from .kinds import KINDS
+    return KINDS[spec.kind].target
+
+
+_HELPERS = '''
+
+
+def _number(name, value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LossParamError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _vector(name, value, size):
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * size
+    values = tuple(_number(name, v) for v in value)
+    if len(values) != size:
+        raise LossParamError(f"{name} needs {size} values, got {len(values)}")
+    return values
+'''

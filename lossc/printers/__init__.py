@@ -1,0 +1,1 @@
+"""Printers: one per backend, built on sympy's, driven by tables."""

@@ -1,0 +1,300 @@
+"""The PyTorch printer, and the programs (lists of assignments) of each normal form.
+
+Tensors are row columns ``[m, 1]`` (row scalars) or ``[m, C]`` (per class) in the row
+form and ``[n]`` in the elementwise form; parameters and ``C`` are Python numbers,
+so sub-expressions of parameters alone are printed with ``math``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+from sympy.printing.pycode import PythonCodePrinter
+from sympy.printing.pytorch import TorchPrinter
+
+from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, T, U, Z_J, Z_Y, LossSpec, Reduction
+
+# Atom -> function of the generated module's runtime (tensor arguments).
+TENSOR_FUNCTIONS = {
+    "softplus": "_softplus",
+    "sigmoid": "torch.sigmoid",
+    "pos": "torch.relu",
+    "step": "_step",
+    "detach": "_detach",
+    "logratio": "_logratio",
+    "log1p": "torch.log1p",
+    "expm1": "torch.expm1",
+    "Heaviside": "_heaviside",
+    "sign": "torch.sign",
+    "tanh": "torch.tanh",
+}
+# Atom -> how to print it on Python numbers (parameters).
+SCALAR_FUNCTIONS = {
+    "softplus": "_scalar(_softplus, {})",
+    "sigmoid": "_scalar(torch.sigmoid, {})",
+    "pos": "max({}, 0.0)",
+    "step": "float({} > 0)",
+    "detach": "{}",
+    "logratio": "_scalar(_logratio, {})",
+    "log1p": "math.log1p({})",
+    "expm1": "math.expm1({})",
+    "Heaviside": "_scalar(_heaviside, {})",
+    "sign": "math.copysign(1.0, {0}) if {0} else 0.0",
+}
+
+
+class _ScalarPrinter(PythonCodePrinter):
+    """Python-number expressions (parameters, C)."""
+
+    def __init__(self, names: dict):
+        super().__init__({"fully_qualified_modules": True, "strict": True})
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr, expr.name)
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name in SCALAR_FUNCTIONS:
+            return "(" + SCALAR_FUNCTIONS[name].format(*[self._print(a) for a in expr.args]) + ")"
+        return super()._print_Function(expr)
+
+
+class TorchCodePrinter(TorchPrinter):
+    """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
+
+    def __init__(self, names: dict, scalars: set):
+        super().__init__({"strict": True})
+        self.names = names
+        self.scalars = scalars
+        self.scalar_printer = _ScalarPrinter(names)
+
+    def _is_scalar(self, expr) -> bool:
+        return isinstance(expr, sympy.Expr) and expr.free_symbols <= self.scalars
+
+    def _print(self, expr, **kwargs):
+        if self._is_scalar(expr) and not isinstance(expr, sympy.Symbol) and not expr.is_Number:
+            return "(" + self.scalar_printer.doprint(expr) + ")"
+        return super()._print(expr, **kwargs)
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr, expr.name)
+
+    def _print_Function(self, expr):
+        name = type(expr).__name__
+        if name in TENSOR_FUNCTIONS:
+            return f"{TENSOR_FUNCTIONS[name]}({', '.join(self._print(a) for a in expr.args)})"
+        return super()._print_Function(expr)
+
+    _print_sign = _print_Function
+    _print_tanh = _print_Function
+    _print_Heaviside = _print_Function
+
+    def _print_Heaviside(self, expr):  # noqa: F811 - one argument only, whatever sympy carries
+        return f"_heaviside({self._print(expr.args[0])})"
+
+    def _pairwise(self, expr, tensor_fn: str, clamp: str):
+        args = list(expr.args)
+        scalars = [a for a in args if self._is_scalar(a)]
+        tensors = [a for a in args if not self._is_scalar(a)]
+        text = self._print(tensors[0])
+        for other in tensors[1:]:
+            text = f"{tensor_fn}({text}, {self._print(other)})"
+        if scalars:
+            bound = scalars[0] if len(scalars) == 1 else type(expr)(*scalars)
+            text = f"{clamp}({text}, {self.scalar_printer.doprint(bound)})"
+        return text
+
+    def _print_Max(self, expr):
+        return self._pairwise(expr, "torch.maximum", "torch.clamp_min")
+
+    def _print_Min(self, expr):
+        return self._pairwise(expr, "torch.minimum", "torch.clamp_max")
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        if cond != sympy.true:
+            raise ValueError("Piecewise without a default")
+        text = self._print(last)
+        for value, cond in reversed(pieces):
+            text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
+        return text
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.args
+        if exp == sympy.S.Half:
+            return f"torch.sqrt({self._print(base)})"
+        if exp == -1:
+            return f"torch.reciprocal({self._print(base)})"
+        if exp == 2:
+            return f"torch.square({self._print(base)})"
+        if self._is_scalar(base):
+            return f"torch.pow({self.scalar_printer.doprint(base)}, {self._print(exp)})"
+        exponent = self.scalar_printer.doprint(exp) if self._is_scalar(exp) else self._print(exp)
+        return f"torch.pow({self._print(base)}, {exponent})"
+
+    def _print_Rational(self, expr):
+        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+
+    def _print_Relational(self, expr):
+        op = {"<": "torch.lt", "<=": "torch.le", ">": "torch.gt", ">=": "torch.ge",
+              "==": "torch.eq", "!=": "torch.ne"}[expr.rel_op]
+        lhs, rhs = expr.args
+        if self._is_scalar(lhs):  # torch.lt needs a tensor first
+            flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[expr.rel_op]
+            return self._print(sympy.Rel(rhs, lhs, flipped))
+        return f"{op}({self._print(lhs)}, {self._print(rhs)})"
+
+    def _print_And(self, expr):
+        return " & ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Or(self, expr):
+        return " | ".join(f"({self._print(a)})" for a in expr.args)
+
+    def _print_Not(self, expr):
+        return f"~({self._print(expr.args[0])})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Programs: the statements of the generated functions.
+
+
+@dataclass(frozen=True)
+class Program:
+    """Assignments ``(name, code)`` in order; ``outputs`` name the results."""
+
+    lines: tuple[tuple[str, str], ...]
+    outputs: tuple[str, ...]
+
+
+ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p", NUM_CLASSES: "C"}
+# What computes each row-form symbol from z [m, C] and t [m] (and which symbols it needs).
+ROW_SETUP = (
+    (NUM_CLASSES, "z.shape[1]", ()),
+    (Z_Y, "z.gather(1, t[:, None])", ()),
+    (LSE, "torch.logsumexp(z, 1, keepdim=True)", ()),
+    (P_T, "torch.exp(z_y - lse)", (Z_Y, LSE)),
+    (P_J, "torch.exp(z - lse)", (LSE,)),
+)
+REDUCE = {"sum": ("torch.sum({}, 1, keepdim=True)", "0.0"),
+          "max": ("torch.amax({}, 1, keepdim=True)", "-math.inf"),
+          "lse": ("torch.logsumexp({}, 1, keepdim=True)", "-math.inf")}
+
+
+def _names(spec: LossSpec) -> tuple[dict, set]:
+    names = dict(ROW_NAMES) if spec.form == "row" else {U: "u", T: "t"}
+    scalars = {NUM_CLASSES}
+    for feature, _ in spec.features:
+        names[feature] = feature.name
+    for p in spec.params:
+        if p.type == "float":
+            names[p.symbol] = p.name
+            scalars.add(p.symbol)
+        elif p.type == "vector":
+            n = dict(spec.bound)[p.size]
+            for i in range(1, n + 1):
+                names[p.element(i)] = f"{p.name}[{i - 1}]"
+                scalars.add(p.element(i))
+    for r in spec.reductions + (spec.gradient.aux if spec.gradient else ()):
+        names[r.symbol] = r.symbol.name.lower()
+    return names, scalars
+
+
+class _Emitter:
+    """Collects assignments, with common subexpressions shared within each stage."""
+
+    def __init__(self, spec: LossSpec):
+        self.names, self.scalars = _names(spec)
+        self.lines: list[tuple[str, str]] = []
+        self.counter = 0
+
+    def printer(self) -> TorchCodePrinter:
+        return TorchCodePrinter(self.names, self.scalars)
+
+    def stage(self, exprs: list[sympy.Expr]) -> list[str]:
+        """Emit CSE temporaries for exprs; return the code of each."""
+        temps = sympy.numbered_symbols("_t", start=self.counter)
+        replacements, reduced = sympy.cse(exprs, symbols=temps, order="none")
+        for symbol, value in replacements:
+            self.counter += 1
+            if value.free_symbols <= self.scalars:
+                self.scalars.add(symbol)
+            self.names[symbol] = symbol.name
+            self.lines.append((symbol.name, self.printer().doprint(value)))
+        return [self.printer().doprint(e) for e in reduced]
+
+    def assign(self, name: str, code: str) -> None:
+        self.lines.append((name, code))
+
+
+def _needed(exprs) -> set:
+    out: set = set()
+    for e in exprs:
+        out |= e.free_symbols
+    return out
+
+
+def _row_setup(em: _Emitter, needed: set, exclude: bool) -> None:
+    closure = set(needed)
+    for symbol, _, deps in reversed(ROW_SETUP):
+        if symbol in closure:
+            closure |= set(deps)
+    for symbol, code, _ in ROW_SETUP:
+        if symbol in closure:
+            em.assign(em.names[symbol], code)
+    if exclude:
+        em.assign("is_y", "torch.zeros_like(z, dtype=torch.bool).scatter_(1, t[:, None], True)")
+
+
+def _reductions(em: _Emitter, reductions: tuple[Reduction, ...]) -> None:
+    for r in reductions:
+        (body,) = em.stage([r.body])
+        template, fill = REDUCE[r.op]
+        if r.exclude_target:
+            body = f"torch.where(is_y, {fill}, {body})"
+        em.assign(em.names[r.symbol], template.format(body))
+
+
+def row_program(spec: LossSpec, with_grad: bool) -> Program:
+    """Loss per row ``[m]`` (and its gradient ``[m, C]``) from ``z`` ``[m, C]``, ``t`` ``[m]``."""
+    em = _Emitter(spec)
+    aux = spec.gradient.aux if with_grad else ()
+    exprs = [spec.expr] + [r.body for r in spec.reductions + aux]
+    if with_grad:
+        g = spec.gradient.expr
+        other = g.subs(IS_Y, 0)                                  # classes c != y
+        own = g.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})              # the target class
+        exprs += [other, own]
+    exclude = any(r.exclude_target for r in spec.reductions + aux)
+    _row_setup(em, _needed(exprs) | ({Z_Y} if with_grad else set()), exclude)
+    _reductions(em, spec.reductions)
+    _reductions(em, aux)
+    if not with_grad:
+        (loss,) = em.stage([spec.expr])
+        em.assign("loss", loss)
+        return Program(tuple(em.lines), ("loss",))
+    loss, other_code, own_code = em.stage([spec.expr, other, own])
+    em.assign("loss", loss)
+    em.assign("grad", f"_as_grad({other_code}, z)")
+    em.assign("grad", f"grad.scatter_(1, t[:, None], _as_column({own_code}, z_y))")
+    return Program(tuple(em.lines), ("loss", "grad"))
+
+
+def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
+    """Loss (and gradient) per element from ``u`` and ``t`` of the same shape."""
+    em = _Emitter(spec)
+    for feature, definition in spec.features:
+        (code,) = em.stage([definition])
+        em.assign(feature.name, code)
+    exprs = [spec.expr] + ([spec.gradient.expr] if with_grad else [])
+    codes = em.stage(exprs)
+    em.assign("loss", codes[0])
+    if with_grad:
+        em.assign("grad", f"_as_grad({codes[1]}, u)")
+        return Program(tuple(em.lines), ("loss", "grad"))
+    return Program(tuple(em.lines), ("loss",))
+
+
+def program(spec: LossSpec, with_grad: bool) -> Program:
+    return (row_program if spec.form == "row" else elementwise_program)(spec, with_grad)
