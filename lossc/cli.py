@@ -1,0 +1,182 @@
+"""The ``lossc`` command line: compile, grad, catalog.
+
+Exit codes: 0 success; 1 a --require'd property is not proved; 2 bad input.
+Errors print ``file:line:col``, the line, a caret and a hint; nothing is written on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import sympy
+
+from .errors import LossError
+
+
+def _value(text: str):
+    """A --param value: int, float, or a comma-separated list of numbers."""
+    items = [t.strip() for t in text.strip("[]()").split(",")]
+    values = []
+    for item in items:
+        try:
+            values.append(int(item))
+        except ValueError:
+            try:
+                values.append(float(item))
+            except ValueError:
+                raise LossError(f"--param value {text!r} is not a number or a list of numbers") from None
+    return values if len(values) > 1 or "," in text else values[0]
+
+
+def _params(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise LossError(f"--param takes NAME=VALUE, got {pair!r}")
+        name, value = pair.split("=", 1)
+        out[name.strip()] = _value(value)
+    return out
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write text to path via a temporary file in the same folder and a rename."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_compile(args) -> int:
+    from . import api
+    params = _params(args.param)
+    text = api.generate(args.spec, target=args.target, **params)
+    # Runtime parameters given on the command line become the module's defaults.
+    spec = api.parse(args.spec, **params)
+    for p in spec.runtime_params:
+        if p.name in params:
+            api.loss(spec, **{p.name: params[p.name]})  # validates the value against the constraints
+    text = _with_defaults(text, spec, params)
+    if args.output:
+        write_atomic(args.output, text)
+        print(f"wrote {args.output} ({api.class_name(spec.name)}, {api.function_name(spec.name)})")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _with_defaults(text: str, spec, params: dict) -> str:
+    """Regenerate with --param values as the defaults of the runtime parameters."""
+    if not any(p.name in params for p in spec.runtime_params):
+        return text
+    from .codegen import generate_module
+    from .ir import Param
+    new_params = []
+    for p in spec.params:
+        if p.name in params and p.type == "float":
+            p = Param(p.name, p.type, float(params[p.name]), p.size)
+        elif p.name in params and p.type == "vector":
+            value = params[p.name]
+            p = Param(p.name, p.type, tuple(float(v) for v in (value if isinstance(value, list) else [value])),
+                      p.size)
+        new_params.append(p)
+    return generate_module(spec.with_(params=tuple(new_params)))
+
+
+def cmd_grad(args) -> int:
+    from . import api
+    spec = api.parse(args.spec, **_params(args.param))
+    from .ir import LSE, P_T, Z_Y
+    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T))) if spec.form == "row" else (lambda e: e)
+    show = (lambda e: sympy.latex(readable(e))) if args.latex else \
+        (lambda e: sympy.pretty(readable(e), use_unicode=True))
+    print(f"{spec.name} ({spec.kind}, {spec.form} form)")
+    print("\nloss =")
+    print(show(spec.expr))
+    for r in spec.reductions:
+        print(("\n" if args.latex else "\n  ") + r.describe())
+    variable = "dL/dz_c (c = class; [j=y] is 1 at the target)" if spec.form == "row" else "dL/du"
+    print(f"\n{variable} =")
+    print(show(spec.gradient.expr))
+    for r in spec.gradient.aux:
+        print(("\n" if args.latex else "\n  ") + r.describe())
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    from . import api
+    entries = api.catalog()
+    if args.name:
+        entries = [e for e in entries if e.name == args.name]
+        if not entries:
+            from .errors import LossNameError, suggest
+            from .frontend import catalog_names
+            raise LossNameError(f"no catalog loss named {args.name}", hint=suggest(args.name, catalog_names()))
+    if args.json:
+        data = [e.as_dict() for e in entries]
+        print(json.dumps(data[0] if args.name else data, indent=2))
+        return 0
+    if args.name:
+        print(api.source(args.name))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"lossc catalog ({len(entries)} losses)")
+    for column in ("name", "kind", "parameters", "citation"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        params = ", ".join([f"{k}={v}" for k, v in e.params.items()]
+                           + [f"{k}[{v['size']}]={v['default']}" for k, v in e.vector_params.items()])
+        table.add_row(e.name, e.kind, params, e.citation)
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lossc", description="A compiler for loss functions.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="write the self-contained PyTorch module of a loss")
+    p.add_argument("spec", help="a .loss file or a catalog name")
+    p.add_argument("-o", "--output", help="output .py file (default: stdout)")
+    p.add_argument("--target", default="torch", choices=("torch", "triton", "all"))
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
+    p.set_defaults(run=cmd_compile)
+
+    p = sub.add_parser("grad", help="print the loss and its symbolic gradient")
+    p.add_argument("spec")
+    p.add_argument("--latex", action="store_true")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    p.set_defaults(run=cmd_grad)
+
+    p = sub.add_parser("catalog", help="list the built-in losses, or show one")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_catalog)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except LossError as err:
+        print(err.render(), file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: the input is nested too deeply", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
