@@ -314,6 +314,12 @@ class _Lowering:
             raise self.error(LossKindError, "a where line may only constrain parameters", node)
         if cond == sympy.false:
             raise self.error(LossParamError, f"constraint violated: {text}", node)
+        defaults = {p.symbol: sympy.nsimplify(p.default, rational=True) for p in self.params.values()
+                    if p.type == "float" and p.default is not None}
+        if cond.subs(defaults) == sympy.false:
+            shown = ", ".join(f"{s} = {self.params[str(s)].default}" for s in cond.free_symbols
+                              if s in defaults)
+            raise self.error(LossParamError, f"constraint violated by the defaults: {text} ({shown})", node)
         if cond != sympy.true:
             self.constraints.append(Constraint(cond, text, node.meta.line, node.meta.column))
 

@@ -79,8 +79,10 @@ def one_minus_exp(e, ctx):
     x = _one_minus(e)
     if isinstance(x, sympy.exp):
         return -expm1(x.args[0])
-    if isinstance(-x if x is not None else None, sympy.exp):
-        return expm1((-x).args[0])
+    if isinstance(e, sympy.Add) and len(e.args) == 2 and sympy.S.NegativeOne in e.args:
+        other = e.args[0] if e.args[1] == sympy.S.NegativeOne else e.args[1]
+        if isinstance(other, sympy.exp):
+            return expm1(other.args[0])
     return None
 
 

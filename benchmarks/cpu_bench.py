@@ -1,0 +1,348 @@
+"""CPU benchmark: lossc's fused torch backend vs eager PyTorch vs torch.compile.
+
+For every catalog loss of kind ``multiclass`` (row form: logits [N, C], integer
+targets [N]) this times one forward + backward pass of the *mean* loss and
+measures its peak extra memory, for three implementations:
+
+``fused``
+    ``lossc.loss(name, backend="torch")`` with its catalog defaults: the fused
+    autograd Function whose forward computes loss and gradient chunk by chunk.
+``eager``
+    The hand-written reference of ``tests/references.py``:
+    ``REFERENCES[name].fn(logits, target, **REFERENCES[name].params).mean()``
+    run under ordinary autograd.
+``compile``
+    ``torch.compile`` (default mode, inductor) of exactly that eager function.
+    It is compiled once, warmed up, then timed; a loss whose compile (or first
+    run) raises is reported as ``failed``, not as a crash of the benchmark.
+
+Method
+------
+Every (loss, implementation) pair runs in its own fresh Python subprocess
+(``--worker``), one at a time, so that nothing (allocator state, inductor
+caches in memory, a crash) leaks from one measurement into another.
+
+Time: one step is ``logits.grad = None; fn(logits, target).backward()``.
+After the first call (which for ``compile`` includes compilation; reported
+separately as ``first_call_s`` in the JSON) and ``--warmup`` more steps,
+``--repeats`` steps are timed with ``time.perf_counter`` and the median is
+reported. Torch uses its default intra-op thread count (one per core).
+
+Peak extra memory: measured on the process's resident set size (RSS), which on
+CPU is where every tensor lives. After timing, the worker drops all results,
+pins glibc's mmap threshold at 128 KiB (``mallopt(M_MMAP_THRESHOLD)``, which
+also turns off its dynamic adjustment) and calls ``malloc_trim(0)``, so that
+from then on every tensor buffer of 128 KiB or more is its own mmap, unmapped on
+free: RSS follows the live bytes and freed memory cannot hide later
+allocations. It then reads the baseline ``VmRSS`` (logits and targets are
+already allocated), resets the kernel's RSS high-water mark (``echo 5 >
+/proc/self/clear_refs``), runs ONE forward + backward step, and reports
+``VmHWM - baseline``. The kernel updates the high-water mark before it unmaps
+anything, so short-lived temporaries are counted too. The number therefore
+includes everything the step allocates and holds at its worst moment: saved
+activations, temporaries, and the gradient ``logits.grad`` itself (an [N, C]
+tensor, exactly the size of the logits, which every implementation must
+produce). It is shown in MB and relative to the size of the logits (``x in``);
+``1.0x`` is thus the floor for any implementation that materialises the
+gradient. (If ``/proc/self/clear_refs`` is not writable, the worker falls
+back to ``ru_maxrss`` of a fresh subprocess whose first step is the measured
+one; the JSON records which method was used.)
+
+Usage::
+
+    python benchmarks/cpu_bench.py                       # 4096x32000, every multiclass loss
+    python benchmarks/cpu_bench.py --shape 1024,32000 --losses cross_entropy,focal --repeats 3
+    python benchmarks/cpu_bench.py --repeats 3 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import gc
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("fused", "eager", "compile")
+RESULT_MARK = "@@CPU_BENCH_RESULT "
+MB = 1024 * 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# worker: one (loss, implementation) measurement, in its own process
+# ----------------------------------------------------------------------------------------------
+
+def _references():
+    path = ROOT / "tests" / "references.py"
+    spec = importlib.util.spec_from_file_location("lossc_bench_references", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up while the class is built
+    spec.loader.exec_module(module)
+    return module.REFERENCES
+
+
+def _proc_status_kb(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _reset_hiwater():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _pin_malloc():
+    """Every allocation >= 128 KiB its own mmap from now on, and free heap pages returned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _make_fn(torch, name, variant):
+    if variant == "fused":
+        import lossc
+        module = lossc.loss(name, backend="torch")
+        return lambda x, t: module(x, t)
+    ref = _references()[name]
+    params = dict(ref.params)
+
+    def eager(x, t):
+        return ref.fn(x, t, **params).mean()
+    if variant == "eager":
+        return eager
+    return torch.compile(eager)
+
+
+def worker(name, variant, N, C, repeats, warmup, seed):
+    import torch
+    out = {"loss": name, "variant": variant, "threads": torch.get_num_threads()}
+    torch.manual_seed(seed)
+    logits = torch.randn(N, C, dtype=torch.float32).requires_grad_()
+    target = torch.randint(0, C, (N,), dtype=torch.int64)
+    maxrss_fresh_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_fresh_kb = _proc_status_kb("VmRSS")
+    can_reset = _reset_hiwater()
+
+    try:
+        fn = _make_fn(torch, name, variant)
+    except Exception as err:  # noqa: BLE001 - report, do not crash
+        out.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000])
+        return out
+
+    def step():
+        logits.grad = None
+        loss = fn(logits, target)
+        loss.backward()
+        return loss
+
+    try:
+        if not can_reset:
+            # fallback: the first step is the memory measurement (ru_maxrss of a fresh process)
+            step()
+            out["peak_extra_bytes"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                       - max(maxrss_fresh_kb, rss_fresh_kb)) * 1024
+            out["memory_method"] = "ru_maxrss (first step, fresh process)"
+        t0 = time.perf_counter()
+        loss = step()
+        out["first_call_s"] = time.perf_counter() - t0
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            loss = step()
+            times.append(time.perf_counter() - t0)
+    except Exception as err:  # noqa: BLE001 - e.g. a torch.compile failure shows up at the first call
+        out.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000])
+        return out
+    out["loss_value"] = float(loss.detach())
+    out["grad_abs_sum"] = float(logits.grad.abs().sum())
+    out["times_ms"] = [1000 * t for t in times]
+    out["median_ms"] = statistics.median(out["times_ms"])
+
+    if can_reset:
+        loss = None
+        logits.grad = None
+        gc.collect()
+        pinned = _pin_malloc()
+        gc.collect()
+        base_kb = _proc_status_kb("VmRSS")
+        _reset_hiwater()
+        step()
+        peak_kb = _proc_status_kb("VmHWM")
+        out["peak_extra_bytes"] = (peak_kb - base_kb) * 1024
+        out["memory_method"] = ("VmHWM - VmRSS around one step after clear_refs"
+                                + (", malloc pinned to mmap >= 128 KiB" if pinned else ""))
+    out["status"] = "ok"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+# ----------------------------------------------------------------------------------------------
+
+def multiclass_losses():
+    import lossc
+    return [e.name for e in lossc.catalog() if e.kind == "multiclass"]
+
+
+def run_one(name, variant, args):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, variant,
+           "--shape", f"{args.N},{args.C}", "--repeats", str(args.repeats),
+           "--warmup", str(args.warmup), "--seed", str(args.seed)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"loss": name, "variant": variant, "status": "failed", "error": f"timeout after {args.timeout} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):])
+    tail = (proc.stderr or proc.stdout)[-2000:]
+    return {"loss": name, "variant": variant, "status": "failed",
+            "error": f"worker exited with {proc.returncode}: {tail}"}
+
+
+def _cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt_ms(r):
+    return f"{r['median_ms']:,.0f}" if r and r.get("status") == "ok" else "failed"
+
+
+def _fmt_mem(r, input_bytes):
+    if not r or r.get("status") != "ok" or "peak_extra_bytes" not in r:
+        return "failed"
+    b = r["peak_extra_bytes"]
+    return f"{b / MB:,.0f} ({b / input_bytes:.1f}x)"
+
+
+def _ratio(a, b, key):
+    if not a or not b or a.get("status") != "ok" or b.get("status") != "ok" or key not in a or key not in b:
+        return None
+    return a[key] / b[key] if b[key] else None
+
+
+def print_table(results, losses, meta):
+    from rich.console import Console
+    from rich.table import Table
+
+    input_bytes = meta["logits_bytes"]
+    table = Table(title=f"forward+backward, mean loss, logits {meta['N']}x{meta['C']} float32 "
+                        f"({input_bytes / MB:,.0f} MB); median of {meta['repeats']}; "
+                        f"memory = peak extra MB (x logits size)")
+    for col, just in [("loss", "left"), ("fused ms", "right"), ("eager ms", "right"),
+                      ("compile ms", "right"), ("fused/eager time", "right"), ("fused mem", "right"),
+                      ("eager mem", "right"), ("compile mem", "right"), ("fused/eager mem", "right"),
+                      ("goal", "center")]:
+        table.add_column(col, justify=just)
+    for name in losses:
+        r = results[name]
+        f, e, c = r.get("fused"), r.get("eager"), r.get("compile")
+        rt, rm = _ratio(f, e, "median_ms"), _ratio(f, e, "peak_extra_bytes")
+        goal = "-" if rt is None or rm is None else ("yes" if rt <= 1.0 and rm <= 0.5 else "[red]no[/red]")
+        table.add_row(name, _fmt_ms(f), _fmt_ms(e), _fmt_ms(c),
+                      "-" if rt is None else f"{rt:.2f}", _fmt_mem(f, input_bytes), _fmt_mem(e, input_bytes),
+                      _fmt_mem(c, input_bytes), "-" if rm is None else f"{rm:.2f}", goal)
+    console = Console(width=200)
+    console.print(table)
+    console.print("goal: fused <= eager time and <= 1/2 eager peak extra memory")
+    for name in losses:
+        for variant in VARIANTS:
+            r = results[name].get(variant)
+            if r and r.get("status") != "ok":
+                console.print(f"[red]{name}/{variant} failed:[/red] {r.get('error', '')[:300]}", markup=True,
+                              highlight=False)
+        f, e = results[name].get("fused"), results[name].get("eager")
+        if f and e and f.get("status") == "ok" and e.get("status") == "ok":
+            diff = abs(f["loss_value"] - e["loss_value"]) / max(abs(e["loss_value"]), 1e-30)
+            if diff > 1e-4:
+                console.print(f"[yellow]{name}: fused loss {f['loss_value']!r} differs from eager "
+                              f"{e['loss_value']!r} (rel {diff:.1e})[/yellow]")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="4096,32000", help="N,C of the logits (default 4096,32000)")
+    parser.add_argument("--losses", default=None, help="comma-separated loss names (default: every multiclass loss)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of fused,eager,compile")
+    parser.add_argument("--repeats", type=int, default=5, help="timed fwd+bwd steps per measurement (median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first call")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
+    parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results here")
+    parser.add_argument("--worker", nargs=2, metavar=("LOSS", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.N, args.C = (int(v) for v in args.shape.split(","))
+
+    if args.worker:
+        name, variant = args.worker
+        result = worker(name, variant, args.N, args.C, args.repeats, args.warmup, args.seed)
+        print(RESULT_MARK + json.dumps(result), flush=True)
+        return 0
+
+    available = multiclass_losses()
+    losses = available if args.losses is None else [s.strip() for s in args.losses.split(",") if s.strip()]
+    unknown = [n for n in losses if n not in available]
+    if unknown:
+        parser.error(f"not multiclass catalog losses: {', '.join(unknown)} (available: {', '.join(available)})")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants must be a subset of {','.join(VARIANTS)}")
+
+    import torch
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "python": platform.python_version(), "N": args.N, "C": args.C, "dtype": "float32",
+        "logits_bytes": args.N * args.C * 4, "repeats": args.repeats, "warmup": args.warmup,
+    }
+    results = {name: {} for name in losses}
+    for name in losses:
+        for variant in variants:
+            t0 = time.perf_counter()
+            r = run_one(name, variant, args)
+            results[name][variant] = r
+            state = (f"{r['median_ms']:.0f} ms, {r.get('peak_extra_bytes', 0) / MB:.0f} MB"
+                     if r.get("status") == "ok" else "failed")
+            print(f"[{name:>16} {variant:>7}] {state}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+    print_table(results, losses, meta)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

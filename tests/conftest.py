@@ -1,0 +1,154 @@
+"""Shared helpers for the lossc test suite.
+
+Everything here is written from the user-facing contract (DESIGN.md and the
+semantics of ``nn.CrossEntropyLoss``), not from ``lossc/runtime.py``, so that
+comparing lossc against it is an independent check.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from references import REFERENCES  # noqa: E402
+
+MULTICLASS = "multiclass"
+ELEMENTWISE_KINDS = ("binary", "margin", "regression")
+
+
+def seed_of(*parts) -> int:
+    """A deterministic seed from any description of a test case (stable under xdist)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def generator(*parts) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed_of(*parts))
+    return g
+
+
+def param_sets(name: str):
+    """(label, params) pairs to test for a catalog loss: its defaults and its alternative setting."""
+    ref = REFERENCES[name]
+    out = [("default", dict(ref.params))]
+    if ref.alt_params and ref.alt_params != ref.params:
+        out.append(("alt", dict(ref.alt_params)))
+    return out
+
+
+# --------------------------------------------------------------------------
+# inputs and targets
+# --------------------------------------------------------------------------
+
+def multiclass_input(shape, g, dtype=torch.float64, scale=2.0, boost=12.0):
+    """Logits [N, C, ...] and an int64 target [N, ...]: random logits, with the target's logit raised by a
+    random amount in [0, boost) so that p_t covers (0, 1) — confident and unconfident rows alike."""
+    N, C, *rest = shape
+    z = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    t = torch.randint(0, C, (N, *rest), generator=g)
+    lift = torch.rand((N, *rest), generator=g, dtype=torch.float64) * boost
+    z = z.scatter_add(1, t.unsqueeze(1), lift.unsqueeze(1))
+    return z.to(dtype), t
+
+
+def elementwise_target(kind, shape, g, dtype=torch.float64):
+    if kind == "binary":
+        return torch.randint(0, 2, shape, generator=g).to(dtype)
+    if kind == "margin":
+        return (torch.randint(0, 2, shape, generator=g) * 2 - 1).to(dtype)
+    if kind == "regression":
+        return (torch.randn(shape, generator=g, dtype=torch.float64) * 2).to(dtype)
+    raise ValueError(kind)
+
+
+def elementwise_input(kind, shape, g, dtype=torch.float64, scale=2.0):
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    return x.to(dtype), elementwise_target(kind, shape, g, dtype)
+
+
+def make_input(kind, shape, g, dtype=torch.float64):
+    if kind == MULTICLASS:
+        return multiclass_input(shape, g, dtype)
+    return elementwise_input(kind, shape, g, dtype)
+
+
+def loss_shape(kind, input_shape):
+    """Shape of the unreduced loss."""
+    if kind == MULTICLASS:
+        return (input_shape[0], *input_shape[2:])
+    return tuple(input_shape)
+
+
+# --------------------------------------------------------------------------
+# the reduction semantics, written independently of lossc
+# --------------------------------------------------------------------------
+
+def reference_unreduced(name, x, t, params, ignore_index=None):
+    """The hand-written reference's per-sample loss; ignored multiclass rows get a valid dummy class
+    (their loss is masked out by ``reduce_reference``)."""
+    ref = REFERENCES[name]
+    if ref.kind == MULTICLASS:
+        ii = -100 if ignore_index is None else ignore_index
+        t = torch.where(t == ii, torch.zeros_like(t), t)
+    elif ignore_index is not None:
+        t = torch.where(t == ignore_index, torch.zeros_like(t), t)
+    return ref.fn(x, t, **params)
+
+
+def reduce_reference(unreduced, kind, target, *, weight=None, ignore_index=None, sample_weight=None,
+                     reduction="mean"):
+    """Reduce an unreduced loss following the contract.
+
+    multiclass: rows whose target is ``ignore_index`` (default -100) are dropped; ``weight[C]`` multiplies
+    each row by ``weight[target]``; ``mean`` divides by the sum of ``weight[target]`` over the kept rows
+    (exactly ``nn.CrossEntropyLoss``); ``sample_weight`` multiplies the unreduced loss and does not enter the
+    denominator.
+
+    elementwise: ``weight`` broadcasts and multiplies; ``ignore_index`` (off unless given) drops elements
+    whose target equals it; ``mean`` divides by the number of kept elements.
+    """
+    loss = unreduced
+    if kind == MULTICLASS:
+        ii = -100 if ignore_index is None else ignore_index
+        keep = target != ii
+        safe = torch.where(keep, target, torch.zeros_like(target))
+        w = torch.ones_like(loss) if weight is None else weight.to(loss.dtype)[safe]
+        w = torch.where(keep, w, torch.zeros_like(w))
+        denominator = w.sum()
+    else:
+        keep = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+        w = torch.ones_like(loss) if weight is None else torch.broadcast_to(weight.to(loss.dtype), loss.shape)
+        w = torch.where(keep, w, torch.zeros_like(w))
+        denominator = keep.sum().to(loss.dtype)
+    loss = torch.where(keep, loss, torch.zeros_like(loss)) * w
+    if sample_weight is not None:
+        loss = loss * sample_weight.to(loss.dtype)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / denominator
+    raise ValueError(reduction)
+
+
+def backward_with(out, g):
+    """Back-propagate ``out`` with a grad_output that is not 1: random for an unreduced loss, 1.7 for a
+    scalar. Returns the grad_output used."""
+    if out.dim() == 0:
+        (out * 1.7).backward()
+        return 1.7
+    go = torch.rand(out.shape, generator=g, dtype=torch.float64).to(out.dtype) + 0.5
+    (out * go).sum().backward()
+    return go
+
+
+@pytest.fixture
+def references():
+    return REFERENCES

@@ -1,0 +1,118 @@
+"""Front end: lowering fixtures, parameters, calls, and errors with positions."""
+
+from pathlib import Path
+
+import pytest
+import sympy
+
+import lossc
+from lossc.frontend import SourceFile, lower
+
+
+def _cases():
+    text = (Path(__file__).parent / "fixtures" / "lowering.txt").read_text()
+    blocks = [b for b in text.split("\n\n") if b.strip() and not b.lstrip().startswith("# ")]
+    for block in blocks:
+        lines = block.strip("\n").splitlines()
+        kind, *rest = lines
+        arrow = next(i for i, line in enumerate(rest) if line.startswith("=> "))
+        body = "\n".join(rest[:arrow])
+        expected = rest[arrow][3:]
+        reductions = [line[3:] for line in rest[arrow + 1:] if line.startswith("R: ")]
+        yield pytest.param(kind, body, expected, reductions, id=f"{kind}:{body.strip()[:40]}")
+
+
+@pytest.mark.parametrize("kind, body, expected, reductions", list(_cases()))
+def test_lowering(kind, body, expected, reductions):
+    spec = lower(SourceFile.from_text(f"loss case() over {kind}:\n{body}\n"))
+    assert sympy.sstr(spec.expr) == expected
+    assert [r.describe() for r in spec.reductions] == reductions
+
+
+def test_series_expands_with_the_number_of_coefficients():
+    spec = lossc.parse("poly_n", eps=[0.5, -0.3, 0.2])
+    assert dict(spec.bound) == {"N": 3}
+    assert spec.param("eps").type == "vector"
+    assert lossc.parse("poly_n").bound == (("N", 1),)
+
+
+def test_calling_another_loss_inlines_it_with_its_constraints():
+    text = '''loss base(a = 1.0) over margin:
+    where a > 0
+    return pos(a - m)
+
+loss top(b = 2.0) over margin:
+    return base(b) + base(a = 3)
+'''
+    spec = lower(SourceFile.from_text(text), "top")
+    assert sympy.sstr(spec.expr) == "pos(3 - m) + pos(b - m)"
+    assert [c.text for c in spec.constraints] == ["base: a > 0"]
+    with pytest.raises(lossc.LossParamError, match="constraint violated"):
+        lower(SourceFile.from_text(text.replace("base(a = 3)", "base(a = -3)")), "top")
+
+
+def test_integer_default_is_a_float_parameter_unless_structural():
+    spec = lossc.parse("loss h(a = 1) over margin:\n    return pos(a - m)\n")
+    assert spec.param("a").type == "float"
+
+
+def _error(text):
+    with pytest.raises(lossc.LossError) as info:
+        lossc.parse(text)
+    return info.value
+
+
+@pytest.mark.parametrize("text, cls, line, column, message, hint", [
+    ("loss a() over multiclass:\n    return -log(softmx(z)[y])\n", lossc.LossNameError, 2, 17,
+     "unknown function or loss softmx", "did you mean softmax?"),
+    ("loss a() over multiclas:\n    return z[y]\n", lossc.LossKindError, 1, 15, "unknown kind", "multiclass"),
+    ("loss a() over margin:\n    return pos(1 - mm)\n", lossc.LossNameError, 2, 20, "unknown name mm", "m"),
+    ("loss a() over margin:\n    x = 1 +\n    return x\n", lossc.LossSyntaxError, 2, 12, "unexpected", None),
+    ("loss a() over margin:\n    return m +* 2\n", lossc.LossSyntaxError, 2, 15, "unexpected", None),
+    ("loss a(g = 1.0) over margin:\n    where g < 0\n    return m\n", lossc.LossParamError, 2, 5,
+     "constraint violated", None),
+    ("loss a() over multiclass:\n    return z\n", lossc.LossKindError, 2, 12, "class vector", None),
+    ("loss a() over margin:\n    return sum(m for j)\n", lossc.LossKindError, 2, 12, "row kind", None),
+    ("loss a() over multiclass:\n    z = 2\n    return z[y]\n", lossc.LossNameError, 2, 5, "input", None),
+    ("loss a() over multiclass:\n    return sum(sum(z[k] for k) * z[j] for j)\n", lossc.LossKindError, 2, 16,
+     "nested", None),
+    ("loss a() over margin:\n    return a()\n", lossc.LossNameError, 2, 12, "calls itself", None),
+    ("loss a() over margin:\n    return m\n  $\n", lossc.LossSyntaxError, 3, 3, "unexpected character", None),
+    ("loss a(N = 2, e[N] = [1.0, 2.0]) over margin:\n    return e[3] * m\n", lossc.LossParamError, 2, 14,
+     "out of range", None),
+    ("loss a() over margin:\n    learn s = 0.0\n    return m\n", lossc.LossKindError, 2, 5, "tasks", None),
+    ("loss import() over margin:\n    return m\n", lossc.LossNameError, 1, 6, "reserved", None),
+    ("loss _x() over margin:\n    return m\n", lossc.LossNameError, 1, 6, "reserved", None),
+])
+def test_errors_have_positions_and_hints(text, cls, line, column, message, hint):
+    err = _error(text)
+    assert isinstance(err, cls), err.render()
+    if line is not None:
+        assert (err.line, err.column) == (line, column), err.render()
+        rendered = err.render()
+        assert rendered.splitlines()[0].startswith(f"<string>:{line}:{column}: error:")
+        assert rendered.splitlines()[2].strip() == "^"
+    assert message in err.message
+    if hint:
+        assert hint in (err.hint or "")
+
+
+def test_deep_nesting_is_a_clean_parse_or_error():
+    deep = "loss d() over margin:\n    return " + "(" * 5000 + "m" + ")" * 5000 + "\n"
+    assert lossc.parse(deep).expr == sympy.Symbol("m", real=True)
+    for body in ["-" * 3000 + "m", "+".join(["m"] * 3000)]:
+        with pytest.raises(lossc.LossError):
+            lossc.parse("loss d() over margin:\n    return " + body + "\n")
+
+
+def test_unknown_catalog_name_suggests():
+    with pytest.raises(lossc.LossNameError) as info:
+        lossc.loss("focla")
+    assert "focal" in info.value.hint
+
+
+def test_unknown_parameter_is_an_error():
+    with pytest.raises(lossc.LossParamError, match="gamma"):
+        lossc.loss("focal", gama=1.0)
+    with pytest.raises(lossc.LossParamError, match="constraint violated: gamma >= 0"):
+        lossc.loss("focal", gamma=-1.0)

@@ -1,0 +1,82 @@
+"""Each stable rewrite, alone and through the pipeline, plus the finiteness it buys."""
+
+import sympy
+import torch
+
+import lossc
+from lossc.atoms import expm1, log1p, logratio, sigmoid, softplus
+from lossc.ir import LSE, P_J, P_T, U, Z_J, Z_Y
+from lossc.passes.stabilize import GRADIENT_RULES, RULES, Context, rewrite
+
+x = sympy.Symbol("x", real=True)
+a = sympy.Symbol("a", real=True)
+
+
+def test_log_of_target_probability():
+    assert rewrite(sympy.log(P_T)) == Z_Y - LSE
+    assert rewrite(sympy.log(P_J)) == Z_J - LSE
+
+
+def test_log_one_plus_exp_is_softplus():
+    assert rewrite(sympy.log(1 + sympy.exp(x))) == softplus(x)
+    assert rewrite(sympy.log(1 + x ** 2)) == log1p(x ** 2)
+
+
+def test_one_minus_exp_is_expm1():
+    assert rewrite(1 - sympy.exp(x)) == -expm1(x)
+    assert rewrite(sympy.exp(x) - 1) == expm1(x)
+    assert rewrite(1 - P_T) == -expm1(Z_Y - LSE)
+
+
+def test_log_one_minus_target_probability_is_a_logsumexp_over_the_other_classes():
+    ctx = Context()
+    out = rewrite(sympy.log(1 - P_T), ctx)
+    (r,) = ctx.reductions
+    assert (r.op, r.body, r.exclude_target) == ("lse", Z_J, True)
+    assert out == r.symbol - LSE
+
+
+def test_log_sigmoid_is_minus_softplus():
+    assert rewrite(sympy.log(sigmoid(U))) == -softplus(-U)
+    assert rewrite(sympy.log(1 - sigmoid(U))) == -softplus(U)
+
+
+def test_power_over_its_base_is_combined():
+    base = 1 - x * sigmoid(U)
+    assert rewrite(base ** a / base) == base ** (a - 1)
+
+
+def test_power_times_log_is_finite_at_the_limit():
+    d = Z_Y - LSE
+    out = rewrite((-expm1(d)) ** (a - 1) * d, rules=GRADIENT_RULES)
+    assert out == (-expm1(d)) ** a * logratio(d)
+    # and only gradients get it: the loss itself keeps its plain form
+    assert rewrite((-expm1(d)) ** (a - 1) * d, rules=RULES) == (-expm1(d)) ** (a - 1) * d
+
+
+def _grad_at_saturation(spec_or_name, dtype, **params):
+    z = torch.zeros(3, 5, dtype=dtype)
+    z[:, 2] = torch.tensor([100.0, 1e4, 30.0])
+    z = z.requires_grad_()
+    y = torch.full((3,), 2)
+    out = lossc.loss(spec_or_name, **params)(z, y, reduction="none") if False else \
+        lossc.loss(spec_or_name, reduction="none", **params)(z, y)
+    out.sum().backward()
+    return out, z.grad
+
+
+def test_focal_below_one_stays_finite_as_p_t_goes_to_one():
+    for dtype in (torch.float32, torch.bfloat16):
+        out, grad = _grad_at_saturation("focal", dtype, gamma=0.5)
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+        assert grad.abs().max() < 1e-3
+
+
+def test_log_one_minus_p_t_stays_finite_and_exact():
+    z = torch.tensor([[0.0, 0.0, 40.0], [0.0, -3.0, 20.0]], requires_grad=True)
+    y = torch.tensor([2, 2])
+    out = lossc.loss("-log(1 - p_t)", over="multiclass", reduction="none")(z, y)
+    out.sum().backward()
+    exact = torch.logsumexp(z.detach().double(), 1) - torch.logsumexp(z.detach().double()[:, :2], 1)
+    assert torch.allclose(out.double(), exact, rtol=1e-6)
+    assert torch.isfinite(z.grad).all()
