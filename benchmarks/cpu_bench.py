@@ -27,6 +27,11 @@ After the first call (which for ``compile`` includes compilation; reported
 separately as ``first_call_s`` in the JSON) and ``--warmup`` more steps,
 ``--repeats`` steps are timed with ``time.perf_counter`` and the median is
 reported. Torch uses its default intra-op thread count (one per core).
+Timings are only meaningful on otherwise idle cores: before each measurement
+the driver waits (up to ``--quiet-wait`` seconds) for the machine's cores to
+be idle (from ``/proc/stat``), and each worker records the CPU seconds it got
+per wall second while timing (``cpu_per_wall``, about the thread count when
+nothing competes); the table warns about measurements that look contended.
 
 Peak extra memory: measured on the process's resident set size (RSS), which on
 CPU is where every tensor lives. After timing, the worker drops all results,
@@ -170,10 +175,14 @@ def worker(name, variant, N, C, repeats, warmup, seed):
         for _ in range(warmup):
             step()
         times = []
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         for _ in range(repeats):
             t0 = time.perf_counter()
             loss = step()
             times.append(time.perf_counter() - t0)
+        # CPU seconds this process got per wall second while timing: about the thread count when
+        # the machine is otherwise idle, lower when other processes compete for the cores
+        out["cpu_per_wall"] = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
     except Exception as err:  # noqa: BLE001 - e.g. a torch.compile failure shows up at the first call
         out.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000])
         return out
@@ -208,17 +217,44 @@ def multiclass_losses():
     return [e.name for e in lossc.catalog() if e.kind == "multiclass"]
 
 
+def _cpu_busy(seconds=1.0):
+    """Fraction of all cores busy (anyone's) over the next `seconds`, from /proc/stat."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+        return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+    except OSError:
+        return None
+
+
+def wait_quiet(max_wait, threshold=0.15):
+    """Wait (at most max_wait s) until the cores are idle; returns the last busy fraction seen."""
+    deadline = time.monotonic() + max_wait
+    busy = _cpu_busy()
+    while busy is not None and busy > threshold and time.monotonic() < deadline:
+        busy = _cpu_busy(2.0)
+    return busy
+
+
 def run_one(name, variant, args):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, variant,
            "--shape", f"{args.N},{args.C}", "--repeats", str(args.repeats),
            "--warmup", str(args.warmup), "--seed", str(args.seed)]
+    busy = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else _cpu_busy(0.5)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"loss": name, "variant": variant, "status": "failed", "error": f"timeout after {args.timeout} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
+            result = json.loads(line[len(RESULT_MARK):])
+            result["cpu_busy_before"] = busy
+            return result
     tail = (proc.stderr or proc.stdout)[-2000:]
     return {"loss": name, "variant": variant, "status": "failed",
             "error": f"worker exited with {proc.returncode}: {tail}"}
@@ -236,11 +272,15 @@ def _cpu_model():
 
 
 def _fmt_ms(r):
+    if r is None:
+        return "-"
     return f"{r['median_ms']:,.0f}" if r and r.get("status") == "ok" else "failed"
 
 
 def _fmt_mem(r, input_bytes):
-    if not r or r.get("status") != "ok" or "peak_extra_bytes" not in r:
+    if r is None:
+        return "-"
+    if r.get("status") != "ok" or "peak_extra_bytes" not in r:
         return "failed"
     b = r["peak_extra_bytes"]
     return f"{b / MB:,.0f} ({b / input_bytes:.1f}x)"
@@ -276,6 +316,13 @@ def print_table(results, losses, meta):
     console = Console(width=200)
     console.print(table)
     console.print("goal: fused <= eager time and <= 1/2 eager peak extra memory")
+    threads = max((r.get("threads", 1) for v in results.values() for r in v.values()), default=1)
+    contended = sorted({f"{name}/{variant}" for name, v in results.items() for variant, r in v.items()
+                        if r.get("status") == "ok" and r.get("cpu_per_wall", threads) < 0.8 * threads})
+    if contended:
+        console.print(f"[yellow]warning: other processes competed for the cores during "
+                      f"{', '.join(contended)} (CPU/wall < 0.8 x {threads} threads); those timings are "
+                      f"pessimistic[/yellow]")
     for name in losses:
         for variant in VARIANTS:
             r = results[name].get(variant)
@@ -299,6 +346,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
+    parser.add_argument("--quiet-wait", type=float, default=120,
+                        help="before each measurement wait up to this many seconds for idle cores (0: don't)")
     parser.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the results here")
     parser.add_argument("--worker", nargs=2, metavar=("LOSS", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -88,9 +88,15 @@ def parse(spec: str | LossSpec, *, over: str | None = None, **params) -> LossSpe
         return spec if spec.gradient is not None else derive(spec)
     file, name = _source_file(spec, over, params)
     try:
-        return _derive(file.text, file.filename, name, _structural(params if over is None else {}))
+        parsed = _derive(file.text, file.filename, name, _structural(params if over is None else {}))
     except TypeError as err:  # unhashable parameter values
         raise LossParamError(f"invalid parameter value: {err}") from None
+    unknown = sorted(set(params) - {p.name for p in parsed.params})
+    if unknown:
+        names = [p.name for p in parsed.params]
+        raise LossParamError(f"{parsed.name} has no parameter {unknown[0]}",
+                             hint=suggest(unknown[0], names) or "parameters: " + (", ".join(names) or "none"))
+    return parsed
 
 
 def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, **params) -> str:
@@ -126,14 +132,7 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     parsed = parse(spec, over=over, **params)
     mod = _load(generate_module(parsed), parsed.name)
     cls = getattr(mod, class_name(parsed.name))
-    runtime = {} if over is not None else {k: v for k, v in params.items()
-                                           if k in {p.name for p in parsed.params}}
-    unknown = set(params) - {p.name for p in parsed.params}
-    if unknown and over is None:
-        name = sorted(unknown)[0]
-        raise LossParamError(f"{parsed.name} has no parameter {name}",
-                             hint=suggest(name, [p.name for p in parsed.params])
-                             or "parameters: " + (", ".join(p.name for p in parsed.params) or "none"))
+    runtime = {} if over is not None else params
     try:
         return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
                    validate=validate)

@@ -94,7 +94,7 @@ class detach(sympy.Function):
 
     @classmethod
     def eval(cls, x):
-        if x.is_Number or (x.free_symbols and all(getattr(s, "is_parameter", False) for s in x.free_symbols)):
+        if x.is_Number:  # a constant has no gradient to stop
             return x
         return None
 

@@ -7,6 +7,7 @@ comparing lossc against it is an independent check.
 
 from __future__ import annotations
 
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -17,6 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from references import REFERENCES  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per xdist worker: the tensors here are small, and workers x threads above the
+    # core count makes torch's thread pools spin against each other (tens of times slower)
+    torch.set_num_threads(1)
 
 MULTICLASS = "multiclass"
 ELEMENTWISE_KINDS = ("binary", "margin", "regression")
@@ -138,15 +144,28 @@ def reduce_reference(unreduced, kind, target, *, weight=None, ignore_index=None,
     raise ValueError(reduction)
 
 
-def backward_with(out, g):
-    """Back-propagate ``out`` with a grad_output that is not 1: random for an unreduced loss, 1.7 for a
-    scalar. Returns the grad_output used."""
-    if out.dim() == 0:
+def grad_output(shape, *seed_parts):
+    """A grad_output that is not 1: random in [0.5, 1.5) (float64) for an unreduced loss, None for a scalar
+    (then ``backward`` uses 1.7)."""
+    if len(shape) == 0:
+        return None
+    return torch.rand(shape, generator=generator("grad_output", *seed_parts), dtype=torch.float64) + 0.5
+
+
+def backward(out, go):
+    """``(out * go).sum().backward()`` for an unreduced loss, ``(out * 1.7).backward()`` for a scalar."""
+    if go is None:
         (out * 1.7).backward()
-        return 1.7
-    go = torch.rand(out.shape, generator=g, dtype=torch.float64).to(out.dtype) + 0.5
-    (out * go).sum().backward()
-    return go
+    else:
+        (out * go.to(out.dtype)).sum().backward()
+
+
+def run_with_grad(fn, x, go):
+    """(value, gradient) of ``fn(x)`` with a fresh leaf, back-propagating ``go``."""
+    leaf = x.detach().clone().requires_grad_(True)
+    out = fn(leaf)
+    backward(out, go)
+    return out.detach(), leaf.grad
 
 
 @pytest.fixture

@@ -1,0 +1,81 @@
+"""The command line, through a subprocess, as users run it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lossc(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lossc.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO)
+
+
+def test_compile_writes_an_importable_module(tmp_path):
+    out = tmp_path / "focal_loss.py"
+    result = lossc("compile", "catalog/focal.loss", "-o", str(out), "--param", "gamma=0.5")
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "class FocalLoss(torch.nn.Module)" in text and "def focal_loss(" in text
+    assert "def _params(gamma=0.5)" in text
+    again = tmp_path / "again.py"
+    lossc("compile", "focal", "-o", str(again), "--param", "gamma=0.5")
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_compile_structural_param(tmp_path):
+    out = tmp_path / "p.py"
+    result = lossc("compile", "poly_n", "--param", "eps=0.5,0.25,0.125", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "def _params(N=3, eps=(0.5, 0.25, 0.125))" in out.read_text()
+
+
+def test_bad_input_exits_2_with_position_caret_and_hint_and_writes_nothing(tmp_path):
+    spec = tmp_path / "bad.loss"
+    spec.write_text("loss bad() over multiclass:\n    return -log(softmx(z)[y])\n")
+    out = tmp_path / "out.py"
+    result = lossc("compile", str(spec), "-o", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"{spec}:2:17: error: unknown function or loss softmx"
+    assert lines[1] == "      return -log(softmx(z)[y])"
+    assert lines[2] == "                  ^"
+    assert lines[3] == "hint: did you mean softmax?"
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [spec]
+
+
+@pytest.mark.parametrize("args", [["compile", "no_such_loss"], ["grad", "focal", "--param", "gamma=x"],
+                                  ["compile", "focal", "--param", "gamma=-1"], ["catalog", "focla"],
+                                  ["compile", "focal", "--param", "nope=1"]])
+def test_other_bad_inputs_exit_2(args):
+    result = lossc(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "error" in result.stderr
+
+
+def test_grad_pretty_and_latex():
+    result = lossc("grad", "focal")
+    assert result.returncode == 0 and "dL/dz_c" in result.stdout and "γ" in result.stdout
+    result = lossc("grad", "cross_entropy", "--latex")
+    assert result.returncode == 0
+    assert "- [j=y] + p[j]" in result.stdout.replace("p_{j}", "p[j]") or "p[j]" in result.stdout
+
+
+def test_catalog_json_lists_entries_with_citations():
+    result = lossc("catalog", "--json")
+    assert result.returncode == 0
+    entries = json.loads(result.stdout)
+    names = {e["name"] for e in entries}
+    assert {"cross_entropy", "focal", "poly_n", "bce", "huber"} <= names
+    poly = next(e for e in entries if e["name"] == "poly_n")
+    assert poly["vector_params"]["eps"]["size"] == "N"
+    assert all(e["citation"] and set(e) >= {"name", "kind", "citation", "params", "vector_params"}
+               for e in entries)
+    one = json.loads(lossc("catalog", "focal", "--json").stdout)
+    assert one["params"] == {"gamma": 2.0}
