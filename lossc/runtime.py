@@ -80,7 +80,8 @@ def _compute_dtype(dtype):
 
 
 def _flatten(kernel, input, target, ignore_index, validate):
-    """(x [M, C] or [M], t [M], valid [M] or None, shape of the unreduced loss, restore(grad))."""
+    """(x [M, C] or [M], t [M], valid [M] or None, shape of the unreduced loss).
+    x is a view of the input (or a moved copy), so autograd carries the gradient back."""
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise LossInputError(f"{kernel.name}: input must be a floating-point tensor")
     if not isinstance(target, torch.Tensor):
@@ -106,11 +107,7 @@ def _flatten(kernel, input, target, ignore_index, validate):
                 raise LossInputError(f"{kernel.name}: target holds class index {value}, outside [0, {C}) "
                                      f"(ignore_index is {ignore_index})")
         t = torch.where(valid, t, 0)
-        moved = input.movedim(1, -1).shape
-
-        def restore(grad):
-            return grad.reshape(moved).movedim(-1, 1)
-        return x, t, valid, tuple(target.shape), restore
+        return x, t, valid, tuple(target.shape)
     if tuple(target.shape) != tuple(input.shape):
         raise LossInputError(f"{kernel.name}: target must have the input's shape {list(input.shape)}, "
                              f"got {list(target.shape)}")
@@ -132,8 +129,7 @@ def _flatten(kernel, input, target, ignore_index, validate):
             if bool(bad.any()):
                 raise LossInputError(f"{kernel.name}: target holds {float(t[bad][0])}, expected values in "
                                      f"{list(allowed)}" + (" or between" if kernel.target == "binary" else ""))
-    shape = tuple(input.shape)
-    return x, t, valid, shape, lambda grad: grad.reshape(shape)
+    return x, t, valid, tuple(input.shape)
 
 
 def _row_weights(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
@@ -221,7 +217,7 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
         raise LossParamError(f"{kernel.name}: the triton backend is not available in this module")
     if kernel.form != "row" and ignore_index == -100:
         ignore_index = None  # elementwise targets are values, not classes: nothing ignored by default
-    x, t, valid, shape, restore = _flatten(kernel, input, target, ignore_index, validate)
+    x, t, valid, shape = _flatten(kernel, input, target, ignore_index, validate)
     dtype = _compute_dtype(input.dtype)
     if valid is not None and bool(valid.all()):
         valid = None

@@ -81,7 +81,8 @@ def test_hostile_docstrings_stay_inert(doc, tmp_path):
     assert "pwned" not in "".join(ast.unparse(n) for n in tree.body if not isinstance(n, (ast.ClassDef,)))
 
 
-@pytest.mark.parametrize("name", ["import", "class", "__init__", "_private", "torch", "input"])
+@pytest.mark.parametrize("name", ["import", "class", "__init__", "_private", "torch", "input", "apply_loss",
+                                  "p", "lse", "grad", "r1", "a2", "LossParamError", "print"])
 def test_hostile_names_are_refused(name):
     with pytest.raises(lossc.LossError):
         lossc.parse(f"loss {name}() over margin:\n    return m\n")
