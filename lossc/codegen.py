@@ -121,7 +121,7 @@ def generate_module(spec: LossSpec) -> str:
     runtime = runtime_source() + _HELPERS
     return _environment().get_template("module.py.j2").render(
         header=header, runtime=runtime.rstrip("\n"), name=spec.name, spec_hash=spec.hash,
-        functions=functions, unpack=[p.name for p in spec.runtime_params], form=spec.form,
+        functions=functions, form=spec.form,
         target=_target(spec), checks=checks, signature=signature, signature_kw=signature_kw, call=call,
         packed=packed, class_name=class_name(spec.name), function_name=function_name(spec.name),
         doc=spec.doc or f"The {spec.name} loss ({spec.kind}).")

@@ -24,8 +24,9 @@ from .resources import resource
 MAX_SERIES_TERMS = 1000
 MAX_CALL_DEPTH = 16
 def _reserved_names() -> frozenset[str]:
-    """Names a spec may not use for a loss, parameter or local: Python's keywords and
-    builtins, the runtime's globals and the generated code's own variables."""
+    """Names a spec may not use for a loss or a parameter: Python's keywords and builtins,
+    the runtime's globals and the arguments of the generated module's functions.
+    (Kernels read parameters as ``P.name``, so their locals never clash with them.)"""
     import ast
     import builtins
     runtime = ast.parse((Path(__file__).with_name("runtime.py")).read_text())
@@ -34,14 +35,13 @@ def _reserved_names() -> frozenset[str]:
     top |= {node.name for node in runtime.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     top |= {alias.asname or alias.name for node in runtime.body if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in node.names}
-    generated = {"z", "t", "u", "z_y", "lse", "p_t", "p", "is_y", "C", "loss", "grad", "P", "self", "input",
-                 "target", "weight", "ignore_index", "reduction", "sample_weight", "backend", "validate",
-                 "triton", "tl", "NAME", "SPEC_HASH", "KERNEL", "LossParamError", "LossInputError", "j", "i", "k"}
+    generated = {"P", "self", "input", "target", "weight", "ignore_index", "reduction", "sample_weight",
+                 "backend", "validate", "triton", "tl", "NAME", "SPEC_HASH", "KERNEL", "LossParamError",
+                 "LossInputError"}
     return frozenset(top | generated | set(dir(builtins)) | set(keyword.kwlist))
 
 
 RESERVED = _reserved_names()
-GENERATED_NAME = __import__("re").compile(r"[ra]\d+")  # reduction variables r1, a1, … of generated code
 CLASS_REDUCTIONS = {"sum", "mean", "max", "min", "logsumexp"}
 VECTOR_FUNCTIONS = {"softmax", "log_softmax"}
 SPECIAL_FUNCTIONS = {"where", "logsumexp", "softmax", "log_softmax", "sum", "mean", "max", "min"}
@@ -233,7 +233,7 @@ class _Lowering:
 
     def check_identifier(self, token, what: str) -> None:
         name = str(token)
-        if name in RESERVED or name.startswith("_") or GENERATED_NAME.fullmatch(name):
+        if name in RESERVED or name.startswith("_"):
             raise self.error(LossNameError, f"{what} {name!r} is reserved", token,
                              "choose another name (names may not start with '_' or be Python keywords)")
 

@@ -142,7 +142,14 @@ def _row_weights(kernel, t, valid, weight, sample_weight, shape, reduction, dtyp
             w = torch.broadcast_to(weight.to(dtype), shape).reshape(-1)
     if valid is not None:
         w = valid.to(dtype) if w is None else w * valid
-    denominator = (w.sum() if w is not None else torch.tensor(float(t.numel()), dtype=dtype, device=t.device))
+    # The mean's divisor: the kept rows' class weights (nn.CrossEntropyLoss); for elementwise
+    # kinds the number of kept elements (nn.BCELoss: weight rescales, the mean stays a mean).
+    if kernel.form == "row" and w is not None:
+        denominator = w.sum()
+    elif valid is not None:
+        denominator = valid.sum().to(dtype)
+    else:
+        denominator = torch.tensor(float(t.numel()), dtype=dtype, device=t.device)
     if sample_weight is not None:
         sw = sample_weight.detach().to(dtype)
         if tuple(sw.shape) != tuple(shape):

@@ -83,7 +83,7 @@ def test_hostile_docstrings_stay_inert(doc, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["import", "class", "__init__", "_private", "torch", "input", "apply_loss",
-                                  "p", "lse", "grad", "r1", "a2", "LossParamError", "print"])
+                                  "weight", "self", "KERNEL", "LossParamError", "print"])
 def test_hostile_names_are_refused(name):
     with pytest.raises(lossc.LossError):
         lossc.parse(f"loss {name}() over margin:\n    return m\n")
@@ -94,3 +94,17 @@ def test_hostile_names_are_refused(name):
 def test_loss_names_must_be_identifiers():
     with pytest.raises(lossc.LossError):
         lossc.parse("loss foc-al() over margin:\n    return m\n")
+
+
+def test_parameters_may_share_names_with_generated_locals():
+    text = "loss odd(p = 1.0, t = 2.0, lse = 0.5, grad = 1.0, r1 = 0.1) over multiclass:\n" \
+           "    return -log(p_t) * p + t * (1 - p_t) + lse * z[y]^2 + grad * r1 * sum(z[j] for j)\n"
+    z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 1])
+    fused = lossc.loss(text, reduction="sum")(z, y)
+    fused.backward()
+    zz = z.detach().requires_grad_()
+    logp = torch.log_softmax(zz, 1).gather(1, y[:, None]).squeeze(1)
+    by_hand = (-logp + 2 * (1 - logp.exp()) + 0.5 * zz.gather(1, y[:, None]).squeeze(1) ** 2 + 0.1 * zz.sum(1)).sum()
+    by_hand.backward()
+    assert torch.allclose(fused, by_hand) and torch.allclose(z.grad, zz.grad)

@@ -17,6 +17,11 @@ def test_log_of_target_probability():
     assert rewrite(sympy.log(P_J)) == Z_J - LSE
 
 
+def test_power_of_probability_is_an_exponential():
+    assert rewrite(P_T ** a) == sympy.exp(a * (Z_Y - LSE))
+    assert rewrite(P_T ** 2) == P_T ** 2
+
+
 def test_log_one_plus_exp_is_softplus():
     assert rewrite(sympy.log(1 + sympy.exp(x))) == softplus(x)
     assert rewrite(sympy.log(1 + x ** 2)) == log1p(x ** 2)

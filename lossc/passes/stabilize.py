@@ -49,6 +49,13 @@ def _minus_expm1_arg(e: sympy.Expr):
     return None
 
 
+def power_of_probability(e, ctx):
+    # p_t^a -> exp(a (z[y] - lse(z))) for non-integer a: no 0^(a-1) when p_t underflows
+    if isinstance(e, sympy.Pow) and e.base in (P_T, P_J) and not e.exp.is_integer:
+        return sympy.exp(e.exp * ((Z_Y if e.base == P_T else Z_J) - LSE))
+    return None
+
+
 def log_of_probability(e, ctx):
     # log(p_t) -> z[y] - lse(z);  log(p[j]) -> z[j] - lse(z)
     if isinstance(e, sympy.log) and e.args[0] in (P_T, P_J):
@@ -160,6 +167,7 @@ def combine_powers(e, ctx):
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
     ("log_of_probability", "log(softmax(z)[y]) -> z[y] - lse(z)", log_of_probability),
+    ("power_of_probability", "p_t^a -> exp(a (z[y] - lse(z)))", power_of_probability),
     ("log_one_minus_target_probability", "log(1 - p_t) -> logsumexp(z[j] for j != y) - lse(z)",
      log_one_minus_target_probability),
     ("one_minus_probability", "1 - p_t -> -expm1(z[y] - lse(z))", one_minus_probability),

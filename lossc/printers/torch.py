@@ -189,12 +189,12 @@ def _names(spec: LossSpec) -> tuple[dict, set]:
         names[feature] = feature.name
     for p in spec.params:
         if p.type == "float":
-            names[p.symbol] = p.name
+            names[p.symbol] = f"P.{p.name}"  # attributes: never clash with locals
             scalars.add(p.symbol)
         elif p.type == "vector":
             n = dict(spec.bound)[p.size]
             for i in range(1, n + 1):
-                names[p.element(i)] = f"{p.name}[{i - 1}]"
+                names[p.element(i)] = f"P.{p.name}[{i - 1}]"
                 scalars.add(p.element(i))
     for r in spec.reductions + (spec.gradient.aux if spec.gradient else ()):
         names[r.symbol] = r.symbol.name.lower()

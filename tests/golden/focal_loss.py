@@ -5,23 +5,21 @@ SPEC_HASH = '8bafaf2640fab80d'
 
 
 def _loss(z, t, P):
-    gamma = P.gamma
     z_y = z.gather(1, t[:, None])
     lse = torch.logsumexp(z, 1, keepdim=True)
     _t0 = -lse + z_y
-    loss = -_t0*torch.pow(-torch.expm1(_t0), gamma)
+    loss = -_t0*torch.pow(-torch.expm1(_t0), P.gamma)
     return loss
 
 
 def _loss_and_grad(z, t, P):
-    gamma = P.gamma
     z_y = z.gather(1, t[:, None])
     lse = torch.logsumexp(z, 1, keepdim=True)
     p_t = torch.exp(z_y - lse)
     p = torch.exp(z - lse)
     _t0 = -lse + z_y
-    _t1 = torch.pow(-torch.expm1(_t0), gamma)
-    _t2 = _t1*gamma*_logratio(_t0)*torch.exp(_t0) - _t1
+    _t1 = torch.pow(-torch.expm1(_t0), P.gamma)
+    _t2 = _t1*P.gamma*_logratio(_t0)*torch.exp(_t0) - _t1
     _t3 = -_t2
     loss = -_t0*_t1
     grad = _as_grad(_t3*p, z)
