@@ -7,6 +7,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test]"
+quiet() { grep -v "^WARNING: Location 'file:///opt/" || true; }  # this machine's local-index notices
+python -m pip install -q "torch==2.13.0" 2>&1 | quiet
+python -m pip install -q -e ".[test]" 2>&1 | quiet
