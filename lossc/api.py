@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import linecache
 import re
 import sys
 import types
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .codegen import class_name, function_name, generate_module
+from .codegen import TARGETS, class_name, function_name, generate_module
 from .errors import LossError, LossKindError, LossNameError, LossParamError, suggest
 from .frontend import SourceFile, catalog_file, catalog_names, lower
 from .ir import LossSpec
@@ -19,7 +22,6 @@ from .kinds import KINDS
 from .passes import derive
 
 _BARE_NAME = "expression"
-TARGETS = ("torch", "triton", "all")
 
 
 def _bare_source(expr: str, over: str, params: dict) -> str:
@@ -101,25 +103,44 @@ def parse(spec: str | LossSpec, *, over: str | None = None, **params) -> LossSpe
 
 def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, **params) -> str:
     """The text of the self-contained module lossc compiles a loss to."""
+    _check_target(target)
+    return generate_module(parse(spec, over=over, **params), target)
+
+
+def _check_target(target: str) -> None:
     if target not in TARGETS:
         raise LossParamError(f"target must be one of {TARGETS}, got {target!r}")
-    if target != "torch":
-        raise LossParamError(f"the {target} target is not available yet; use target='torch'")
-    return generate_module(parse(spec, over=over, **params))
 
 
 @lru_cache(maxsize=128)
 def _load(source: str, name: str) -> types.ModuleType:
-    module = types.ModuleType(f"lossc_generated_{name}")
-    module.__file__ = f"<lossc {name}>"
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    module = types.ModuleType(f"lossc_generated_{name}_{digest}")
+    # a file name linecache knows (triton.jit reads its kernels' source through inspect), and a module
+    # sys.modules knows (torch.compile finds the globals of the functions it traces through it)
+    module.__file__ = f"<lossc {name} {digest}>"
+    linecache.cache[module.__file__] = (len(source), None, source.splitlines(keepends=True), module.__file__)
+    sys.modules[module.__name__] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)  # our own generated text
     return module
 
 
-def module(spec: str | LossSpec, *, over: str | None = None, **params) -> types.ModuleType:
-    """The generated module of a loss, compiled and loaded (cached per spec)."""
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _target_for(backend: str) -> str:
+    """The module a backend needs: the triton kernels too where it may pick them."""
+    if backend == "triton" or (backend == "auto" and _triton_installed()):
+        return "all"
+    return "torch"
+
+
+def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torch", **params) -> types.ModuleType:
+    """The generated module of a loss (``target`` as for ``generate``), compiled and loaded (cached)."""
+    _check_target(target)
     parsed = parse(spec, over=over, **params)
-    return _load(generate_module(parsed), parsed.name)
+    return _load(generate_module(parsed, target), parsed.name)
 
 
 def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
@@ -130,7 +151,7 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     bare expression when ``over=`` names its kind. Parameters are keywords.
     """
     parsed = parse(spec, over=over, **params)
-    mod = _load(generate_module(parsed), parsed.name)
+    mod = _load(generate_module(parsed, _target_for(backend)), parsed.name)
     cls = getattr(mod, class_name(parsed.name))
     runtime = {} if over is not None else params
     try:
@@ -183,4 +204,3 @@ def catalog() -> list[CatalogEntry]:
 
 __all__ = ["loss", "parse", "generate", "source", "catalog", "module", "CatalogEntry", "class_name",
            "function_name"]
-_ = sys

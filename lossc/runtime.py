@@ -2,6 +2,7 @@
 # compiled modules (so they are self-contained) and imported by lossc itself.
 # It holds no math of any loss: the generated functions `loss` / `loss_and_grad` do.
 import math
+from typing import List as _List, Optional as _Optional, Tuple as _Tuple
 
 import torch
 
@@ -68,20 +69,55 @@ def _as_rows(x, count, like):
 
 class Kernel:
     """The generated functions of one loss: ``loss(z, t, P)`` (differentiable torch ops: the
-    ``reference`` backend runs it under autograd) and ``loss_and_grad(z, t, P)``."""
+    ``reference`` backend runs it under autograd), ``loss_and_grad(z, t, P)`` (the torch engine; None
+    in a module compiled for triton alone) and ``triton`` (the launcher of its triton kernels, or None).
+    ``layout`` lists the runtime parameters as (name, None) for a number or (name, size) for a vector.
+    ``op`` is the fused loss as one ``torch.library`` custom op (see ``_register``)."""
 
-    def __init__(self, name, form, target, loss, loss_and_grad):
-        self.name, self.form, self.target = name, form, target
-        self.loss, self.loss_and_grad = loss, loss_and_grad
+    def __init__(self, name, spec_hash, form, target, layout, loss, loss_and_grad, triton=None):
+        self.name, self.spec_hash, self.form, self.target, self.layout = name, spec_hash, form, target, layout
+        self.loss, self.loss_and_grad, self.triton = loss, loss_and_grad, triton
+        self.op, self.scale_op = _register(self)
+
+
+class _Values:
+    """The parameters of a loss rebuilt from the flat list of floats the custom op carries."""
+
+    def __init__(self, layout, flat):
+        i = 0
+        for name, size in layout:
+            if size is None:
+                setattr(self, name, flat[i])
+                i += 1
+            else:
+                setattr(self, name, tuple(flat[i:i + size]))
+                i += size
+
+
+def _flat(kernel, params):
+    """The runtime parameters as one list of floats, in the order of kernel.layout."""
+    out = []
+    for name, size in kernel.layout:
+        value = getattr(params, name)
+        if size is None:
+            out.append(float(value))
+        else:
+            out.extend(float(v) for v in value)
+    return out
 
 
 def _compute_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _flatten(kernel, input, target, ignore_index, validate):
-    """(x [M, C] or [M], t [M], valid [M] or None, shape of the unreduced loss).
-    x is a view of the input (or a moved copy), so autograd carries the gradient back."""
+def _compiling():
+    return torch.compiler.is_compiling()
+
+
+def _targets(kernel, input, target, ignore_index, validate, convert=True):
+    """(t [M], valid [M] or None, shape of the unreduced loss) from the target, checked against the
+    input. Row form: t holds class indices (int64), 0 where ignored. Elementwise: t in the compute
+    dtype (or as given, ``convert=False``, for kernels that convert it themselves)."""
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise LossInputError(f"{kernel.name}: input must be a floating-point tensor")
     if not isinstance(target, torch.Tensor):
@@ -97,7 +133,6 @@ def _flatten(kernel, input, target, ignore_index, validate):
             raise LossInputError(f"{kernel.name}: target must hold class indices (an integer tensor), "
                                  f"got {target.dtype}")
         C = input.shape[1]
-        x = input.movedim(1, -1).reshape(-1, C)
         t = target.reshape(-1).long()
         valid = t != ignore_index
         if validate and t.numel():
@@ -107,16 +142,18 @@ def _flatten(kernel, input, target, ignore_index, validate):
                 raise LossInputError(f"{kernel.name}: target holds class index {value}, outside [0, {C}) "
                                      f"(ignore_index is {ignore_index})")
         t = torch.where(valid, t, 0)
-        return x, t, valid, tuple(target.shape)
+        return t, valid, tuple(target.shape)
     if tuple(target.shape) != tuple(input.shape):
         raise LossInputError(f"{kernel.name}: target must have the input's shape {list(input.shape)}, "
                              f"got {list(target.shape)}")
-    x = input.reshape(-1)
-    t = target.reshape(-1).to(_compute_dtype(input.dtype))
+    t = target.reshape(-1)
+    if convert or validate:
+        t = t.to(_compute_dtype(input.dtype))
     valid = None
     if ignore_index is not None:
         valid = t != ignore_index
-        t = torch.where(valid, t, 0.0)
+        if convert:
+            t = torch.where(valid, t, 0.0)
     if validate and t.numel():
         if bool(torch.isnan(t).any()):
             raise LossInputError(f"{kernel.name}: target holds NaN")
@@ -129,27 +166,40 @@ def _flatten(kernel, input, target, ignore_index, validate):
             if bool(bad.any()):
                 raise LossInputError(f"{kernel.name}: target holds {float(t[bad][0])}, expected values in "
                                      f"{list(allowed)}" + (" or between" if kernel.target == "binary" else ""))
-    return x, t, valid, tuple(input.shape)
+    if not convert:
+        t = target.reshape(-1)
+    return t, valid, tuple(input.shape)
 
 
-def _row_weights(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
-    """Per-row factor of the loss and the divisor of the mean (nn.CrossEntropyLoss semantics)."""
+def _rows(kernel, input):
+    """The input as rows [M, C] (row form) or elements [M]: a view (or a moved copy) of it, so that
+    autograd carries the gradient back."""
+    if kernel.form == "row":
+        return input.movedim(1, -1).reshape(-1, input.shape[1])
+    return input.reshape(-1)
+
+
+def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
+    """The per-row factors of the loss as (w [M] or None, den (a 0-d tensor) or None, mul): row i
+    counts w[i] * mul / den times — nn.CrossEntropyLoss's weights and mean."""
     w = None
     if weight is not None:
         if kernel.form == "row":
             w = weight.to(dtype)[t]
         else:
             w = torch.broadcast_to(weight.to(dtype), shape).reshape(-1)
-    if valid is not None:
-        w = valid.to(dtype) if w is None else w * valid
+    if valid is not None and w is not None:
+        w = w * valid  # (without weights, the engines drop ignored rows by valid alone)
     # The mean's divisor: the kept rows' class weights (nn.CrossEntropyLoss); for elementwise
     # kinds the number of kept elements (nn.BCELoss: weight rescales, the mean stays a mean).
-    if kernel.form == "row" and w is not None:
-        denominator = w.sum()
-    elif valid is not None:
-        denominator = valid.sum().to(dtype)
-    else:
-        denominator = torch.tensor(float(t.numel()), dtype=dtype, device=t.device)
+    den, mul = None, 1.0
+    if reduction == "mean":
+        if kernel.form == "row" and w is not None:
+            den = w.sum()
+        elif valid is not None:
+            den = valid.sum().to(dtype)
+        elif t.numel():
+            mul = 1.0 / t.numel()
     if sample_weight is not None:
         sw = sample_weight.detach().to(dtype)
         if tuple(sw.shape) != tuple(shape):
@@ -160,57 +210,139 @@ def _row_weights(kernel, t, valid, weight, sample_weight, shape, reduction, dtyp
                                      f"loss {list(shape)}, got {list(sample_weight.shape)}") from None
         sw = sw.reshape(-1)
         w = sw if w is None else w * sw
-    if reduction == "mean":
-        scale = (w if w is not None else torch.ones_like(t, dtype=dtype)) / denominator
-    else:
-        scale = w
-    return w, scale
+    return w, den, mul
 
 
-class _Fused(torch.autograd.Function):
-    """Forward computes loss and gradient together, chunk by chunk; backward only scales."""
+def _scale_of(w, den, mul, rows, dtype, device):
+    """The per-row factors as one tensor [M], or None when every row counts once."""
+    if w is None and den is None and mul == 1.0:
+        return None
+    scale = w.to(dtype) if w is not None else torch.ones(rows, dtype=dtype, device=device)
+    if mul != 1.0:
+        scale = scale * mul
+    return scale if den is None else scale / den
 
-    @staticmethod
-    def forward(ctx, x, kernel, t, valid, scale, params, reduction, need_grad):
-        dtype = _compute_dtype(x.dtype)
-        rows = x.shape[0]
-        width = x.shape[1] if x.dim() == 2 else 1
-        step = max(1, CHUNK_ELEMENTS // max(width, 1))
-        losses = torch.empty(rows, dtype=dtype, device=x.device)
-        grad = torch.empty_like(x) if need_grad else None
-        for start in range(0, rows, step):
-            end = min(start + step, rows)
-            xc, tc = x[start:end].to(dtype), t[start:end]
-            if need_grad:
-                loss, g = kernel.loss_and_grad(xc, tc, params)
-                if scale is not None:
-                    sc = scale[start:end]
-                    g = g * (sc[:, None] if g.dim() == 2 else sc)
-                if valid is not None:
-                    vc = valid[start:end]
-                    g = torch.where(vc[:, None] if g.dim() == 2 else vc, g, 0.0)
-                grad[start:end] = g
-            else:
-                loss = kernel.loss(xc, tc, params)
-            losses[start:end] = _as_rows(loss, end - start, xc)
-        if valid is not None:
-            losses = torch.where(valid, losses, 0.0)
-        weighted = losses if scale is None else losses * scale
-        out = weighted if reduction == "none" else weighted.sum()
-        ctx.reduction = reduction
+
+def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad):
+    """Loss and gradient with the generated torch functions, chunk by chunk of rows."""
+    dtype = _compute_dtype(x.dtype)
+    rows = x.shape[0]
+    scale = _scale_of(w, den, mul, rows, dtype, x.device)
+    width = x.shape[1] if x.dim() == 2 else 1
+    step = max(1, CHUNK_ELEMENTS // max(width, 1))
+    losses = torch.empty(rows, dtype=dtype, device=x.device)
+    grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
+    for start in range(0, rows, step):
+        end = min(start + step, rows)
+        xc, tc = x[start:end].to(dtype), t[start:end]
         if need_grad:
-            ctx.save_for_backward(grad)
-        return out.to(x.dtype)
+            loss, g = kernel.loss_and_grad(xc, tc, params)
+            if scale is not None:
+                sc = scale[start:end]
+                g = g * (sc[:, None] if g.dim() == 2 else sc)
+            if valid is not None:
+                vc = valid[start:end]
+                g = torch.where(vc[:, None] if g.dim() == 2 else vc, g, 0.0)
+            grad[start:end] = g
+        else:
+            loss = kernel.loss(xc, tc, params)
+        losses[start:end] = _as_rows(loss, end - start, xc)
+    if valid is not None:
+        losses = torch.where(valid, losses, 0.0)
+    weighted = losses if scale is None else losses * scale
+    out = weighted if reduction == "none" else weighted.sum()
+    return out.to(x.dtype), grad
 
-    @staticmethod
-    def backward(ctx, grad_output):
+
+def _register(kernel):
+    """The fused loss of a kernel as a ``torch.library`` custom op, so that ``torch.compile`` sees one
+    opaque op (no graph break): ``op(x, t, valid, w, den, mul, params, reduction, engine, need_grad)
+    -> (out, grad)`` computes the loss and its gradient in the forward (engine "torch": x [M, C] or
+    [M]; engine "triton": x [N, C, S] or [M]); its backward only scales the saved gradient by
+    grad_output (the triton engine in place, through the second op, ``scale_op(grad, grad_output)``).
+    Each loaded module registers its own ops (``lossc::<name>_<hash>_<i>``)."""
+    base = f"{kernel.name}_{kernel.spec_hash}"
+    index = 0
+    while hasattr(torch.ops.lossc, f"{base}_{index}") or hasattr(torch.ops.lossc, f"{base}_{index}_scale"):
+        index += 1
+    name = f"lossc::{base}_{index}"
+
+    @torch.library.custom_op(name, mutates_args=())
+    def op(x: torch.Tensor, t: torch.Tensor, valid: _Optional[torch.Tensor], w: _Optional[torch.Tensor],
+           den: _Optional[torch.Tensor], mul: float, params: _List[float], reduction: str, engine: str,
+           need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
+        values = _Values(kernel.layout, params)
+        if engine == "triton":
+            return kernel.triton.forward(x, t, valid, w, den, mul, values, reduction, need_grad)
+        return _torch_engine(kernel, x, t, valid, w, den, mul, values, reduction, need_grad)
+
+    @op.register_fake
+    def _(x, t, valid, w, den, mul, params, reduction, engine, need_grad):
+        rows = x.shape[0] * (x.shape[2] if x.dim() == 3 else 1)
+        out = x.new_empty((rows,) if reduction == "none" else ())
+        return out, (x.new_empty(x.shape) if need_grad else x.new_empty(0))
+
+    @torch.library.custom_op(name + "_scale", mutates_args=("grad",))
+    def scale_op(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
+        kernel.triton.scale_(grad, grad_output)
+
+    @scale_op.register_fake
+    def _(grad, grad_output):
+        return None
+
+    def setup_context(ctx, inputs, output):
+        ctx.reduction, ctx.engine = inputs[7], inputs[8]
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    def backward(ctx, grad_output, _):
         (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
+        if ctx.engine == "triton":
+            # in place: the backward holds no second gradient buffer; a second backward through the same
+            # graph (retain_graph=True) is refused by autograd (the saved gradient was modified)
+            scale_op(grad, grad_output)
+        elif ctx.reduction == "none":
             go = grad_output.to(grad.dtype)
             grad = grad * (go[:, None] if grad.dim() == 2 else go)
-        elif not (grad_output.numel() == 1 and float(grad_output) == 1.0):
+        elif _compiling() or not (grad_output.numel() == 1 and float(grad_output) == 1.0):
             grad = grad * grad_output.to(grad.dtype)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return op, scale_op
+
+
+def _engine(kernel, backend, input):
+    """The engine a backend runs on for this input: "reference", "torch" or "triton"."""
+    if backend == "reference":
+        return "reference"
+    can_triton = kernel.triton is not None and input.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    if backend == "triton":
+        if kernel.triton is None:
+            raise LossParamError(f"{kernel.name}: the triton backend is not available in this module (it needs "
+                                 "triton installed and a module compiled with --target triton or all)")
+        if not can_triton:
+            raise LossInputError(f"{kernel.name}: the triton backend computes in float32 and takes float32, "
+                                 f"bfloat16 or float16 inputs, got {input.dtype}; use backend='torch'")
+        if input.device.type == "cpu" and not _interpreting_triton():
+            raise LossInputError(f"{kernel.name}: the triton backend runs on GPU tensors (or on CPU tensors "
+                                 "with TRITON_INTERPRET=1 set before triton is imported)")
+        return "triton"
+    if backend == "torch" or kernel.triton is None:
+        if kernel.loss_and_grad is None:
+            if backend == "torch":
+                raise LossParamError(f"{kernel.name}: the torch backend is not in this module (compiled for "
+                                     "triton alone)")
+            return "reference"
+        return "torch"
+    if can_triton and (input.device.type == "cuda" or kernel.loss_and_grad is None and _interpreting_triton()):
+        return "triton"
+    return "torch" if kernel.loss_and_grad is not None else "reference"
+
+
+def _interpreting_triton():
+    import os  # (a local import: the runtime's globals are names a spec may not use)
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100, reduction="mean",
@@ -220,23 +352,38 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
         raise LossParamError(f"{kernel.name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if backend not in BACKENDS:
         raise LossParamError(f"{kernel.name}: backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton":
-        raise LossParamError(f"{kernel.name}: the triton backend is not available in this module")
     if kernel.form != "row" and ignore_index == -100:
         ignore_index = None  # elementwise targets are values, not classes: nothing ignored by default
-    x, t, valid, shape = _flatten(kernel, input, target, ignore_index, validate)
+    if isinstance(input, torch.Tensor) and input.is_floating_point():
+        engine = _engine(kernel, backend, input)
+    else:
+        engine = "reference"  # _targets says what is wrong with the input
+    validate = validate and not _compiling()
+    t, valid, shape = _targets(kernel, input, target, ignore_index, validate, convert=engine != "triton")
     dtype = _compute_dtype(input.dtype)
-    if valid is not None and bool(valid.all()):
-        valid = None
-    _, scale = _row_weights(kernel, t, valid, weight, sample_weight, shape, reduction, dtype)
-    if backend == "reference":
-        losses = _as_rows(kernel.loss(x.to(dtype), t, params), t.shape[0], x.to(dtype))
+    if valid is not None and input.device.type == "cpu" and not _compiling() and bool(valid.all()):
+        valid = None  # (a device sync on a GPU: there the kernels take the mask as it is)
+    w, den, mul = _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype)
+    if engine == "reference":
+        x = _rows(kernel, input).to(dtype)
+        losses = _as_rows(kernel.loss(x, t, params), t.shape[0], x)
         if valid is not None:
             losses = torch.where(valid, losses, 0.0)
+        scale = _scale_of(w, den, mul, t.shape[0], dtype, input.device)
         weighted = losses if scale is None else losses * scale
         out = weighted if reduction == "none" else weighted.sum()
         out = out.to(input.dtype)
     else:
+        if engine == "triton":
+            x = input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:])) \
+                if kernel.form == "row" else input.reshape(-1)
+            if w is not None:
+                w = w.to(torch.float32).contiguous()
+            if den is not None:
+                den = den.to(torch.float32)
+            t = t.contiguous()
+        else:
+            x = _rows(kernel, input)
         need_grad = torch.is_grad_enabled() and input.requires_grad
-        out = _Fused.apply(x, kernel, t, valid, scale, params, reduction, need_grad)
+        out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), reduction, engine, need_grad)
     return out.reshape(shape) if reduction == "none" else out

@@ -18,6 +18,7 @@ def test_wheel_ships_resources_and_works_from_another_folder(tmp_path):
     assert "lossc/_data/grammar/lossc.lark" in names
     assert "lossc/_data/catalog/focal.loss" in names
     assert "lossc/_data/templates/module.py.j2" in names
+    assert "lossc/_data/templates/triton_row.py.j2" in names and "lossc/triton_runtime.py" in names
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)

@@ -18,7 +18,7 @@ def _loss_and_grad(u, t, P):
     return loss, grad
 
 
-KERNEL = Kernel(NAME, 'elementwise', 'sign', _loss, _loss_and_grad)
+KERNEL = Kernel(NAME, SPEC_HASH, 'elementwise', 'sign', (), _loss, _loss_and_grad)
 
 
 def _params():

@@ -29,7 +29,7 @@ def _loss_and_grad(z, t, P):
     return loss, grad
 
 
-KERNEL = Kernel(NAME, 'row', 'index', _loss, _loss_and_grad)
+KERNEL = Kernel(NAME, SPEC_HASH, 'row', 'index', (), _loss, _loss_and_grad)
 
 
 def _params():

@@ -1,0 +1,359 @@
+"""The Triton printer, and the kernel programs of the row and elementwise normal forms.
+
+Expressions print to ``triton.language`` code on fp32 values: row scalars are ``[BLOCK_R, 1]``
+tensors, per-class values ``[BLOCK_R, BLOCK_C]`` tiles (row form), elements ``[BLOCK]`` vectors
+(elementwise form). Only core ``tl`` is used (``libdevice`` raises under ``TRITON_INTERPRET=1``):
+the atoms core ``tl`` lacks are the ``_tl_*`` helpers of ``lossc/triton_runtime.py``.
+
+Sub-expressions of parameters and ``C`` alone are not computed in kernels: they are hoisted into
+*constants* ``k0, k1, …``, computed on the host in float64 (``_triton_constants(P, C)``) and passed
+to the kernel as fp32 scalars.
+
+A kernel program says what the templates (``templates/triton_*.j2``) compute where; the templates
+hold the loops, loads, masks and stores and no math of any loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+from sympy.printing.pycode import PythonCodePrinter
+
+from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, T, U, Z_J, Z_Y, LossSpec, Reduction
+from .torch import _ScalarPrinter
+
+# Atom -> tl function of one tensor argument (the class name of the sympy node).
+TL_FUNCTIONS = {
+    "exp": "tl.exp",
+    "log": "tl.log",
+    "Abs": "tl.abs",
+    "sigmoid": "tl.sigmoid",
+    "softplus": "_tl_softplus",
+    "log1p": "_tl_log1p",
+    "expm1": "_tl_expm1",
+    "tanh": "_tl_tanh",
+    "logratio": "_tl_logratio",
+    "pos": "_tl_pos",
+    "step": "_tl_step",
+    "Heaviside": "_tl_heaviside",
+    "sign": "_tl_sign",
+    "detach": "",  # the value itself: kernels carry no autograd, the gradient already omits it
+}
+# Integer powers up to this are products (exact); others go through _tl_pow (exp2 / log2).
+MAX_INTEGER_POWER = 8
+RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+CLASS_SYMBOLS = frozenset({Z_J, P_J, IS_Y})
+
+
+class _Constants:
+    """Scalar sub-expressions (parameters, C) hoisted out of kernels: ``k0 = <host code>``, …"""
+
+    def __init__(self, spec: LossSpec):
+        names = {NUM_CLASSES: "C"}
+        scalars = {NUM_CLASSES}
+        for p in spec.params:
+            if p.type == "float":
+                names[p.symbol] = f"P.{p.name}"
+                scalars.add(p.symbol)
+            elif p.type == "vector":
+                for i in range(1, dict(spec.bound)[p.size] + 1):
+                    names[p.element(i)] = f"P.{p.name}[{i - 1}]"
+                    scalars.add(p.element(i))
+        self.scalars = scalars
+        self.host = _ScalarPrinter(names)
+        self.by_expr: dict = {}
+        self.lines: list[tuple[str, str]] = []
+
+    def name_of(self, expr: sympy.Expr) -> str:
+        if expr not in self.by_expr:
+            name = f"k{len(self.lines)}"
+            self.lines.append((name, f"float({self.host.doprint(expr)})"))
+            self.by_expr[expr] = name
+        return self.by_expr[expr]
+
+    def bind(self, symbol: sympy.Symbol, expr: sympy.Expr) -> str:
+        """A CSE temporary of scalars only becomes a constant, usable by later constants."""
+        name = self.name_of(expr)
+        self.host.names[symbol] = name
+        self.scalars.add(symbol)
+        self.by_expr.setdefault(symbol, name)
+        return name
+
+
+class TritonCodePrinter(PythonCodePrinter):
+    """sympy -> ``tl`` expression text; unknown nodes raise instead of printing silently."""
+
+    def __init__(self, names: dict, constants: _Constants):
+        super().__init__({"strict": True})
+        self.names = names
+        self.constants = constants
+
+    def _print(self, expr, **kwargs):
+        if isinstance(expr, sympy.Expr) and not expr.is_Number and expr.free_symbols <= self.constants.scalars:
+            return self.constants.name_of(expr)
+        name = type(expr).__name__
+        if name in TL_FUNCTIONS:
+            arg = self._print(expr.args[0])
+            return f"{TL_FUNCTIONS[name]}({arg})" if TL_FUNCTIONS[name] else f"({arg})"
+        return super()._print(expr, **kwargs)
+
+    def _print_Symbol(self, expr):
+        if expr not in self.names:
+            raise ValueError(f"the triton printer has no value for {expr}")
+        return self.names[expr]
+
+    def _print_Function(self, expr):
+        raise ValueError(f"the triton printer does not know {type(expr).__name__}")
+
+    def _print_Integer(self, expr):
+        return repr(float(expr.p))
+
+    def _print_Rational(self, expr):
+        return repr(float(expr))
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Infinity(self, expr):
+        return 'float("inf")'
+
+    def _print_NegativeInfinity(self, expr):
+        return 'float("-inf")'
+
+    def _print_NaN(self, expr):
+        return 'float("nan")'
+
+    def _print_Pow(self, expr, rational=False):
+        base, exp = expr.args
+        b = self._print(base)
+        if exp == sympy.S.Half:
+            return f"tl.sqrt_rn({b})"
+        if exp == -sympy.S.Half:
+            return f"(1.0 / tl.sqrt_rn({b}))"
+        if exp.is_Integer and 0 < abs(int(exp)) <= MAX_INTEGER_POWER:
+            power = b if abs(int(exp)) == 1 else f"_tl_powi({b}, {abs(int(exp))})"
+            return power if exp > 0 else f"(1.0 / {power})"
+        return f"_tl_pow({b}, {self._print(exp)})"
+
+    def _print_Piecewise(self, expr):
+        *pieces, (last, cond) = expr.args
+        if cond != sympy.true:
+            raise ValueError("Piecewise without a default")
+        text = self._print(last)
+        for value, cond in reversed(pieces):
+            text = f"tl.where({self._print(cond)}, {self._print(value)}, {text})"
+        return text
+
+    def _print_Relational(self, expr):
+        return f"({self._print(expr.lhs)} {RELATIONS[expr.rel_op]} {self._print(expr.rhs)})"
+
+    def _print_And(self, expr):
+        return "(" + " & ".join(f"{self._print(a)}" for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        return "(" + " | ".join(f"{self._print(a)}" for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        return f"(~{self._print(expr.args[0])})"
+
+    def _print_BooleanTrue(self, expr):
+        return "True"
+
+    def _print_BooleanFalse(self, expr):
+        return "False"
+
+    def _pairwise(self, expr, fn: str):
+        args = [self._print(a) for a in expr.args]
+        text = args[0]
+        for other in args[1:]:
+            text = f"{fn}({text}, {other}, propagate_nan=tl.PropagateNan.ALL)"
+        return text
+
+    def _print_Max(self, expr):
+        return self._pairwise(expr, "tl.maximum")
+
+    def _print_Min(self, expr):
+        return self._pairwise(expr, "tl.minimum")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel programs.
+
+
+@dataclass(frozen=True)
+class KernelReduction:
+    """``name = op over the classes (all, or all but y) of body``; ``grad_only``: an aux reduction."""
+
+    name: str
+    op: str                  # "sum" | "max" | "lse"
+    body: str
+    exclude_target: bool
+    grad_only: bool
+
+
+@dataclass(frozen=True)
+class KernelPass:
+    """One sweep over the classes of a row: per-class ``lines``, then the ``reductions`` (all of them
+    for the gradient alone: ``grad_only``). The first pass also finds the row's max and lse."""
+
+    lines: tuple[tuple[str, str], ...]
+    reductions: tuple[KernelReduction, ...]
+    needs_p: bool
+    grad_only: bool
+
+
+@dataclass(frozen=True)
+class RowKernelProgram:
+    """What the row kernels compute: constants (host), passes, the loss per row, the gradient."""
+
+    constants: tuple[tuple[str, str], ...]
+    needs_lse: bool
+    setup: tuple[tuple[str, str], ...]        # row scalars after the lse (p_t)
+    passes: tuple[KernelPass, ...]
+    loss_lines: tuple[tuple[str, str], ...]
+    loss: str
+    grad_row_lines: tuple[tuple[str, str], ...]
+    grad_lines: tuple[tuple[str, str], ...]   # per class, in the gradient sweep
+    grad_other: str                           # dL/dz_c for c != y
+    grad_own: str                             # dL/dz_y (a row scalar)
+    grad_needs_p: bool
+    exact_ties: bool                          # a max reduction: its argmax is found again by ==
+
+
+@dataclass(frozen=True)
+class ElementwiseKernelProgram:
+    constants: tuple[tuple[str, str], ...]
+    loss_lines: tuple[tuple[str, str], ...]
+    loss: str
+    grad_lines: tuple[tuple[str, str], ...]
+    grad: str
+    exact_ties: bool = False
+
+
+ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p"}
+# Row scalars computed once the row's lse is known (z_y is loaded before).
+ROW_SETUP = ((P_T, "tl.exp(z_y - lse)"),)
+
+
+class _KernelEmitter:
+    def __init__(self, spec: LossSpec, names: dict):
+        self.constants = _Constants(spec)
+        self.names = dict(names)
+        self.counter = 0
+
+    def printer(self) -> TritonCodePrinter:
+        return TritonCodePrinter(self.names, self.constants)
+
+    def stage(self, exprs: list[sympy.Expr]):
+        """CSE of exprs: the temporaries [(symbol, value, code)], the code of each expr, and each expr
+        in terms of the temporaries. Temporaries of scalars alone become constants instead."""
+        temps = sympy.numbered_symbols("_t", start=self.counter)
+        replacements, reduced = sympy.cse(exprs, symbols=temps, order="none")
+        out = []
+        for symbol, value in replacements:
+            self.counter += 1
+            if value.free_symbols <= self.constants.scalars:
+                self.names[symbol] = self.constants.bind(symbol, value)
+                continue
+            self.names[symbol] = symbol.name
+            out.append((symbol, value, self.printer().doprint(value)))
+        return out, [self.printer().doprint(e) for e in reduced], reduced
+
+
+def _lines(temps) -> tuple[tuple[str, str], ...]:
+    return tuple((symbol.name, code) for symbol, _, code in temps)
+
+
+def _split(temps, roots: list[sympy.Expr], class_symbols=CLASS_SYMBOLS):
+    """Temporaries needed by roots (in order) and the others; and which of the others are per class."""
+    defs = {symbol: value for symbol, value, _ in temps}
+    needed: set = set()
+    stack = [s for e in roots for s in e.free_symbols]
+    while stack:
+        s = stack.pop()
+        if s in defs and s not in needed:
+            needed.add(s)
+            stack.extend(defs[s].free_symbols)
+    per_class: set = set()
+    for symbol, value, _ in temps:
+        if value.free_symbols & (set(class_symbols) | per_class):
+            per_class.add(symbol)
+    first = [t for t in temps if t[0] in needed]
+    rest = [t for t in temps if t[0] not in needed]
+    return first, [t for t in rest if t[0] not in per_class], [t for t in rest if t[0] in per_class]
+
+
+def _symbols(exprs) -> set:
+    out: set = set()
+    for e in exprs:
+        out |= e.free_symbols
+    return out
+
+
+def _has_max(reductions: tuple[Reduction, ...]) -> bool:
+    return any(r.op == "max" for r in reductions)
+
+
+def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
+    """The passes of the row kernels: (1) max / lse online, with the reductions of z alone;
+    then one pass per level of reductions that need p or earlier reductions (aux reductions of
+    the gradient last); then the gradient sweep (the target column by the ``[j=y] = 1,
+    z_j -> z_y, p_j -> p_t`` substitution of the gradient, exactly as the torch program)."""
+    names = dict(ROW_NAMES)
+    loss_reductions, aux = spec.reductions, spec.gradient.aux
+    for r in loss_reductions + aux:
+        names[r.symbol] = r.symbol.name.lower()
+    em = _KernelEmitter(spec, names)
+    g = spec.gradient.expr
+    other = g.subs(IS_Y, 0)
+    own = g.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})
+
+    # the pass computing each reduction: after everything its body needs
+    done = {Z_Y: 0, Z_J: 0, LSE: 1, P_T: 1, P_J: 1}
+    level = {}
+    for r in loss_reductions + aux:
+        deps = [done.get(s, 0) for s in r.body.free_symbols]
+        level[r.symbol] = done[r.symbol] = max([0] + deps) + 1
+    everything = [spec.expr, other, own] + [r.body for r in loss_reductions + aux]
+    used = _symbols(everything)
+    needs_lse = bool(used & {LSE, P_T, P_J})
+    passes = []
+    count = max(list(level.values()) + [1 if needs_lse else 0])
+    for k in range(1, count + 1):
+        members = [r for r in loss_reductions + aux if level[r.symbol] == k]
+        temps, bodies, _ = em.stage([r.body for r in members])
+        grad_only = {r.symbol for r in aux}
+        reductions = tuple(KernelReduction(names[r.symbol], r.op, body, r.exclude_target, r.symbol in grad_only)
+                           for r, body in zip(members, bodies))
+        passes.append(KernelPass(lines=_lines(temps), reductions=reductions,
+                                 needs_p=P_J in _symbols([r.body for r in members]),
+                                 # the first pass also finds the lse, which the loss needs
+                                 grad_only=bool(members) and all(r.grad_only for r in reductions)
+                                 and not (k == 1 and needs_lse)))
+    setup = tuple((names[s], code) for s, code in ROW_SETUP if s in used)
+    temps, (loss, other_code, own_code), reduced = em.stage([spec.expr, other, own])
+    loss_temps, row_temps, class_temps = _split(temps, reduced[:1])
+    grad_symbols = _symbols([other] + [v for _, v, _ in class_temps])
+    return RowKernelProgram(
+        constants=tuple(em.constants.lines), needs_lse=needs_lse, setup=setup, passes=tuple(passes),
+        loss_lines=_lines(loss_temps), loss=loss, grad_row_lines=_lines(row_temps),
+        grad_lines=_lines(class_temps), grad_other=other_code, grad_own=own_code,
+        grad_needs_p=P_J in grad_symbols, exact_ties=_has_max(loss_reductions + aux))
+
+
+def elementwise_kernel_program(spec: LossSpec) -> ElementwiseKernelProgram:
+    """Loss and gradient of one element from ``u`` and ``t`` (and the kind's features)."""
+    names = {U: "u", T: "t"}
+    em = _KernelEmitter(spec, names)
+    feature_lines = []
+    for feature, definition in spec.features:
+        temps, (code,), _ = em.stage([definition])
+        feature_lines += _lines(temps)
+        feature_lines.append((feature.name, code))
+        em.names[feature] = feature.name
+    temps, (loss, grad), reduced = em.stage([spec.expr, spec.gradient.expr])
+    loss_temps, rest, _ = _split(temps, reduced[:1], class_symbols=())
+    return ElementwiseKernelProgram(
+        constants=tuple(em.constants.lines), loss_lines=tuple(feature_lines) + _lines(loss_temps), loss=loss,
+        grad_lines=_lines(rest), grad=grad)

@@ -1,0 +1,263 @@
+# lossc triton runtime: copied verbatim into generated modules compiled with the triton kernels
+# (targets "triton" and "all"), after lossc/runtime.py. It holds no math of any loss: the helpers
+# below are the atoms core triton.language lacks, built from core ops only (every function of
+# triton.language.extra.libdevice raises under TRITON_INTERPRET=1, and one code path serves the
+# GPU and the CPU interpreter CI tests with), and the launcher picks each kernel's regime.
+import contextlib
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the module still works: the torch engine and the reference backend
+    triton = None
+
+_TILE_CLASSES = 8192     # rows with at most this many classes are held in registers; longer rows are chunked
+_CHUNK = 4096            # classes per chunk of a long row
+_TILE_ELEMENTS = 2048    # logits per program in the tile regime: several rows per program when C is small
+_MAX_ROWS = 128          # rows per program at most
+_BLOCK = 1024            # elements per program of the elementwise kernel (4 per thread: 8 warps)
+_SCALE_BLOCK = 4096      # elements per program of the backward's in-place scaling
+
+
+def _next_power_of_2(n):
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _warps(rows, classes):
+    # values of a tile per thread that ptxas (sm_90) fits in about 64 registers, for full occupancy and
+    # no spills: 16 when a program holds 1 or 2 rows, fewer with more rows (each thread then also
+    # holds the row scalars of the rows it touches)
+    per_thread = 16 if rows <= 2 else 8 if rows <= 4 else 4
+    return max(1, min(16, rows * classes // (32 * per_thread)))
+
+
+def _alignment(x, C, S):
+    """The largest power of 2 (up to 16) dividing C and the rows' strides when classes are contiguous
+    (triton itself only knows whether an integer argument is a multiple of 16): with it, rows of
+    C = 1000 fp32 logits load as 16-byte vectors."""
+    if S != 1 or x.stride(1) != 1:
+        return 1
+    align = 16
+    while align > 1 and (C % align or x.stride(0) % align):
+        align //= 2
+    return align
+
+
+def _interpreted(fn):
+    return type(fn).__name__ == "InterpretedFunction"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tl_log1p(x):
+        # log(1 + x): 2 atanh(s), s = x / (2 + x), as its series where |x| < 1/4 (no cancellation,
+        # and no reliance on log being accurate near 1); log(1 + x) beyond.
+        small = tl.abs(x) < 0.25
+        xs = tl.where(small, x, 0.0)
+        s = xs / (2.0 + xs)
+        s2 = s * s
+        series = 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (0.2 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0)))))
+        return tl.where(small, series, tl.log(1.0 + x))
+
+    @triton.jit
+    def _tl_expm1(x):
+        # exp(x) - 1: its Taylor series (Horner, 9 terms) where |x| < 1/2, exp(x) - 1 beyond.
+        small = tl.abs(x) < 0.5
+        xs = tl.where(small, x, 0.0)
+        series = 1.0 + xs * (1.0 / 9.0)
+        series = 1.0 + xs * (1.0 / 8.0) * series
+        series = 1.0 + xs * (1.0 / 7.0) * series
+        series = 1.0 + xs * (1.0 / 6.0) * series
+        series = 1.0 + xs * (1.0 / 5.0) * series
+        series = 1.0 + xs * (1.0 / 4.0) * series
+        series = 1.0 + xs * (1.0 / 3.0) * series
+        series = 1.0 + xs * 0.5 * series
+        return tl.where(small, xs * series, tl.exp(x) - 1.0)
+
+    @triton.jit
+    def _tl_tanh(x):
+        # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)): accurate near 0, exactly 1 far out
+        e = _tl_expm1(-2.0 * tl.abs(x))
+        r = -e / (2.0 + e)
+        return tl.where(x < 0.0, -r, r)
+
+    @triton.jit
+    def _tl_softplus(x):
+        # log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), never overflowing
+        return tl.where(x > 0.0, x, 0.0) + _tl_log1p(tl.exp(-tl.abs(x)))
+
+    @triton.jit
+    def _tl_pow(x, a):
+        # x^a = exp2(a log2|x|), with torch.pow's values at a = 0, x = 1 and for negative bases
+        # (finite for integer a, NaN otherwise)
+        r = tl.exp2(a * tl.log2(tl.abs(x)))
+        r = tl.where((a == 0.0) | (x == 1.0), 1.0, r)
+        whole = tl.floor(a) == a
+        odd = whole & (tl.floor(a * 0.5) * 2.0 != a)
+        negative = tl.where(whole, tl.where(odd, -r, r), float("nan"))
+        return tl.where(x < 0.0, negative, r)
+
+    @triton.jit
+    def _tl_powi(x, N: tl.constexpr):
+        # x^N for a small positive integer N, by products (exact as torch.square is)
+        r = x
+        for _ in tl.static_range(N - 1):
+            r = r * x
+        return r
+
+    @triton.jit
+    def _tl_logratio(d):
+        # d / (1 - exp(d)) for d <= 0, with its limit -1 at d = 0
+        den = -_tl_expm1(d)
+        zero = den == 0.0
+        return tl.where(zero, -1.0, d / tl.where(zero, 1.0, den))
+
+    @triton.jit
+    def _tl_pos(x):
+        return tl.where(x < 0.0, 0.0, x)  # NaN stays NaN, as with torch.relu
+
+    @triton.jit
+    def _tl_step(x):
+        return tl.where(x > 0.0, 1.0, 0.0)
+
+    @triton.jit
+    def _tl_heaviside(x):
+        return tl.where(x > 0.0, 1.0, tl.where(x < 0.0, 0.0, 0.5))
+
+    @triton.jit
+    def _tl_sign(x):
+        return tl.where(x > 0.0, 1.0, tl.where(x < 0.0, -1.0, x * 0.0))
+
+    @triton.jit
+    def _tl_lse(x):
+        # log-sum-exp of a tile [R, B] along its classes: [R, 1]; -inf for a row of -inf
+        m = tl.max(x, axis=1, keep_dims=True)
+        safe = tl.where(m == float("-inf"), 0.0, m)
+        return m + tl.log(tl.sum(tl.exp(x - safe), axis=1, keep_dims=True))
+
+    @triton.jit
+    def _tl_lse_step(m, s, x):
+        # online log-sum-exp: the running (max m, sum s of exp(x - m)) [R, 1] after a chunk x [R, B]
+        new = tl.maximum(m, tl.max(x, axis=1, keep_dims=True))
+        safe = tl.where(new == float("-inf"), 0.0, new)
+        return new, s * tl.exp(m - safe) + tl.sum(tl.exp(x - safe), axis=1, keep_dims=True)
+
+    @triton.jit
+    def _tl_scale_kernel(g_ptr, go_ptr, n, BLOCK: tl.constexpr):
+        # grad *= grad_output (one value), in place; where it is 1 nothing is read or written, and
+        # no host sync is needed to know it
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        go = tl.load(go_ptr + offs * 0).to(tl.float32)  # the one value, in every lane
+        mask = (offs < n) & (go != 1.0)
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(g_ptr + offs, (g * go).to(g_ptr.dtype.element_ty), mask=mask)
+
+
+class _TritonLoss:
+    """Launches the triton kernels of one loss (generated with it): ``forward`` computes the loss
+    (per row, or the per-program partial sums of its reduction) and the gradient, already scaled
+    by the per-row factors, in one sweep of the logits; ``scale_`` multiplies the gradient by
+    grad_output in place in the backward."""
+
+    def __init__(self, form, constants, tile=None, chunked=None, elementwise=None, exact_ties=False):
+        self.form, self.constants = form, constants
+        self.tile, self.chunked, self.elementwise = tile, chunked, elementwise
+        self.exact_ties = exact_ties
+        self.tile_classes, self.chunk = _TILE_CLASSES, _CHUNK
+
+    @contextlib.contextmanager
+    def configured(self, tile_classes=None, chunk=None):
+        """Override the regime limits for a while (tests force the chunked regime on small rows)."""
+        saved = self.tile_classes, self.chunk
+        self.tile_classes = saved[0] if tile_classes is None else tile_classes
+        self.chunk = saved[1] if chunk is None else chunk
+        try:
+            yield self
+        finally:
+            self.tile_classes, self.chunk = saved
+
+    def regime(self, C):
+        """"tile" (whole rows in registers, several per program when C is small) or "chunked"."""
+        return "tile" if C <= self.tile_classes else "chunked"
+
+    def _launch(self, fn, grid, args, meta, num_warps):
+        if _interpreted(fn):
+            import numpy
+            # kernels compute values in lanes that where() or a mask then drops (log 0, 0/0), as on a
+            # GPU: numpy's warnings about them say nothing
+            with numpy.errstate(all="ignore"):
+                fn[grid](*args, **meta)
+        else:
+            # a max reduction's argmax is found again by ==: the same expression must round the same
+            # way in both sweeps, so no contraction to fma there
+            fn[grid](*args, **meta, num_warps=num_warps, enable_fp_fusion=not self.exact_ties)
+
+    def forward(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+        if self.form == "row":
+            return self._row(x, t, valid, w, den, mul, P, reduction, need_grad)
+        return self._elementwise(x, t, valid, w, den, mul, P, reduction, need_grad)
+
+    @staticmethod
+    def _flags(x, valid, w, den):
+        dummy = x
+        return ((dummy if valid is None else valid.view(torch.uint8)), (dummy if w is None else w),
+                (dummy if den is None else den),
+                dict(HAS_VALID=valid is not None, HAS_W=w is not None, HAS_DEN=den is not None))
+
+    def _row(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+        N, C, S = x.shape
+        rows = N * S
+        consts = self.constants(P, C)
+        grad = torch.empty((N, C, S), dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
+        if self.regime(C) == "tile":
+            block_c = _next_power_of_2(C)
+            block_r = max(1, min(_MAX_ROWS, _TILE_ELEMENTS // block_c))
+            fn = self.tile
+        else:
+            block_c, block_r = _next_power_of_2(min(self.chunk, C)), 1
+            fn = self.chunked
+        warps = _warps(block_r, block_c)
+        programs = triton.cdiv(rows, block_r) if rows else 0
+        reduce = reduction != "none"
+        out = torch.empty((programs if reduce else rows,), dtype=torch.float32 if reduce else x.dtype,
+                          device=x.device)
+        if programs:
+            valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
+            g = grad if need_grad else x
+            args = (x, t, valid_p, w_p, den_p, out, g, rows, C, S, x.stride(0), x.stride(1), x.stride(2),
+                    C * S, S, 1, float(mul), *consts)
+            self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
+                                                      BLOCK_C=block_c, S_GT_1=S > 1, ALIGN=_alignment(x, C, S),
+                                                      WIDE=C * max(abs(x.stride(1)), S) >= 2 ** 31), warps)
+        return (out.sum().to(x.dtype) if reduce else out), grad
+
+    def _elementwise(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+        n = x.numel()
+        consts = self.constants(P, None)
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else x.new_empty(0)
+        programs = triton.cdiv(n, _BLOCK) if n else 0
+        reduce = reduction != "none"
+        out = torch.empty((programs if reduce else n,), dtype=torch.float32 if reduce else x.dtype,
+                          device=x.device)
+        if programs:
+            valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
+            args = (x, t, valid_p, w_p, den_p, out, grad if need_grad else x, n, float(mul), *consts)
+            self._launch(self.elementwise, (programs,), args,
+                         dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK=_BLOCK), 8)
+        return (out.sum().to(x.dtype) if reduce else out), grad
+
+    def scale_(self, grad, grad_output):
+        """grad *= grad_output (a scalar, or one value per row of the loss), in place."""
+        if not grad.numel():
+            return
+        go = grad_output.reshape(-1)
+        if go.numel() == 1:  # a scalar (or a loss of one row: the same)
+            self._launch(_tl_scale_kernel, (triton.cdiv(grad.numel(), _SCALE_BLOCK),),
+                         (grad, go, grad.numel()), dict(BLOCK=_SCALE_BLOCK), _warps(1, _SCALE_BLOCK))
+        elif grad.dim() == 1:  # one value per element
+            grad.mul_(go)
+        else:  # one value per row (n, s) of a [N, C, S] gradient (computed in float32 by torch)
+            grad.mul_(go.reshape(grad.shape[0], 1, grad.shape[2]))
