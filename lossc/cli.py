@@ -1,4 +1,4 @@
-"""The ``lossc`` command line: compile, grad, catalog.
+"""The ``lossc`` command line: compile, grad, catalog, check, poly.
 
 Exit codes: 0 success; 1 a --require'd property is not proved; 2 bad input.
 Errors print ``file:line:col``, the line, a caret and a hint; nothing is written on error.
@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_catalog)
+
+    from .check.cli import register
+    register(sub)  # check, poly
     return parser
 
 

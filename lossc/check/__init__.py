@@ -1,0 +1,113 @@
+"""Property checks: ``lossc.check(spec, **params)[name].verdict / .evidence`` and ``lossc.poly``.
+
+Each property gets ``proved`` (a symbolic argument, printed), ``refuted`` (a
+counterexample re-evaluated in float64 through the generated code, with its
+numbers), ``plausible`` (a numerical search found nothing), ``unknown`` or
+``n/a``. Sampling never proves. See MATH.md for the decision procedures.
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from ..errors import LossError, LossParamError
+from . import cache
+from .context import Context
+from .verdict import PROPERTIES, Report, Verdict, not_applicable, unknown
+
+__all__ = ["check", "poly", "Verdict", "Report", "PROPERTIES"]
+
+# Failures of the symbolic machinery on unusual input: the property becomes "unknown", never a crash.
+_SOFT_ERRORS = (ArithmeticError, ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError,
+                IndexError, KeyError, RecursionError, sympy.PolynomialError)
+
+
+def _filled(spec, params: dict) -> dict:
+    """Every parameter's value: given ones, else the default (what the verdicts are about)."""
+    out = {}
+    bound = dict(spec.bound)
+    for p in spec.params:
+        if p.name in params:
+            value = params[p.name]
+            if hasattr(value, "tolist"):
+                value = value.tolist()
+            out[p.name] = list(value) if isinstance(value, tuple) else value
+        elif p.type == "int":
+            out[p.name] = bound.get(p.name, p.default)
+        elif p.type == "vector":
+            n = bound[p.size]
+            d = list(p.default or ())
+            out[p.name] = d if len(d) == n else d * n
+        else:
+            out[p.name] = p.default
+    return out
+
+
+def _prepare(spec, over, params):
+    from .. import api
+    parsed = api.parse(spec, over=over, **params)
+    filled = _filled(parsed, params if over is None else {})
+    try:
+        api.module(parsed)._params(**filled)  # the where-lines, checked like the generated module does
+    except LossError:
+        raise
+    except TypeError as err:
+        raise LossParamError(f"{parsed.name}: {err}") from None
+    return Context(parsed, filled)
+
+
+def check(spec, *, over: str | None = None, use_cache: bool = True, **params) -> Report:
+    """Verdicts for every property of a loss at the given parameter values (defaults otherwise)."""
+    ctx = _prepare(spec, over, params)
+    k = cache.key(ctx.spec.hash, ctx.params)
+    if use_cache:
+        hit = cache.load(k)
+        if hit is not None:
+            return hit
+    report = Report(ctx.spec.name, ctx.spec.kind, ctx.params)
+    checker = _checker(ctx)
+    for name in PROPERTIES:
+        report.verdicts[name] = _run(checker, name, ctx)
+    cache.store(k, report)
+    return report
+
+
+def _checker(ctx):
+    if ctx.spec.kind == "multiclass":
+        from .multiclass import Multiclass
+        return Multiclass(ctx)
+    from .elementwise import Elementwise
+    return Elementwise(ctx)
+
+
+def _run(checker, name: str, ctx) -> Verdict:
+    if name == "stable":
+        from .stable import check_stable
+        try:
+            return check_stable(ctx)
+        except _SOFT_ERRORS as err:
+            return unknown(f"the stability run failed: {type(err).__name__}: {err}")
+    method = getattr(checker, name, None)
+    if method is None:
+        return not_applicable(f"{name} does not apply to {ctx.spec.kind} losses")
+    try:
+        return method()
+    except LossError:
+        raise
+    except _SOFT_ERRORS as err:
+        return unknown(f"not decided: the check stopped with {type(err).__name__}: {err}")
+
+
+def poly(spec, order: int = 5, *, over: str | None = None, **params) -> dict:
+    """PolyLoss coefficients {j: alpha_j} of a loss of p_t alone, in the basis (1 - p_t)^j (exact where sympy
+    can; for non-integer powers, as in focal loss with non-integer gamma, the keys are the exponents)."""
+    return poly_expansion(spec, order, over=over, **params)["coefficients"]
+
+
+def poly_expansion(spec, order: int = 5, *, over: str | None = None, **params) -> dict:
+    """The expansion with its details: coefficients, whether the powers are integers, the leading
+    gradient term -dL/dp_t around p_t = 1, and g(p_t)."""
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise LossParamError(f"order must be a positive integer, got {order!r}")
+    from .poly import expansion
+    return expansion(_prepare(spec, over, params), order)
