@@ -293,10 +293,13 @@ def _register(kernel):
     def setup_context(ctx, inputs, output):
         ctx.reduction, ctx.engine = inputs[7], inputs[8]
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # else autograd builds an N x C zero "gradient" for output[1]
         ctx.save_for_backward(output[1])
 
     def backward(ctx, grad_output, _):
         (grad,) = ctx.saved_tensors
+        if grad_output is None:  # grads are not materialized: nothing flowed into the loss
+            return (None,) * 10
         if ctx.engine == "triton":
             # in place: the backward holds no second gradient buffer; a second backward through the same
             # graph (retain_graph=True) is refused by autograd (the saved gradient was modified)
