@@ -237,9 +237,9 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
         xc, tc = x[start:end].to(dtype), t[start:end]
         if need_grad:
             loss, g = kernel.loss_and_grad(xc, tc, params)
-            if scale is not None:
-                sc = scale[start:end]
-                g = g * (sc[:, None] if g.dim() == 2 else sc)
+            if scale is not None:  # g is fresh from _as_grad: scale it in place
+                sc = scale[start:end].to(g.dtype)
+                g.mul_(sc[:, None] if g.dim() == 2 else sc)
             if valid is not None:
                 vc = valid[start:end]
                 g = torch.where(vc[:, None] if g.dim() == 2 else vc, g, 0.0)
