@@ -32,7 +32,6 @@ def test_focal_integer_gamma_shifts_the_series():
 
 
 def test_focal_non_integer_gamma_expands_in_x_to_the_j_plus_gamma():
-    out = lossc.check.__wrapped__ if hasattr(lossc.check, "__wrapped__") else None  # noqa: F841
     from lossc.check import poly_expansion
     e = poly_expansion("focal", order=3, gamma=0.5)
     assert not e["integer"]

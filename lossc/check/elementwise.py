@@ -13,7 +13,6 @@ from ..ir import T, U
 from ..kinds.margin import M
 from ..kinds.regression import R
 from .curvature import affine, analyze
-from .interval import enclose_on
 from .numeric import fmt
 from .onevar import (Pieces, Undecided, bounded_on, compare, elementary, grid, is_smooth, kink_report,
                      pieces_of, prove_sign)
@@ -136,6 +135,9 @@ class Elementwise:
         if result.curvature in ("convex", "affine", "constant"):
             return proved(f"convex in {x}{self._where(case)} by composition rules (DCP) {self.setting}:\n"
                           + result.proof())
+        found = self._midpoint_search(case)  # cheap, and decides most non-convex losses at once
+        if found is not None:
+            return found
         witness, why = None, None
         if case.symbolic:
             try:
@@ -145,9 +147,10 @@ class Elementwise:
                 why = text
             except (Undecided, NotImplementedError, TypeError, ValueError) as err:
                 why = str(err)
-        found = self._midpoint_search(case, witness)
-        if found is not None:
-            return found
+        if witness is not None:
+            found = self._midpoint_search(case, witness)
+            if found is not None:
+                return found
         return plausible(f"not proved ({why}); no midpoint violation on a grid of 400 points x 6 widths"
                          f"{self._where(case)} {self.setting}")
 
