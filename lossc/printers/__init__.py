@@ -1,1 +1,13 @@
 """Printers: one per backend, built on sympy's, driven by tables."""
+
+
+def print_piecewise(printer, expr, where: str) -> str:
+    """A Piecewise as nested ``where(cond, value, rest)`` calls of a backend (torch.where, tl.where)."""
+    import sympy
+    *pieces, (last, cond) = expr.args
+    if cond != sympy.true:
+        raise ValueError("Piecewise without a default")
+    text = printer._print(last)
+    for value, cond in reversed(pieces):
+        text = f"{where}({printer._print(cond)}, {printer._print(value)}, {text})"
+    return text

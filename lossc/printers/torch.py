@@ -14,6 +14,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
 from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, T, U, Z_J, Z_Y, LossSpec, Reduction
+from . import print_piecewise
 
 # Atom -> function of the generated module's runtime (tensor arguments).
 TENSOR_FUNCTIONS = {
@@ -113,13 +114,7 @@ class TorchCodePrinter(TorchPrinter):
         return self._pairwise(expr, "torch.minimum", "torch.clamp_max")
 
     def _print_Piecewise(self, expr):
-        *pieces, (last, cond) = expr.args
-        if cond != sympy.true:
-            raise ValueError("Piecewise without a default")
-        text = self._print(last)
-        for value, cond in reversed(pieces):
-            text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
-        return text
+        return print_piecewise(self, expr, "torch.where")
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args

@@ -22,6 +22,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, T, U, Z_J, Z_Y, LossSpec, Reduction
 from .torch import _ScalarPrinter
+from . import print_piecewise
 
 # Atom -> tl function of one tensor argument (the class name of the sympy node).
 TL_FUNCTIONS = {
@@ -137,13 +138,7 @@ class TritonCodePrinter(PythonCodePrinter):
         return f"_tl_pow({b}, {self._print(exp)})"
 
     def _print_Piecewise(self, expr):
-        *pieces, (last, cond) = expr.args
-        if cond != sympy.true:
-            raise ValueError("Piecewise without a default")
-        text = self._print(last)
-        for value, cond in reversed(pieces):
-            text = f"tl.where({self._print(cond)}, {self._print(value)}, {text})"
-        return text
+        return print_piecewise(self, expr, "tl.where")
 
     def _print_Relational(self, expr):
         return f"({self._print(expr.lhs)} {RELATIONS[expr.rel_op]} {self._print(expr.rhs)})"
