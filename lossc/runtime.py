@@ -47,18 +47,30 @@ def _scalar(fn, x):
     return float(fn(torch.tensor(float(x), dtype=torch.float64)))
 
 
-def _as_grad(x, like):
-    """x as a fresh tensor of like's shape and dtype, safe to write into."""
-    if not isinstance(x, torch.Tensor) or x.shape != like.shape or x.dtype != like.dtype \
-            or x.data_ptr() == like.data_ptr() or not x.is_contiguous():
-        out = torch.empty_like(like)
-        out.copy_(torch.as_tensor(x, dtype=like.dtype, device=like.device).expand_as(like))
-        return out
+def _into(out, x, c):
+    """out = x * c: x (a tensor or number) broadcast to out's shape, c the row coefficients (a column,
+    or None for 1)."""
+    x = torch.as_tensor(x, dtype=out.dtype, device=out.device).expand_as(out)
+    return out.copy_(x) if c is None else torch.mul(x, c, out=out)
+
+
+def _affine(x, k, m, z, l, c):
+    """x = (k * x + m * z + l) * c in place (k, m, l, c: row columns or numbers; c None for 1)."""
+    if c is not None:
+        k, m, l = k * c, m * c, l * c
+    if isinstance(k, torch.Tensor) or k != 1:
+        x.mul_(k)
+    if isinstance(m, torch.Tensor) or m != 0:
+        x.addcmul_(z, torch.as_tensor(m, dtype=x.dtype, device=x.device))
+    if isinstance(l, torch.Tensor) or l != 0:
+        x.add_(l)
     return x
 
 
-def _as_column(x, like):
-    return torch.as_tensor(x, dtype=like.dtype, device=like.device).expand_as(like)
+def _set_target(grad, t, own, c):
+    """grad[i, t[i]] = own[i] * c[i]."""
+    own = torch.as_tensor(own, dtype=grad.dtype, device=grad.device).expand(grad.shape[0], 1)
+    return grad.scatter_(1, t[:, None], own if c is None else own * c)
 
 
 def _as_rows(x, count, like):
@@ -224,26 +236,35 @@ def _scale_of(w, den, mul, rows, dtype, device):
 
 
 def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad):
-    """Loss and gradient with the generated torch functions, chunk by chunk of rows."""
+    """Loss and gradient with the generated torch functions, chunk by chunk of rows. The gradient of
+    each chunk is written straight into the result (or, for half-precision inputs, into one float32
+    scratch buffer), already multiplied by the rows' weights and the mean's divisor."""
     dtype = _compute_dtype(x.dtype)
     rows = x.shape[0]
     scale = _scale_of(w, den, mul, rows, dtype, x.device)
+    coefficient = scale  # of each row's gradient: ignored rows 0 (and their gradient zeroed below)
+    if valid is not None:
+        coefficient = valid.to(dtype) if scale is None else torch.where(valid, scale, 0.0)
     width = x.shape[1] if x.dim() == 2 else 1
     step = max(1, CHUNK_ELEMENTS // max(width, 1))
     losses = torch.empty(rows, dtype=dtype, device=x.device)
     grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
+    scratch = None
+    if need_grad and grad.dtype != dtype:
+        scratch = torch.empty((min(step, rows),) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
     for start in range(0, rows, step):
         end = min(start + step, rows)
         xc, tc = x[start:end].to(dtype), t[start:end]
         if need_grad:
-            loss, g = kernel.loss_and_grad(xc, tc, params)
-            if scale is not None:  # g is fresh from _as_grad: scale it in place
-                sc = scale[start:end].to(g.dtype)
-                g.mul_(sc[:, None] if g.dim() == 2 else sc)
-            if valid is not None:
-                vc = valid[start:end]
-                g = torch.where(vc[:, None] if g.dim() == 2 else vc, g, 0.0)
-            grad[start:end] = g
+            out = grad[start:end] if scratch is None else scratch[:end - start]
+            c = None if coefficient is None else coefficient[start:end]
+            loss, g = kernel.loss_and_grad(xc, tc, params, out, c if c is None or x.dim() == 1 else c[:, None])
+            if g is not out:
+                out.copy_(g)
+            if valid is not None:  # exact zeros even where an ignored row's gradient is not finite
+                out[~valid[start:end]] = 0.0
+            if scratch is not None:
+                grad[start:end] = out
         else:
             loss = kernel.loss(xc, tc, params)
         losses[start:end] = _as_rows(loss, end - start, xc)

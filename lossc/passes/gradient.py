@@ -46,9 +46,11 @@ def row_gradient(spec: LossSpec) -> Gradient:
         body = sympy.simplify(body) if body.count_ops() < 40 else body
         if not body.free_symbols & {Z_J, P_J}:  # constant over the classes
             return body * (NUM_CLASSES - 1 if exclude else NUM_CLASSES)
-        for a in aux:
-            if (a.body, a.exclude_target) == (body, exclude):
-                return a.symbol
+        for a in list(spec.reductions) + aux:  # a multiple of a reduction already computed
+            if a.op == "sum" and a.exclude_target == exclude:
+                ratio = sympy.cancel(body / a.body)
+                if not ratio.free_symbols & {Z_J, P_J}:
+                    return ratio * a.symbol
         symbol = sympy.Symbol(f"A{len(aux) + 1}", real=True)
         aux.append(Reduction(symbol, "sum", body, exclude))
         return symbol

@@ -230,7 +230,7 @@ def _needed(exprs) -> set:
     return out
 
 
-def _row_setup(em: _Emitter, needed: set, exclude: bool) -> None:
+def _row_setup(em: _Emitter, needed: set) -> None:
     closure = set(needed)
     for symbol, _, deps in reversed(ROW_SETUP):
         if symbol in closure:
@@ -238,46 +238,79 @@ def _row_setup(em: _Emitter, needed: set, exclude: bool) -> None:
     for symbol, code, _ in ROW_SETUP:
         if symbol in closure:
             em.assign(em.names[symbol], code)
-    if exclude:
-        em.assign("is_y", "torch.zeros_like(z, dtype=torch.bool).scatter_(1, t[:, None], True)")
 
 
-def _reductions(em: _Emitter, reductions: tuple[Reduction, ...]) -> None:
+def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool) -> None:
+    """The class reductions; with ``in_place`` (not under autograd), an exclude-target body has its
+    target entry overwritten in place (on a fresh tensor), else replaced out of place."""
     for r in reductions:
         (body,) = em.stage([r.body])
         template, fill = REDUCE[r.op]
-        if r.exclude_target:
-            body = f"torch.where(is_y, {fill}, {body})"
+        if r.exclude_target:  # the target's entry set to the reduction's identity
+            if not in_place:
+                body = f"torch.scatter({body}, 1, t[:, None], {fill})"
+            else:
+                body = f"{body}.clone()" if body.isidentifier() else body
+                body = f"{body}.scatter_(1, t[:, None], {fill})"
         em.assign(em.names[r.symbol], template.format(body))
 
 
+def _affine_parts(other: sympy.Expr):
+    """(K, M, L) when the gradient of the classes c != y is ``K * p_c + M * z_c + L`` with K, M, L
+    constant over the classes (cross-entropy, focal, Poly-N, label smoothing, squentropy, ...): then
+    the program updates p in place. None otherwise."""
+    parts = (sympy.diff(other, P_J), sympy.diff(other, Z_J), other.subs({P_J: 0, Z_J: 0}))
+    return None if any(part.free_symbols & {Z_J, P_J} for part in parts) else parts
+
+
 def row_program(spec: LossSpec, with_grad: bool) -> Program:
-    """Loss per row ``[m]`` (and its gradient ``[m, C]``) from ``z`` ``[m, C]``, ``t`` ``[m]``."""
+    """Loss per row ``[m]`` from ``z`` ``[m, C]``, ``t`` ``[m]``; with the gradient, also
+    ``grad`` ``[m, C]`` times the row coefficients ``c`` (``[m, 1]`` or None), written into
+    ``out`` (a buffer of z's shape and dtype that the program may use as scratch)."""
     em = _Emitter(spec)
-    aux = spec.gradient.aux if with_grad else ()
-    exprs = [spec.expr] + [r.body for r in spec.reductions + aux]
-    if with_grad:
-        g = spec.gradient.expr
-        other = g.subs(IS_Y, 0)                                  # classes c != y
-        own = g.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})              # the target class
-        exprs += [other, own]
-    exclude = any(r.exclude_target for r in spec.reductions + aux)
-    _row_setup(em, _needed(exprs) | ({Z_Y} if with_grad else set()), exclude)
-    _reductions(em, spec.reductions)
-    _reductions(em, aux)
     if not with_grad:
+        _row_setup(em, _needed([spec.expr] + [r.body for r in spec.reductions]))
+        _reductions(em, spec.reductions, in_place=False)
         (loss,) = em.stage([spec.expr])
         em.assign("loss", loss)
         return Program(tuple(em.lines), ("loss",))
-    loss, other_code, own_code = em.stage([spec.expr, other, own])
-    em.assign("loss", loss)
-    em.assign("grad", f"_as_grad({other_code}, z)")
-    em.assign("grad", f"grad.scatter_(1, t[:, None], _as_column({own_code}, z_y))")
+    aux = spec.gradient.aux
+    g = spec.gradient.expr
+    other = g.subs(IS_Y, 0)                                  # classes c != y
+    own = g.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})              # the target class
+    affine = _affine_parts(other)
+    bodies = [r.body for r in spec.reductions + aux]
+    # softmax from one exp(z - max) written into out: lse = max + log(sum), p = e / sum; p itself
+    # is only formed when something other than an affine gradient needs it (else 1/sum joins K)
+    normalize = P_J in _needed(bodies) or affine is None
+    em.assign("C", "z.shape[1]")
+    em.assign("z_y", "z.gather(1, t[:, None])")
+    em.assign("_m", "torch.amax(z, 1, keepdim=True)")
+    em.assign("_e", "torch.sub(z, _m, out=out).exp_()")
+    em.assign("_s", "torch.sum(_e, 1, keepdim=True)")
+    em.assign("lse", "_m + torch.log(_s)")
+    if normalize:
+        em.assign("p", "_e.div_(_s)")
+    if P_T in _needed([spec.expr, own] + bodies + list(affine or [other])):
+        em.assign("p_t", "p.gather(1, t[:, None])" if normalize else "_e.gather(1, t[:, None]) / _s")
+    _reductions(em, spec.reductions + aux, in_place=True)
+    if affine is not None:
+        k, m, l = affine
+        loss, k_code, m_code, l_code, own_code = em.stage([spec.expr, k if normalize else k / sympy.Symbol("_s"),
+                                                           m, l, own])
+        em.assign("loss", loss)
+        em.assign("grad", f"_affine({'p' if normalize else '_e'}, {k_code}, {m_code}, z, {l_code}, c)")
+    else:
+        loss, other_code, own_code = em.stage([spec.expr, other, own])
+        em.assign("loss", loss)
+        em.assign("grad", f"_into(out, {other_code}, c)")
+    em.assign("grad", f"_set_target(grad, t, {own_code}, c)")
     return Program(tuple(em.lines), ("loss", "grad"))
 
 
 def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
-    """Loss (and gradient) per element from ``u`` and ``t`` of the same shape."""
+    """Loss per element from ``u`` and ``t`` of the same shape; with the gradient, also ``grad``
+    times the coefficients ``c`` (``[m]`` or None), written into ``out`` (u's shape and dtype)."""
     em = _Emitter(spec)
     for feature, definition in spec.features:
         (code,) = em.stage([definition])
@@ -286,7 +319,7 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
     codes = em.stage(exprs)
     em.assign("loss", codes[0])
     if with_grad:
-        em.assign("grad", f"_as_grad({codes[1]}, u)")
+        em.assign("grad", f"_into(out, {codes[1]}, c)")
         return Program(tuple(em.lines), ("loss", "grad"))
     return Program(tuple(em.lines), ("loss",))
 

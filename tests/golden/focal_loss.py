@@ -12,18 +12,21 @@ def _loss(z, t, P):
     return loss
 
 
-def _loss_and_grad(z, t, P):
+def _loss_and_grad(z, t, P, out, c):
+    C = z.shape[1]
     z_y = z.gather(1, t[:, None])
-    lse = torch.logsumexp(z, 1, keepdim=True)
-    p_t = torch.exp(z_y - lse)
-    p = torch.exp(z - lse)
+    _m = torch.amax(z, 1, keepdim=True)
+    _e = torch.sub(z, _m, out=out).exp_()
+    _s = torch.sum(_e, 1, keepdim=True)
+    lse = _m + torch.log(_s)
+    p_t = _e.gather(1, t[:, None]) / _s
     _t0 = -lse + z_y
     _t1 = torch.pow(-torch.expm1(_t0), P.gamma)
     _t2 = _t1*P.gamma*_logratio(_t0)*torch.exp(_t0) - _t1
     _t3 = -_t2
     loss = -_t0*_t1
-    grad = _as_grad(_t3*p, z)
-    grad = grad.scatter_(1, t[:, None], _as_column(_t2 + _t3*p_t, z_y))
+    grad = _affine(_e, _t3/_s, 0, z, 0, c)
+    grad = _set_target(grad, t, _t2 + _t3*p_t, c)
     return loss, grad
 
 

@@ -10,11 +10,11 @@ def _loss(u, t, P):
     return loss
 
 
-def _loss_and_grad(u, t, P):
+def _loss_and_grad(u, t, P, out, c):
     m = t*u
     _t0 = 1 - m
     loss = torch.relu(_t0)
-    grad = _as_grad(-t*_step(_t0), u)
+    grad = _into(out, -t*_step(_t0), c)
     return loss, grad
 
 

@@ -8,24 +8,24 @@ def _loss(z, t, P):
     C = z.shape[1]
     z_y = z.gather(1, t[:, None])
     lse = torch.logsumexp(z, 1, keepdim=True)
-    is_y = torch.zeros_like(z, dtype=torch.bool).scatter_(1, t[:, None], True)
-    r1 = torch.sum(torch.where(is_y, 0.0, torch.square(z)), 1, keepdim=True)
+    r1 = torch.sum(torch.scatter(torch.square(z), 1, t[:, None], 0.0), 1, keepdim=True)
     loss = r1/((C - 1)) + lse - z_y
     return loss
 
 
-def _loss_and_grad(z, t, P):
+def _loss_and_grad(z, t, P, out, c):
     C = z.shape[1]
     z_y = z.gather(1, t[:, None])
-    lse = torch.logsumexp(z, 1, keepdim=True)
-    p_t = torch.exp(z_y - lse)
-    p = torch.exp(z - lse)
-    is_y = torch.zeros_like(z, dtype=torch.bool).scatter_(1, t[:, None], True)
-    r1 = torch.sum(torch.where(is_y, 0.0, torch.square(z)), 1, keepdim=True)
+    _m = torch.amax(z, 1, keepdim=True)
+    _e = torch.sub(z, _m, out=out).exp_()
+    _s = torch.sum(_e, 1, keepdim=True)
+    lse = _m + torch.log(_s)
+    p_t = _e.gather(1, t[:, None]) / _s
+    r1 = torch.sum(torch.square(z).scatter_(1, t[:, None], 0.0), 1, keepdim=True)
     _t0 = (1/(C - 1))
     loss = r1*_t0 + lse - z_y
-    grad = _as_grad(2*_t0*z + p, z)
-    grad = grad.scatter_(1, t[:, None], _as_column(p_t - 1, z_y))
+    grad = _affine(_e, torch.reciprocal(_s), (2*_t0), z, 0, c)
+    grad = _set_target(grad, t, p_t - 1, c)
     return loss, grad
 
 
