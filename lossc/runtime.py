@@ -56,13 +56,16 @@ def _into(out, x, c):
 
 def _affine(x, k, m, z, l, c):
     """x = (k * x + m * z + l) * c in place (k, m, l, c: row columns or numbers; c None for 1)."""
-    if c is not None:
-        k, m, l = k * c, m * c, l * c
-    if isinstance(k, torch.Tensor) or k != 1:
+    def given(v, unit):  # v * c, or None where that leaves x as it is
+        if not isinstance(v, torch.Tensor) and v == unit and (c is None or unit == 0):
+            return None
+        return v if c is None else v * c
+    k, m, l = given(k, 1), given(m, 0), given(l, 0)
+    if k is not None:
         x.mul_(k)
-    if isinstance(m, torch.Tensor) or m != 0:
+    if m is not None:
         x.addcmul_(z, torch.as_tensor(m, dtype=x.dtype, device=x.device))
-    if isinstance(l, torch.Tensor) or l != 0:
+    if l is not None:
         x.add_(l)
     return x
 
