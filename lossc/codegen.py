@@ -16,7 +16,7 @@ import jinja2
 import sympy
 
 from . import __version__
-from .errors import LossNameError
+from .errors import LossKindError, LossNameError
 from .ir import LossSpec
 from .printers.torch import _ScalarPrinter, program
 from .printers.triton import elementwise_kernel_program, row_kernel_program
@@ -95,6 +95,10 @@ def _param_checks(spec: LossSpec) -> tuple[list[str], str, str, str, str]:
             sig.append(f"{name}={default!r}")
             checks.append(f"{name} = _vector({spec.name + '.' + name!r}, {name}, {n})")
             packed.append(f"{name}={name}")
+        elif p.type == "class":
+            sig.append(f"{name}={None if p.default is None else float(p.default)!r}")
+            checks.append(f"{name} = _class_vector({spec.name + '.' + name!r}, {name})")
+            packed.append(f"{name}={name}")
         else:
             sig.append(f"{name}={float(p.default)!r}" if p.default is not None else name)
             checks.append(f"{name} = _number({spec.name + '.' + name!r}, {name})")
@@ -123,7 +127,9 @@ def _function(name: str, inputs: str, prog) -> dict:
 
 def _layout(spec: LossSpec) -> tuple:
     bound = dict(spec.bound)
-    return tuple((p.name, bound[p.size] if p.type == "vector" else None) for p in spec.runtime_params)
+    numbers = tuple((p.name, bound[p.size] if p.type == "vector" else None) for p in spec.runtime_params
+                    if p.type != "class")
+    return numbers + tuple((name, "class") for name in spec.class_vectors)
 
 
 def _tidy(text: str) -> str:
@@ -154,6 +160,11 @@ def triton_kernels(spec: LossSpec) -> dict:
             "launcher": launcher + f", exact_ties={prog.exact_ties!r})"}
 
 
+def triton_supported(spec: LossSpec) -> bool:
+    """Whether the triton printer covers this loss (not yet: class vectors, soft targets)."""
+    return not spec.class_vectors and (spec.form != "row" or spec.has_target)
+
+
 def generate_module(spec: LossSpec, target: str = "torch") -> str:
     """The self-contained module of a derived LossSpec (``FocalLoss``, ``focal_loss``): ``target``
     "torch" (the torch engine), "triton" (the triton kernels; the torch reference as the fallback)
@@ -174,7 +185,10 @@ def generate_module(spec: LossSpec, target: str = "torch") -> str:
     header += ["  where " + " ".join(comment_lines(r.describe())) for r in spec.gradient.aux]
     runtime = runtime_source() + _HELPERS
     triton = None
-    if target != "torch":
+    if target == "triton" and not triton_supported(spec):
+        raise LossKindError(f"{spec.name}: no triton kernels yet for {spec.kind} losses with class vectors "
+                            "or soft targets; compile with --target torch")
+    if target != "torch" and triton_supported(spec):
         triton = triton_kernels(spec)
         runtime = runtime.rstrip("\n") + "\n\n\n" + triton_runtime_source()
     return _environment().get_template("module.py.j2").render(
@@ -200,6 +214,22 @@ def _number(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LossParamError(f"{name} must be a number, got {value!r}")
     return float(value)
+
+
+def _class_vector(name, value):
+    if value is None:
+        raise LossParamError(f"{name} is a per-class parameter: give one value per class (a 1-d tensor or list)")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(name, value)  # the same for every class
+    try:
+        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise LossParamError(f"{name} must be a 1-d tensor or list of numbers, got {type(value).__name__}") from None
+    if value.dim() != 1 or not value.numel():
+        raise LossParamError(f"{name} must be a 1-d tensor with one value per class, got shape {list(value.shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise LossParamError(f"{name} must be finite")
+    return value
 
 
 def _vector(name, value, size):

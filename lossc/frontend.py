@@ -17,7 +17,7 @@ import sympy
 from .atoms import FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
 from .ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Z_J, Z_Y, Constraint, LossSpec, Param, Reduction,
-                 TargetIndex, Vec)
+                 TargetIndex, Vec, at_target, class_entry, per_class)
 from .kinds import KINDS
 from .resources import resource
 
@@ -219,8 +219,8 @@ class _Lowering:
         self.params = self.lower_params(params_tree)
         self.env: dict = dict(kind.names)
         for p in self.params.values():
-            self.env[p.name] = p if p.type == "vector" else (
-                sympy.Integer(self.ints[p.name]) if p.type == "int" else p.symbol)
+            self.env[p.name] = {"vector": p, "int": sympy.Integer(self.ints.get(p.name, 0)),
+                                "class": Vec(class_entry(p.name))}.get(p.type, p.symbol)
         *statements, ret = body
         for stmt in statements:
             getattr(self, "stmt_" + stmt.data)(stmt)
@@ -252,7 +252,13 @@ class _Lowering:
                                  + ("another parameter" if name in params else f"a name of kind {self.kind.name}"),
                                  name_token)
             default = None if default_tree is None else self.constant(default_tree)
-            if size_token is not None:
+            if size_token is not None and self.kind.names.get(str(size_token)) == NUM_CLASSES:
+                if default is not None and not (isinstance(default, (int, float)) and default > 0):
+                    raise self.error(LossParamError, f"the default of per-class parameter {name} must be one "
+                                     "positive number (used for every class); give the values at construction",
+                                     default_tree)
+                params[name] = Param(name, "class", default, str(size_token))
+            elif size_token is not None:
                 size = str(size_token)
                 if size not in params or params[size].type != "int":
                     raise self.error(LossParamError, f"the size {size} of vector {name} must be an integer "
@@ -462,7 +468,7 @@ class _Lowering:
         if not isinstance(base, Vec):
             raise self.error(LossKindError, "only class vectors (z, softmax(z), …) can be indexed", node)
         if isinstance(index, TargetIndex):
-            return base.expr.subs({Z_J: Z_Y, P_J: P_T, IS_Y: 1})
+            return at_target(base.expr)
         if isinstance(index, _ClassIndex):
             return base.expr
         raise self.error(LossKindError, "a class vector is indexed by the target y or by the j of a "
@@ -567,8 +573,7 @@ class _Lowering:
         inner = dict(env)
         inner[index] = _ClassIndex(index)
         body = self.scalar(self.eval(body_node, inner), body_node, "the body of a reduction")
-        if any(_is_reduction_symbol(s) or s == LSE for s in body.free_symbols) and \
-                body.free_symbols & {Z_J, P_J} and any(_is_reduction_symbol(s) for s in body.free_symbols):
+        if per_class(body) and any(_is_reduction_symbol(s) for s in body.free_symbols):
             raise self.error(LossKindError, "class reductions cannot be nested", node)
         count = NUM_CLASSES - 1 if exclude else NUM_CLASSES
         if name == "min":
@@ -583,18 +588,24 @@ class _Lowering:
             rest = self.class_reduction(op, body.subs(IS_Y, 0), True)
             if exclude:
                 return rest
-            own = body.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})
+            own = at_target(body)
             return {"sum": lambda: rest + own, "max": lambda: sympy.Max(rest, own),
                     "lse": lambda: _logaddexp(rest, own)}[op]()
         count = NUM_CLASSES - 1 if exclude else NUM_CLASSES
-        if not body.free_symbols & {Z_J, P_J}:
+        if not per_class(body):
             return {"sum": body * count, "max": body, "lse": body + sympy.log(count)}[op]
-        if op == "sum":  # terms that do not depend on j leave the sum: sum(z[j] - lse) = sum(z[j]) - C lse
-            body = sympy.expand(body) if isinstance(body, sympy.Add) else body
-            inner = [a for a in sympy.Add.make_args(body) if a.free_symbols & {Z_J, P_J}]
-            outer = [a for a in sympy.Add.make_args(body) if not a.free_symbols & {Z_J, P_J}]
-            if outer:
-                return self.pool.intern(op, sympy.Add(*inner), exclude) + sympy.Add(*outer) * count
+        if op == "sum":  # terms, and factors of terms, that do not depend on j leave the sum:
+            # sum(z[j] - lse) = sum(z[j]) - C lse, sum(q[j] lse) = lse sum(q[j])
+            body = sympy.expand(body, power_base=False, power_exp=False, multinomial=False, log=False)
+            total, grouped = sympy.S.Zero, {}
+            for term in sympy.Add.make_args(body):
+                factor, rest = _split_factor(term)
+                if per_class(rest):
+                    grouped[rest] = grouped.get(rest, sympy.S.Zero) + factor
+                else:
+                    total += term * count
+            if total != 0 or len(grouped) != 1 or any(f != 1 for f in grouped.values()):
+                return total + sympy.Add(*[f * self.pool.intern(op, rest, exclude) for rest, f in grouped.items()])
         return self.pool.intern(op, body, exclude)
 
     def series(self, name: str, body_node, index: str, bounds, env, node):
@@ -675,6 +686,14 @@ class _Lowering:
                                                    (p.default if len(p.default) == n else p.default * n))
                 for i, item in enumerate(items, 1):
                     mapping[p.element(i)] = item
+            elif p.type == "class":
+                if value is None and p.default is None:
+                    raise self.error(LossParamError, f"{name} needs per-class parameter {p.name}", node)
+                entry = Vec(sympy.nsimplify(p.default, rational=True)) if value is None else value
+                if not isinstance(entry, Vec):
+                    entry = Vec(self.scalar(entry, node, f"parameter {p.name} of {name}"))
+                mapping[class_entry(p.name)] = entry.expr
+                mapping[class_entry(p.name, "y")] = at_target(entry.expr)
         rename = {}
         for r in callee.reductions:
             rename[r.symbol] = self.pool.intern(r.op, r.body.subs(mapping).subs(rename), r.exclude_target)
@@ -685,6 +704,13 @@ class _Lowering:
             if cond != sympy.true:
                 self.constraints.append(Constraint(cond, f"{name}: {c.text}", node.meta.line, node.meta.column))
         return callee.expr.subs(mapping).subs(rename)
+
+
+def _split_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
+    """term = factor * rest with factor constant over the classes (a number or row scalars)."""
+    factors = sympy.Mul.make_args(term)
+    constant = [f for f in factors if not per_class(f) and IS_Y not in f.free_symbols]
+    return sympy.Mul(*constant), sympy.Mul(*[f for f in factors if f not in constant])
 
 
 def _is_condition(value) -> bool:

@@ -20,8 +20,34 @@ NUM_CLASSES = sympy.Symbol("C", positive=True, integer=True)
 Z_J = sympy.Symbol("z[j]", real=True)
 P_J = sympy.Symbol("p[j]", positive=True)      # softmax(z)[j]
 IS_Y = sympy.Symbol("[j=y]", nonnegative=True)  # 1 for the target class, else 0
+Q_J = sympy.Symbol("q[j]", nonnegative=True)   # distribution kind: the target probability of class j
+WEIGHT = "weight"                              # the class weights given at call time, a class vector
 ROW_SCALARS = (Z_Y, LSE, P_T)
 CLASS_SYMBOLS = (Z_J, P_J, IS_Y)
+
+
+def class_entry(name: str, at: str = "j") -> sympy.Symbol:
+    """Entry ``name[j]`` (or ``name[y]``, the target's) of a class vector given as a parameter:
+    per-class parameters (``prior[C]``) and the call's class weights (``weight``)."""
+    return sympy.Symbol(f"{name}[{at}]", positive=True) if name == WEIGHT else sympy.Symbol(f"{name}[{at}]", real=True)
+
+
+def class_symbols(expr: sympy.Basic) -> set:
+    """The symbols of expr that vary over the classes j of a row (z[j], p[j], q[j], prior[j], ...)."""
+    return {s for s in expr.free_symbols if isinstance(s, sympy.Symbol) and s.name.endswith("[j]")}
+
+
+def per_class(expr: sympy.Basic) -> bool:
+    """Whether expr varies over the classes j of a row (the indicator [j=y] aside)."""
+    return bool(class_symbols(expr))
+
+
+def at_target(expr: sympy.Expr) -> sympy.Expr:
+    """expr at j = y: z[j] -> z[y], p[j] -> p_t, [j=y] -> 1, prior[j] -> prior[y]."""
+    mapping = {IS_Y: sympy.Integer(1)}
+    for s in class_symbols(expr):
+        mapping[s] = P_T if s == P_J else (Z_Y if s == Z_J else class_entry(s.name[:-3], "y"))
+    return expr.xreplace(mapping)
 
 # Elementwise normal form: the model output and the target of one element.
 U = sympy.Symbol("u", real=True)
@@ -48,7 +74,7 @@ class Param:
     ``int`` ones are structural (series bounds, vector sizes) and bound at parse time."""
 
     name: str
-    type: str                        # "float" | "int" | "vector"
+    type: str                        # "float" | "int" | "vector" | "class" (one value per class, a tensor)
     default: float | int | tuple | None
     size: str | None = None          # vector: the int parameter giving its length
 
@@ -129,6 +155,21 @@ class LossSpec:
                  [(r.op, sympy.srepr(r.body), r.exclude_target, str(r.symbol)) for r in self.reductions],
                  [sympy.srepr(c.condition) for c in self.constraints], self.bound, self.doc)
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    @property
+    def has_target(self) -> bool:
+        """Row form: whether rows have a target class y (multiclass), not soft targets (distribution)."""
+        from .kinds import KINDS
+        return KINDS[self.kind].target == "index"
+
+    @property
+    def class_vectors(self) -> tuple[str, ...]:
+        """The class vectors the loss reads, each a tensor [C] at run time: its per-class parameters,
+        and ``weight`` (the call's class weights) when the body uses it."""
+        names = tuple(p.name for p in self.params if p.type == "class")
+        exprs = [self.expr] + [r.body for r in self.reductions]
+        used = set().union(*(e.free_symbols for e in exprs))
+        return names + ((WEIGHT,) if {class_entry(WEIGHT), class_entry(WEIGHT, "y")} & used else ())
 
     def with_(self, **changes) -> "LossSpec":
         return replace(self, **changes)

@@ -96,12 +96,16 @@ class Kernel:
 
 
 class _Values:
-    """The parameters of a loss rebuilt from the flat list of floats the custom op carries."""
+    """The parameters of a loss rebuilt from what the custom op carries: the flat list of floats
+    and the class vectors (tensors [C])."""
 
-    def __init__(self, layout, flat):
-        i = 0
+    def __init__(self, layout, flat, classes):
+        i = k = 0
         for name, size in layout:
-            if size is None:
+            if size == "class":
+                setattr(self, name, classes[k])
+                k += 1
+            elif size is None:
                 setattr(self, name, flat[i])
                 i += 1
             else:
@@ -110,14 +114,45 @@ class _Values:
 
 
 def _flat(kernel, params):
-    """The runtime parameters as one list of floats, in the order of kernel.layout."""
+    """The numeric runtime parameters as one list of floats, in the order of kernel.layout."""
     out = []
     for name, size in kernel.layout:
+        if size == "class":
+            continue
         value = getattr(params, name)
         if size is None:
             out.append(float(value))
         else:
             out.extend(float(v) for v in value)
+    return out
+
+
+def _uses_weight(kernel):
+    """Whether the loss's body reads the class weights itself (``weight[j]``, ``weight[y]``)."""
+    return ("weight", "class") in kernel.layout
+
+
+def _class_tensors(kernel, params, weight, input):
+    """The class vectors of kernel.layout as tensors [C] in the compute dtype, on the input's device:
+    per-class parameters (a number stands for every class) and the call's class weights (1 if none)."""
+    if input.dim() < 2:
+        return []
+    C, dtype = input.shape[1], _compute_dtype(input.dtype)
+    out = []
+    for name, size in kernel.layout:
+        if size != "class":
+            continue
+        value = weight if name == "weight" else getattr(params, name)
+        if value is None:
+            value = 1.0
+        value = torch.as_tensor(value, dtype=dtype, device=input.device)
+        if value.dim() == 0:
+            value = value.expand(C)
+        if value.dim() != 1 or value.shape[0] != C:
+            what = "weight" if name == "weight" else f"per-class parameter {name}"
+            raise LossInputError(f"{kernel.name}: {what} has {value.numel()} values (shape "
+                                 f"{list(value.shape)}), but the input has C = {C} classes")
+        out.append(value.contiguous())
     return out
 
 
@@ -137,9 +172,23 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
         raise LossInputError(f"{kernel.name}: input must be a floating-point tensor")
     if not isinstance(target, torch.Tensor):
         raise LossInputError(f"{kernel.name}: target must be a tensor")
+    if kernel.form == "row" and input.dim() < 2:
+        raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...], got {list(input.shape)}")
+    if kernel.target == "distribution":
+        if tuple(target.shape) != tuple(input.shape) or not target.is_floating_point():
+            raise LossInputError(f"{kernel.name}: target must hold class probabilities: a floating-point tensor "
+                                 f"of the input's shape {list(input.shape)}, got {target.dtype} "
+                                 f"{list(target.shape)}")
+        if ignore_index not in (None, -100):
+            raise LossParamError(f"{kernel.name}: ignore_index has no meaning for probability targets")
+        q = _rows(kernel, target).to(_compute_dtype(input.dtype))
+        if validate and q.numel():
+            if not bool(torch.isfinite(q).all()):
+                raise LossInputError(f"{kernel.name}: target holds NaN or infinite probabilities")
+            if bool((q < 0).any()):
+                raise LossInputError(f"{kernel.name}: target holds negative probabilities")
+        return q, None, (input.shape[0],) + tuple(input.shape[2:])
     if kernel.form == "row":
-        if input.dim() < 2:
-            raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...], got {list(input.shape)}")
         expected = (input.shape[0],) + tuple(input.shape[2:])
         if tuple(target.shape) != expected:
             raise LossInputError(f"{kernel.name}: target must have shape {list(expected)} for input "
@@ -196,9 +245,15 @@ def _rows(kernel, input):
 
 def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
     """The per-row factors of the loss as (w [M] or None, den (a 0-d tensor) or None, mul): row i
-    counts w[i] * mul / den times — nn.CrossEntropyLoss's weights and mean."""
+    counts w[i] * mul / den times — nn.CrossEntropyLoss's weights and mean. A loss that reads the
+    class weights in its body (``weight[j]``) is not scaled by them again, but its mean still divides
+    by the kept rows' weights (as nn.CrossEntropyLoss with label_smoothing); with probability targets
+    the mean divides by the number of rows (as nn.CrossEntropyLoss with probability targets)."""
     w = None
-    if weight is not None:
+    if weight is not None and kernel.target == "distribution":
+        if not _uses_weight(kernel):
+            raise LossParamError(f"{kernel.name}: this loss does not read class weights (weight[j] in its body)")
+    elif weight is not None:
         if kernel.form == "row":
             w = weight.to(dtype)[t]
         else:
@@ -213,8 +268,10 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
             den = w.sum()
         elif valid is not None:
             den = valid.sum().to(dtype)
-        elif t.numel():
-            mul = 1.0 / t.numel()
+        elif t.shape[0]:
+            mul = 1.0 / t.shape[0]
+    if _uses_weight(kernel):
+        w = None  # the body applies them
     if sample_weight is not None:
         sw = sample_weight.detach().to(dtype)
         if tuple(sw.shape) != tuple(shape):
@@ -293,15 +350,15 @@ def _register(kernel):
 
     @torch.library.custom_op(name, mutates_args=())
     def op(x: torch.Tensor, t: torch.Tensor, valid: _Optional[torch.Tensor], w: _Optional[torch.Tensor],
-           den: _Optional[torch.Tensor], mul: float, params: _List[float], reduction: str, engine: str,
-           need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
-        values = _Values(kernel.layout, params)
+           den: _Optional[torch.Tensor], mul: float, params: _List[float], classes: _List[torch.Tensor],
+           reduction: str, engine: str, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
+        values = _Values(kernel.layout, params, classes)
         if engine == "triton":
             return kernel.triton.forward(x, t, valid, w, den, mul, values, reduction, need_grad)
         return _torch_engine(kernel, x, t, valid, w, den, mul, values, reduction, need_grad)
 
     @op.register_fake
-    def _(x, t, valid, w, den, mul, params, reduction, engine, need_grad):
+    def _(x, t, valid, w, den, mul, params, classes, reduction, engine, need_grad):
         rows = x.shape[0] * (x.shape[2] if x.dim() == 3 else 1)
         out = x.new_empty((rows,) if reduction == "none" else ())
         return out, (x.new_empty(x.shape) if need_grad else x.new_empty(0))
@@ -315,7 +372,9 @@ def _register(kernel):
         return None
 
     def setup_context(ctx, inputs, output):
-        ctx.reduction, ctx.engine = inputs[7], inputs[8]
+        ctx.reduction, ctx.engine = inputs[8], inputs[9]
+        # backward answers list arguments with lists (torch.library: an empty list is a list of tensors)
+        ctx.no_grads = (None,) * 5 + ([] if not inputs[6] else None, [None] * len(inputs[7])) + (None,) * 3
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # else autograd builds an N x C zero "gradient" for output[1]
         ctx.save_for_backward(output[1])
@@ -323,7 +382,7 @@ def _register(kernel):
     def backward(ctx, grad_output, _):
         (grad,) = ctx.saved_tensors
         if grad_output is None:  # grads are not materialized: nothing flowed into the loss
-            return (None,) * 10
+            return (None,) + ctx.no_grads
         if ctx.engine == "triton":
             # in place: the backward holds no second gradient buffer; a second backward through the same
             # graph (retain_graph=True) is refused by autograd (the saved gradient was modified)
@@ -333,7 +392,7 @@ def _register(kernel):
             grad = grad * (go[:, None] if grad.dim() == 2 else go)
         elif _compiling() or not (grad_output.numel() == 1 and float(grad_output) == 1.0):
             grad = grad * grad_output.to(grad.dtype)
-        return grad, None, None, None, None, None, None, None, None, None
+        return (grad,) + ctx.no_grads
 
     op.register_autograd(backward, setup_context=setup_context)
     return op, scale_op
@@ -393,7 +452,8 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
     w, den, mul = _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype)
     if engine == "reference":
         x = _rows(kernel, input).to(dtype)
-        losses = _as_rows(kernel.loss(x, t, params), t.shape[0], x)
+        values = _Values(kernel.layout, _flat(kernel, params), _class_tensors(kernel, params, weight, input))
+        losses = _as_rows(kernel.loss(x, t, values), t.shape[0], x)
         if valid is not None:
             losses = torch.where(valid, losses, 0.0)
         scale = _scale_of(w, den, mul, t.shape[0], dtype, input.device)
@@ -412,5 +472,6 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
         else:
             x = _rows(kernel, input)
         need_grad = torch.is_grad_enabled() and input.requires_grad
-        out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), reduction, engine, need_grad)
+        out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), _class_tensors(kernel, params, weight, input),
+                           reduction, engine, need_grad)
     return out.reshape(shape) if reduction == "none" else out

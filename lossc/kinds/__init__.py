@@ -21,8 +21,11 @@ class Kind:
 
 
 def _load() -> dict[str, Kind]:
-    from . import binary, margin, multiclass, regression
-    return {k.KIND.name: k.KIND for k in (multiclass, binary, margin, regression)}
+    """Every module of this package defines one kind (``KIND``): a new kind is one new file."""
+    import importlib
+    import pkgutil
+    modules = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    return {m.KIND.name: m.KIND for m in sorted(modules, key=lambda m: m.ORDER)}
 
 
 KINDS: dict[str, Kind] = _load()

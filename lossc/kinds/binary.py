@@ -3,6 +3,7 @@
 from ..ir import T, U
 from . import Kind
 
+ORDER = 2  # place in listings
 KIND = Kind(
     name="binary",
     form="elementwise",

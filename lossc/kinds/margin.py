@@ -7,6 +7,7 @@ from . import Kind
 
 M = sympy.Symbol("m", real=True)
 
+ORDER = 3  # place in listings
 KIND = Kind(
     name="margin",
     form="elementwise",

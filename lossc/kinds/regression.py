@@ -7,6 +7,7 @@ from . import Kind
 
 R = sympy.Symbol("r", real=True)
 
+ORDER = 4  # place in listings
 KIND = Kind(
     name="regression",
     form="elementwise",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction
+from ..ir import LSE, NUM_CLASSES, P_J, P_T, U, Z_Y, IS_Y, Z_J, Gradient, LossSpec, Reduction, per_class
 from .stabilize import GRADIENT_RULES, Context, rewrite
 
 
@@ -44,12 +44,12 @@ def row_gradient(spec: LossSpec) -> Gradient:
 
     def aux_sum(body: sympy.Expr, exclude: bool) -> sympy.Expr:
         body = sympy.simplify(body) if body.count_ops() < 40 else body
-        if not body.free_symbols & {Z_J, P_J}:  # constant over the classes
+        if not per_class(body):  # constant over the classes
             return body * (NUM_CLASSES - 1 if exclude else NUM_CLASSES)
         for a in list(spec.reductions) + aux:  # a multiple of a reduction already computed
             if a.op == "sum" and a.exclude_target == exclude:
                 ratio = sympy.cancel(body / a.body)
-                if not ratio.free_symbols & {Z_J, P_J}:
+                if not per_class(ratio):
                     return ratio * a.symbol
         symbol = sympy.Symbol(f"A{len(aux) + 1}", real=True)
         aux.append(Reduction(symbol, "sum", body, exclude))
@@ -57,7 +57,7 @@ def row_gradient(spec: LossSpec) -> Gradient:
 
     target = _d_target(spec.expr)
     prob = _d_lse(spec.expr)
-    per_class = sympy.S.Zero
+    class_terms = sympy.S.Zero
     for r in spec.reductions:
         f_r = sympy.diff(spec.expr, r.symbol)
         if f_r == 0:
@@ -67,8 +67,8 @@ def row_gradient(spec: LossSpec) -> Gradient:
         target += f_r * aux_sum(w * _d_target(r.body), r.exclude_target)
         prob += f_r * aux_sum(w * (_d_lse(r.body) - P_J * dh_dp), r.exclude_target)
         member = (1 - IS_Y) if r.exclude_target else sympy.S.One
-        per_class += f_r * member * w * (sympy.diff(r.body, Z_J) + P_J * dh_dp)
-    expr = IS_Y * target + P_J * prob + per_class
+        class_terms += f_r * member * w * (sympy.diff(r.body, Z_J) + P_J * dh_dp)
+    expr = IS_Y * target + P_J * prob + class_terms
     return Gradient(expr, tuple(aux))
 
 

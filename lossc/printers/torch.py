@@ -13,7 +13,8 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
-from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, T, U, Z_J, Z_Y, LossSpec, Reduction
+from ..ir import (LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
+                  class_entry, per_class)
 from . import print_piecewise
 
 # Atom -> function of the generated module's runtime (tensor arguments).
@@ -163,7 +164,7 @@ class Program:
     outputs: tuple[str, ...]
 
 
-ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p", NUM_CLASSES: "C"}
+ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p", Q_J: "q", NUM_CLASSES: "C"}
 # What computes each row-form symbol from z [m, C] and t [m] (and which symbols it needs).
 ROW_SETUP = (
     (NUM_CLASSES, "z.shape[1]", ()),
@@ -191,6 +192,9 @@ def _names(spec: LossSpec) -> tuple[dict, set]:
             for i in range(1, n + 1):
                 names[p.element(i)] = f"P.{p.name}[{i - 1}]"
                 scalars.add(p.element(i))
+    for name in spec.class_vectors:  # a tensor [C]; its target entry gathered per row
+        names[class_entry(name)] = f"P.{name}"
+        names[class_entry(name, "y")] = f"_{name}_y"
     for r in spec.reductions + (spec.gradient.aux if spec.gradient else ()):
         names[r.symbol] = r.symbol.name.lower()
     return names, scalars
@@ -230,7 +234,7 @@ def _needed(exprs) -> set:
     return out
 
 
-def _row_setup(em: _Emitter, needed: set) -> None:
+def _row_setup(em: _Emitter, spec: LossSpec, needed: set) -> None:
     closure = set(needed)
     for symbol, _, deps in reversed(ROW_SETUP):
         if symbol in closure:
@@ -238,6 +242,16 @@ def _row_setup(em: _Emitter, needed: set) -> None:
     for symbol, code, _ in ROW_SETUP:
         if symbol in closure:
             em.assign(em.names[symbol], code)
+    _class_setup(em, spec, needed)
+
+
+def _class_setup(em: _Emitter, spec: LossSpec, needed: set) -> None:
+    """The soft targets q (distribution kind) and the target entries of class vectors."""
+    if Q_J in needed:
+        em.assign("q", "t")
+    for name in spec.class_vectors:
+        if class_entry(name, "y") in needed:
+            em.assign(f"_{name}_y", f"P.{name}[t][:, None]")
 
 
 def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool) -> None:
@@ -260,7 +274,8 @@ def _affine_parts(other: sympy.Expr):
     constant over the classes (cross-entropy, focal, Poly-N, label smoothing, squentropy, ...): then
     the program updates p in place. None otherwise."""
     parts = (sympy.diff(other, P_J), sympy.diff(other, Z_J), other.subs({P_J: 0, Z_J: 0}))
-    return None if any(part.free_symbols & {Z_J, P_J} for part in parts) else parts
+    k, m, l = parts
+    return None if per_class(k) or per_class(m) or l.free_symbols & {Z_J, P_J} else parts
 
 
 def row_program(spec: LossSpec, with_grad: bool) -> Program:
@@ -269,7 +284,7 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     ``out`` (a buffer of z's shape and dtype that the program may use as scratch)."""
     em = _Emitter(spec)
     if not with_grad:
-        _row_setup(em, _needed([spec.expr] + [r.body for r in spec.reductions]))
+        _row_setup(em, spec, _needed([spec.expr] + [r.body for r in spec.reductions]))
         _reductions(em, spec.reductions, in_place=False)
         (loss,) = em.stage([spec.expr])
         em.assign("loss", loss)
@@ -277,34 +292,38 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     aux = spec.gradient.aux
     g = spec.gradient.expr
     other = g.subs(IS_Y, 0)                                  # classes c != y
-    own = g.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})              # the target class
+    own = at_target(g) if spec.has_target else None          # the target class
     affine = _affine_parts(other)
     bodies = [r.body for r in spec.reductions + aux]
     # softmax from one exp(z - max) written into out: lse = max + log(sum), p = e / sum; p itself
     # is only formed when something other than an affine gradient needs it (else 1/sum joins K)
     normalize = P_J in _needed(bodies) or affine is None
     em.assign("C", "z.shape[1]")
-    em.assign("z_y", "z.gather(1, t[:, None])")
+    if spec.has_target:
+        em.assign("z_y", "z.gather(1, t[:, None])")
     em.assign("_m", "torch.amax(z, 1, keepdim=True)")
     em.assign("_e", "torch.sub(z, _m, out=out).exp_()")
     em.assign("_s", "torch.sum(_e, 1, keepdim=True)")
     em.assign("lse", "_m + torch.log(_s)")
     if normalize:
         em.assign("p", "_e.div_(_s)")
-    if P_T in _needed([spec.expr, own] + bodies + list(affine or [other])):
+    needed = _needed([spec.expr] + ([own] if own is not None else []) + bodies + list(affine or [other]))
+    if P_T in needed:
         em.assign("p_t", "p.gather(1, t[:, None])" if normalize else "_e.gather(1, t[:, None]) / _s")
+    _class_setup(em, spec, needed)
     _reductions(em, spec.reductions + aux, in_place=True)
     if affine is not None:
         k, m, l = affine
-        loss, k_code, m_code, l_code, own_code = em.stage([spec.expr, k if normalize else k / sympy.Symbol("_s"),
-                                                           m, l, own])
+        loss, k_code, m_code, l_code, *own_code = em.stage([spec.expr, k if normalize else k / sympy.Symbol("_s"),
+                                                            m, l] + ([own] if own is not None else []))
         em.assign("loss", loss)
         em.assign("grad", f"_affine({'p' if normalize else '_e'}, {k_code}, {m_code}, z, {l_code}, c)")
     else:
-        loss, other_code, own_code = em.stage([spec.expr, other, own])
+        loss, other_code, *own_code = em.stage([spec.expr, other] + ([own] if own is not None else []))
         em.assign("loss", loss)
         em.assign("grad", f"_into(out, {other_code}, c)")
-    em.assign("grad", f"_set_target(grad, t, {own_code}, c)")
+    if own is not None:
+        em.assign("grad", f"_set_target(grad, t, {own_code[0]}, c)")
     return Program(tuple(em.lines), ("loss", "grad"))
 
 
