@@ -1,4 +1,4 @@
-"""The ``lossc`` command line: compile, grad, catalog, check, poly.
+"""The ``lossc`` command line: compile, grad, catalog, check, poly, plot.
 
 Exit codes: 0 success; 1 a --require'd property is not proved; 2 bad input.
 Errors print ``file:line:col``, the line, a caret and a hint; nothing is written on error.
@@ -142,6 +142,13 @@ def cmd_catalog(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plot import plot
+    plot(args.spec, args.output, _params(args.param))
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossc", description="A compiler for loss functions.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_catalog)
+
+    p = sub.add_parser("plot", help="draw losses and their gradients vs p_t / margin / logit / residual")
+    p.add_argument("spec", nargs="+", help=".loss files or catalog names (one kind)")
+    p.add_argument("-o", "--output", required=True, help="output .png (or .svg, .pdf)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="parameter value, applied to every loss that has the parameter (repeatable)")
+    p.set_defaults(run=cmd_plot)
 
     from .check.cli import register
     register(sub)  # check, poly

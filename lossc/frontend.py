@@ -493,6 +493,9 @@ class _Lowering:
             (v,) = self.positional(args, 1, name, node, env)
             if not isinstance(v, Vec):
                 raise self.error(LossKindError, f"{name} takes a class vector such as z", node)
+            if v.expr.free_symbols & {Z_J, P_J} and any(_is_reduction_symbol(s) for s in v.expr.free_symbols):
+                raise self.error(LossKindError, f"class reductions cannot be nested: {name} of a class vector "
+                                 "that involves another class reduction", node)
             lse = self.pool.intern("lse", v.expr, False)
             if name == "logsumexp":
                 return lse

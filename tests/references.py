@@ -164,6 +164,58 @@ def brier(logits, target):
     return ((p - _one_hot(logits, target)) ** 2).sum(dim=1)
 
 
+def nce_mae(logits, target, alpha=1.0, beta=1.0):
+    """Ma et al. 2020, APL: alpha * NCE + beta * MAE, MAE = ||e_y - p||_1 as in the paper."""
+    return alpha * nce(logits, target) + beta * mae(logits, target)
+
+
+def z_loss(logits, target, a=1.0, b=2.0):
+    """de Brebisson & Vincent 2016: softplus(a (b - z_c)) / a, z = (o - mean(o)) / std(o) over classes."""
+    mu = logits.mean(dim=1, keepdim=True)
+    sigma = logits.std(dim=1, unbiased=False, keepdim=True)
+    z_c = ((logits - mu) / sigma).gather(1, target.unsqueeze(1)).squeeze(1)
+    return F.softplus(a * (b - z_c)) / a
+
+
+def crammer_singer(logits, target):
+    """Crammer & Singer 2001: max(0, 1 + max_{j != y} z_j - z_y)."""
+    z_y = logits.gather(1, target.unsqueeze(1)).squeeze(1)
+    others = logits.masked_fill(_one_hot(logits, target).bool(), -math.inf)
+    return torch.clamp(1.0 + others.amax(dim=1) - z_y, min=0.0)
+
+
+def weston_watkins(logits, target):
+    """Weston & Watkins 1999: sum_{j != y} max(0, 1 + z_j - z_y)."""
+    z_y = logits.gather(1, target.unsqueeze(1))
+    hinge = torch.clamp(1.0 + logits - z_y, min=0.0)
+    return (hinge * (1.0 - _one_hot(logits, target))).sum(dim=1)
+
+
+def sce(logits, target, alpha=0.1, beta=1.0, A=math.log(1e-4)):
+    """Wang et al. 2019, symmetric cross-entropy: alpha * CE + beta * RCE."""
+    return alpha * F.cross_entropy(logits, target, reduction="none") + beta * rce(logits, target, A=A)
+
+
+def nfl(logits, target, gamma=0.5):
+    """Ma et al. 2020, normalized focal loss: FL(p_y) / sum_j FL(p_j), FL(p) = -(1 - p)^gamma log p."""
+    logp = F.log_softmax(logits, dim=1)
+    fl = -((-torch.expm1(logp)) ** gamma) * logp
+    return fl.gather(1, target.unsqueeze(1)).squeeze(1) / fl.sum(dim=1)
+
+
+def confidence_penalty(logits, target, beta=0.1):
+    """Pereyra et al. 2017: CE - beta * H(softmax(z))."""
+    logp = F.log_softmax(logits, dim=1)
+    entropy = -(logp.exp() * logp).sum(dim=1)
+    return F.cross_entropy(logits, target, reduction="none") - beta * entropy
+
+
+def ce_zloss(logits, target, beta=1e-4):
+    """Chowdhery et al. 2022 (PaLM): CE + beta * log(Z)^2, Z = sum_j exp(z_j)."""
+    return F.cross_entropy(logits, target, reduction="none") + beta * torch.logsumexp(logits, dim=1) ** 2
+
+
+
 # --------------------------------------------------------------------------
 # margin (y in {-1, +1}, m = y f)
 # --------------------------------------------------------------------------
@@ -191,6 +243,23 @@ def exponential(f, y):
 def sigmoid_loss(f, y):
     """1 / (1 + exp(m)) (Ghosh, Manwani & Sastry 2015)."""
     return torch.sigmoid(-(y * f))
+
+
+def modified_huber(f, y):
+    """Zhang 2004: max(0, 1 - m)^2 if m >= -1 else -4 m (scikit-learn's "modified_huber")."""
+    m = y * f
+    return torch.where(m >= -1, torch.clamp(1.0 - m, min=0.0) ** 2, -4.0 * m)
+
+
+def smooth_hinge(f, y):
+    """Rennie & Srebro 2005: 1/2 - m (m <= 0), (1 - m)^2 / 2 (0 < m < 1), 0 (m >= 1)."""
+    m = y * f
+    return torch.where(m <= 0, 0.5 - m, torch.where(m < 1, 0.5 * (1.0 - m) ** 2, torch.zeros_like(m)))
+
+
+def savage(f, y):
+    """Masnadi-Shirazi & Vasconcelos 2008: 1 / (1 + exp(2 m))^2."""
+    return 1.0 / (1.0 + torch.exp(2.0 * y * f)) ** 2
 
 
 # --------------------------------------------------------------------------
@@ -239,6 +308,52 @@ def pseudo_huber(yhat, y, delta=1.0):
     return delta**2 * (torch.sqrt(1 + (r / delta) ** 2) - 1)
 
 
+def log_cosh(yhat, y):
+    """Neuneier & Zimmermann 1998: log(cosh(r)) (float64 cosh is finite for the test's residuals)."""
+    return torch.log(torch.cosh(y - yhat))
+
+
+def quantile(yhat, y, tau=0.5):
+    """Koenker & Bassett 1978, pinball loss: r (tau - [r < 0])."""
+    r = y - yhat
+    return r * (tau - (r < 0).to(r.dtype))
+
+
+def gmadl(yhat, y, a=100.0, b=1.0):
+    """Michankow et al. 2024: -(1 / (1 + exp(-a R R_hat)) - 1/2) |R|^b, R = y, R_hat = yhat."""
+    return -(torch.sigmoid(a * y * yhat) - 0.5) * y.abs() ** b  # sigmoid(x) = 1 / (1 + exp(-x)), without overflow
+
+
+def smooth_l1(yhat, y, beta=1.0):
+    """Girshick 2015; PyTorch's SmoothL1Loss(beta)."""
+    return F.smooth_l1_loss(yhat, y, reduction="none", beta=beta)
+
+
+def poisson_nll(yhat, y):
+    """Nelder & Wedderburn 1972; PyTorch's PoissonNLLLoss(log_input=True, full=False)."""
+    return F.poisson_nll_loss(yhat, y, log_input=True, full=False, reduction="none")
+
+
+def tweedie(yhat, y, rho=1.5):
+    """Tweedie deviance, log link (as XGBoost's reg:tweedie): -y mu^(1-rho)/(1-rho) + mu^(2-rho)/(2-rho)."""
+    mu = torch.exp(yhat)
+    return -y * mu ** (1 - rho) / (1 - rho) + mu ** (2 - rho) / (2 - rho)
+
+
+def tukey(yhat, y, c=4.685):
+    """Beaton & Tukey 1974, biweight: c^2/6 (1 - (1 - (r/c)^2)^3) for |r| <= c, else c^2/6."""
+    r = y - yhat
+    inside = c**2 / 6 * (1 - (1 - (r / c) ** 2) ** 3)
+    return torch.where(r.abs() <= c, inside, torch.full_like(r, c**2 / 6))
+
+
+def barron(yhat, y, alpha=1.0, c=1.0):
+    """Barron 2019: |alpha - 2| / alpha * (((r / c)^2 / |alpha - 2| + 1)^(alpha / 2) - 1)."""
+    x = (y - yhat) / c
+    k = abs(alpha - 2)
+    return k / alpha * ((x**2 / k + 1) ** (alpha / 2) - 1)
+
+
 # --------------------------------------------------------------------------
 
 _A = math.log(1e-4)
@@ -268,12 +383,24 @@ REFERENCES: dict[str, Reference] = {
     ),
     "taylor_ce": Reference("multiclass", taylor_ce, {"t": 2}, {"t": 6}),
     "brier": Reference("multiclass", brier),
+    "nce_mae": Reference("multiclass", nce_mae, {"alpha": 1.0, "beta": 1.0}, {"alpha": 10.0, "beta": 0.1}),
+    "z_loss": Reference("multiclass", z_loss, {"a": 1.0, "b": 2.0}, {"a": 0.3, "b": -1.0}),
+    "crammer_singer": Reference("multiclass", crammer_singer),
+    "weston_watkins": Reference("multiclass", weston_watkins),
+    "sce": Reference("multiclass", sce, {"alpha": 0.1, "beta": 1.0, "A": _A},
+                     {"alpha": 6.0, "beta": 0.1, "A": -4.0}),
+    "nfl": Reference("multiclass", nfl, {"gamma": 0.5}, {"gamma": 2.0}),
+    "confidence_penalty": Reference("multiclass", confidence_penalty, {"beta": 0.1}, {"beta": 1.5}),
+    "ce_zloss": Reference("multiclass", ce_zloss, {"beta": 1e-4}, {"beta": 0.05}),
     # margin
     "logistic": Reference("margin", logistic),
     "hinge": Reference("margin", hinge),
     "squared_hinge": Reference("margin", squared_hinge),
     "exponential": Reference("margin", exponential),
     "sigmoid_loss": Reference("margin", sigmoid_loss),
+    "modified_huber": Reference("margin", modified_huber),
+    "smooth_hinge": Reference("margin", smooth_hinge),
+    "savage": Reference("margin", savage),
     # binary
     "bce": Reference("binary", bce),
     "sigmoid_focal": Reference(
@@ -284,4 +411,12 @@ REFERENCES: dict[str, Reference] = {
     "mae_regression": Reference("regression", mae_regression),
     "huber": Reference("regression", huber, {"delta": 1.0}, {"delta": 0.5}),
     "pseudo_huber": Reference("regression", pseudo_huber, {"delta": 1.0}, {"delta": 0.3}),
+    "log_cosh": Reference("regression", log_cosh),
+    "quantile": Reference("regression", quantile, {"tau": 0.5}, {"tau": 0.9}),
+    "gmadl": Reference("regression", gmadl, {"a": 100.0, "b": 1.0}, {"a": 1.5, "b": 2.0}),
+    "smooth_l1": Reference("regression", smooth_l1, {"beta": 1.0}, {"beta": 0.3}),
+    "poisson_nll": Reference("regression", poisson_nll),
+    "tweedie": Reference("regression", tweedie, {"rho": 1.5}, {"rho": 1.2}),
+    "tukey": Reference("regression", tukey, {"c": 4.685}, {"c": 1.5}),
+    "barron": Reference("regression", barron, {"alpha": 1.0, "c": 1.0}, {"alpha": -2.0, "c": 0.5}),
 }

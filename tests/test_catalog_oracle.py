@@ -522,6 +522,13 @@ _SATURATED_NONFINITE = {
     ("sigmoid_focal", "alt", "reference"): "lossc bug: sigmoid_focal(gamma=0.5) has NaN gradients on well "
                                            "classified elements: 1 - p_t underflows to 0 and autograd of "
                                            "pow(0, 0.5) is inf * 0",
+    ("nfl", "default", "reference"): "lossc bug: backend='reference' nfl(gamma=0.5) has NaN gradients once a p_j "
+                                     "rounds to 1 (autograd of pow(1 - p_j, 0.5) at 0), like focal",
+    ("nfl", "default", "torch"): "lossc bug: the fused nfl gradient is NaN on rows where some p_j rounds to 1 "
+                                 "(z = [0, 100, 0, 0, 0], y = 3 and z = [0, 1e4, 0, 0, 0], y = 1 in float64)",
+    ("nfl", "alt", "torch"): "lossc bug: the fused nfl(gamma=2) gradient is NaN on rows where some p_j rounds "
+                             "to 1 (z = [0, 1e4, 0, 0, 0], y = 1 in float64), where autograd of the same "
+                             "expression (backend='reference') is finite",
 }
 
 

@@ -76,6 +76,11 @@ def _error(text):
     ("loss a() over multiclass:\n    z = 2\n    return z[y]\n", lossc.LossNameError, 2, 5, "input", None),
     ("loss a() over multiclass:\n    return sum(sum(z[k] for k) * z[j] for j)\n", lossc.LossKindError, 2, 16,
      "nested", None),
+    # LogitNorm's CE(z / (tau ||z||)): a log-sum-exp whose body holds another class reduction (issue 6)
+    ("loss a() over multiclass:\n    s = sqrt(sum(z[j]^2 for j))\n    return -log_softmax(z / s)[y]\n",
+     lossc.LossKindError, 3, 13, "nested", None),
+    ("loss a() over multiclass:\n    return logsumexp(z * max(z[j] for j))\n", lossc.LossKindError, 2, 12,
+     "nested", None),
     ("loss a() over margin:\n    return a()\n", lossc.LossNameError, 2, 12, "calls itself", None),
     ("loss a() over margin:\n    return m\n  $\n", lossc.LossSyntaxError, 3, 3, "unexpected character", None),
     ("loss a(N = 2, e[N] = [1.0, 2.0]) over margin:\n    return e[3] * m\n", lossc.LossParamError, 2, 14,

@@ -20,6 +20,7 @@ from .verdict import Verdict, not_applicable, plausible, proved, refuted, unknow
 D = sympy.Symbol("d", nonpositive=True)  # d = z[y] - lse(z) = log p_t <= 0
 HALF = sympy.Rational(1, 2)
 CLASSES = (3, 5)
+_LINE_OPS = 100  # largest row expression (in sympy operations) whose line minimum is solved exactly
 
 
 def _s(e) -> str:
@@ -271,6 +272,8 @@ class Multiclass:
         try:
             R = sum(q[y] * rowalg.concrete(self.spec, self.values, [sympy.log(v) + c for v in q], y)
                     for y in range(len(q)))
+            if R.count_ops() > _LINE_OPS:  # sympy's simplify/solve can run for minutes on large rows (z_loss)
+                return None
             R = sympy.simplify(R)
             crit = sympy.solve(sympy.diff(R, c), c)
             cands = [R.subs(c, s) for s in crit if s.is_real] + [sympy.limit(R, c, sympy.oo),

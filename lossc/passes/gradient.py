@@ -63,6 +63,8 @@ def row_gradient(spec: LossSpec) -> Gradient:
         if f_r == 0:
             continue
         w = _weight(r)
+        if r.op == "max":  # ties share the weight, so the gradient stays a subgradient (sums to that of one)
+            w = w / aux_sum(w, r.exclude_target)
         dh_dp = sympy.diff(r.body, P_J)
         target += f_r * aux_sum(w * _d_target(r.body), r.exclude_target)
         prob += f_r * aux_sum(w * (_d_lse(r.body) - P_J * dh_dp), r.exclude_target)
