@@ -16,7 +16,7 @@ import sympy
 
 from .atoms import FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
-from .ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Z_J, Z_Y, Constraint, LossSpec, Param, Reduction,
+from .ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, Z_J, Z_Y, Constraint, LossSpec, Param, Reduction,
                  TargetIndex, Vec, at_target, class_entry, per_class)
 from .kinds import KINDS
 from .resources import resource
@@ -493,7 +493,7 @@ class _Lowering:
             (v,) = self.positional(args, 1, name, node, env)
             if not isinstance(v, Vec):
                 raise self.error(LossKindError, f"{name} takes a class vector such as z", node)
-            if v.expr.free_symbols & {Z_J, P_J} and any(_is_reduction_symbol(s) for s in v.expr.free_symbols):
+            if per_class(v.expr) and self.reads_input_reduction(v.expr):
                 raise self.error(LossKindError, f"class reductions cannot be nested: {name} of a class vector "
                                  "that involves another class reduction", node)
             lse = self.pool.intern("lse", v.expr, False)
@@ -576,7 +576,7 @@ class _Lowering:
         inner = dict(env)
         inner[index] = _ClassIndex(index)
         body = self.scalar(self.eval(body_node, inner), body_node, "the body of a reduction")
-        if per_class(body) and any(_is_reduction_symbol(s) for s in body.free_symbols):
+        if per_class(body) and self.reads_input_reduction(body):
             raise self.error(LossKindError, "class reductions cannot be nested", node)
         count = NUM_CLASSES - 1 if exclude else NUM_CLASSES
         if name == "min":
@@ -584,6 +584,13 @@ class _Lowering:
         if name == "mean":
             return self.class_reduction("sum", body, exclude) / count
         return self.class_reduction({"sum": "sum", "max": "max", "logsumexp": "lse"}[name], body, exclude)
+
+    def reads_input_reduction(self, expr: sympy.Expr) -> bool:
+        """Whether expr uses a class reduction of the inputs (z, q): those may not nest; reductions of
+        parameters alone (max(counts[j]^(-1/4) for j)) are constants of the row and may."""
+        bodies = {r.symbol: r.body for r in self.pool.items}
+        inputs = {Z_J, P_J, Q_J, Z_Y, LSE, P_T}
+        return any(s in bodies and bodies[s].free_symbols & inputs for s in expr.free_symbols)
 
     def class_reduction(self, op: str, body: sympy.Expr, exclude: bool) -> sympy.Expr:
         """op over j (or j != y); an indicator [j=y] splits off the target's term exactly."""

@@ -133,7 +133,7 @@ def _uses_weight(kernel):
 
 
 def _class_tensors(kernel, params, weight, input):
-    """The class vectors of kernel.layout as tensors [C] in the compute dtype, on the input's device:
+    """The class vectors of kernel.layout as tensors [1, C] in the compute dtype, on the input's device:
     per-class parameters (a number stands for every class) and the call's class weights (1 if none)."""
     if input.dim() < 2:
         return []
@@ -152,7 +152,7 @@ def _class_tensors(kernel, params, weight, input):
             what = "weight" if name == "weight" else f"per-class parameter {name}"
             raise LossInputError(f"{kernel.name}: {what} has {value.numel()} values (shape "
                                  f"{list(value.shape)}), but the input has C = {C} classes")
-        out.append(value.contiguous())
+        out.append(value.reshape(1, C).contiguous())  # a row: broadcasts against [m, C]
     return out
 
 

@@ -115,7 +115,19 @@ def elementwise_input(kind, shape, g, dtype=torch.float64, scale=2.0):
     return x.to(dtype), t.to(dtype)
 
 
+def distribution_input(shape, g, dtype=torch.float64, scale=2.0):
+    """Logits [N, C, ...] and target probabilities of the same shape: random distributions, a third of
+    them with exact zeros (0 log 0 = 0 must hold)."""
+    z = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    q = torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64) * 2, dim=1)
+    q = torch.where(torch.rand(shape, generator=g, dtype=torch.float64) < 0.3, 0.0, q)
+    q = q / q.sum(dim=1, keepdim=True).clamp_min(1e-300)
+    return z.to(dtype), q.to(dtype)
+
+
 def make_input(kind, shape, g, dtype=torch.float64):
+    if kind == "distribution":
+        return distribution_input(shape, g, dtype)
     if kind == MULTICLASS:
         return multiclass_input(shape, g, dtype)
     return elementwise_input(kind, shape, g, dtype)
@@ -123,7 +135,7 @@ def make_input(kind, shape, g, dtype=torch.float64):
 
 def loss_shape(kind, input_shape):
     """Shape of the unreduced loss."""
-    if kind == MULTICLASS:
+    if kind in (MULTICLASS, "distribution"):
         return (input_shape[0], *input_shape[2:])
     return tuple(input_shape)
 
@@ -132,20 +144,23 @@ def loss_shape(kind, input_shape):
 # the reduction semantics, written independently of lossc
 # --------------------------------------------------------------------------
 
-def reference_unreduced(name, x, t, params, ignore_index=None):
+def reference_unreduced(name, x, t, params, ignore_index=None, weight=None):
     """The hand-written reference's per-sample loss; ignored multiclass rows get a valid dummy class
-    (their loss is masked out by ``reduce_reference``)."""
+    (their loss is masked out by ``reduce_reference``). ``weight`` reaches references that apply the
+    class weights themselves (``reads_weight``)."""
     ref = REFERENCES[name]
     if ref.kind == MULTICLASS:
         ii = -100 if ignore_index is None else ignore_index
         t = torch.where(t == ii, torch.zeros_like(t), t)
     elif ignore_index is not None:
         t = torch.where(t == ignore_index, torch.zeros_like(t), t)
+    if ref.reads_weight:
+        return ref.fn(x, t, **params, weight=weight)
     return ref.fn(x, t, **params)
 
 
 def reduce_reference(unreduced, kind, target, *, weight=None, ignore_index=None, sample_weight=None,
-                     reduction="mean"):
+                     reduction="mean", reads_weight=False):
     """Reduce an unreduced loss following the contract.
 
     multiclass: rows whose target is ``ignore_index`` (default -100) are dropped; ``weight[C]`` multiplies
@@ -157,7 +172,12 @@ def reduce_reference(unreduced, kind, target, *, weight=None, ignore_index=None,
     whose target equals it; ``mean`` divides by the number of kept elements.
     """
     loss = unreduced
-    if kind == MULTICLASS:
+    if kind == "distribution":  # class weights act inside the loss; the mean is over rows
+        keep = torch.ones_like(loss, dtype=torch.bool)
+        w = torch.ones_like(loss)
+        denominator = torch.tensor(float(loss.numel()), dtype=loss.dtype)
+        reads_weight = False
+    elif kind == MULTICLASS:
         ii = -100 if ignore_index is None else ignore_index
         keep = target != ii
         safe = torch.where(keep, target, torch.zeros_like(target))
@@ -169,7 +189,7 @@ def reduce_reference(unreduced, kind, target, *, weight=None, ignore_index=None,
         w = torch.ones_like(loss) if weight is None else torch.broadcast_to(weight.to(loss.dtype), loss.shape)
         w = torch.where(keep, w, torch.zeros_like(w))
         denominator = keep.sum().to(loss.dtype)
-    loss = torch.where(keep, loss, torch.zeros_like(loss)) * w
+    loss = torch.where(keep, loss, torch.zeros_like(loss)) * (keep.to(loss.dtype) if reads_weight else w)
     if sample_weight is not None:
         loss = loss * sample_weight.to(loss.dtype)
     if reduction == "none":

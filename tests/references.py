@@ -32,10 +32,13 @@ __all__ = ["Reference", "REFERENCES"]
 
 @dataclass(frozen=True)
 class Reference:
-    kind: str  # "multiclass" | "binary" | "margin" | "regression"
+    kind: str  # "multiclass" | "binary" | "margin" | "regression" | "distribution"
     fn: Callable[..., torch.Tensor]  # unreduced per-sample loss
     params: dict = field(default_factory=dict)  # the catalog defaults
     alt_params: dict = field(default_factory=dict)  # a second, non-default setting
+    # fn takes weight= (class weights) and applies them itself, as PyTorch's label smoothing does; the
+    # mean still divides by the kept rows' weight[target]
+    reads_weight: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -110,10 +113,13 @@ def squentropy(logits, target):
     return F.cross_entropy(logits, target, reduction="none") + sq
 
 
-def label_smoothing(logits, target, eps=0.1):
-    """Szegedy et al. 2016: CE against q' = (1 - eps) one_hot(y) + eps / C."""
+def label_smoothing(logits, target, eps=0.1, weight=None):
+    """Szegedy et al. 2016: CE against q' = (1 - eps) one_hot(y) + eps / C; class weights as PyTorch's
+    nn.CrossEntropyLoss(weight=w, label_smoothing=eps): w_y on the target term, w_j in the smoothing sum."""
     C = logits.shape[1]
-    q = (1.0 - eps) * _one_hot(logits, target) + eps / C
+    w = torch.ones(C, dtype=logits.dtype) if weight is None else weight.to(logits.dtype)
+    w = w.reshape((1, C) + (1,) * (logits.dim() - 2))
+    q = (1.0 - eps) * _one_hot(logits, target) * w.expand_as(logits).gather(1, target.unsqueeze(1)) + eps / C * w
     return -(q * F.log_softmax(logits, dim=1)).sum(dim=1)
 
 
@@ -358,6 +364,51 @@ def barron(yhat, y, alpha=1.0, c=1.0):
 
 _A = math.log(1e-4)
 
+
+# --------------------------------------------------------------------------
+# multiclass losses with per-class parameters (tensors of C values; a number stands for every class)
+# --------------------------------------------------------------------------
+
+def _per_class(value, logits):
+    """A per-class parameter laid out like logits' class dimension: [1, C, 1, ...]."""
+    C = logits.shape[1]
+    v = torch.as_tensor(value, dtype=logits.dtype)
+    v = v.expand(C) if v.dim() == 0 else v
+    return v.reshape((1, C) + (1,) * (logits.dim() - 2))
+
+
+def logit_adjusted(logits, target, prior=1.0, tau=1.0):
+    """Menon et al. 2021: cross-entropy of z + tau * log(prior)."""
+    return F.cross_entropy(logits + tau * torch.log(_per_class(prior, logits)), target, reduction="none")
+
+
+def ldam(logits, target, counts=1.0, max_margin=0.5, s=30.0):
+    """Cao et al. 2019 (their code): margins m_j = C / n_j^(1/4) with max m_j = max_margin, subtracted
+    from the target logit, then cross-entropy of s times the logits."""
+    m = _per_class(counts, logits) ** -0.25
+    m = m * (max_margin / m.max())
+    margin = torch.gather(m.expand_as(logits), 1, target.unsqueeze(1))
+    return F.cross_entropy(s * (logits - _one_hot(logits, target) * margin), target, reduction="none")
+
+
+# --------------------------------------------------------------------------
+# distribution: fn(logits[N, C, ...], q[N, C, ...] probabilities) -> [N, ...]
+# --------------------------------------------------------------------------
+
+def soft_cross_entropy(logits, q, weight=None):
+    """Cross-entropy with probability targets, exactly PyTorch's (class weights inside the sum)."""
+    return F.cross_entropy(logits, q, weight=weight, reduction="none")
+
+
+def kl_div(logits, q):
+    """KL(q || softmax(z)) per row: nn.KLDivLoss on log-probabilities, summed over classes."""
+    return F.kl_div(F.log_softmax(logits, dim=1), q, reduction="none").sum(dim=1)
+
+
+def brier_distribution(logits, q):
+    """Brier 1950 against soft targets: sum_j (p_j - q_j)^2."""
+    return (torch.softmax(logits, dim=1) - q).pow(2).sum(dim=1)
+
 REFERENCES: dict[str, Reference] = {
     # multiclass
     "cross_entropy": Reference("multiclass", cross_entropy),
@@ -370,7 +421,13 @@ REFERENCES: dict[str, Reference] = {
         "multiclass", focal_poly1, {"gamma": 2.0, "eps": 1.0}, {"gamma": 1.5, "eps": -0.4}
     ),
     "squentropy": Reference("multiclass", squentropy),
-    "label_smoothing": Reference("multiclass", label_smoothing, {"eps": 0.1}, {"eps": 0.3}),
+    "label_smoothing": Reference("multiclass", label_smoothing, {"eps": 0.1}, {"eps": 0.3}, reads_weight=True),
+    "logit_adjusted": Reference("multiclass", logit_adjusted, {"prior": 1.0, "tau": 1.0}, {"prior": 0.3, "tau": 2.0}),
+    "ldam": Reference("multiclass", ldam, {"counts": 1.0, "max_margin": 0.5, "s": 30.0},
+                      {"counts": 5.0, "max_margin": 0.3, "s": 2.0}),
+    "soft_cross_entropy": Reference("distribution", soft_cross_entropy, reads_weight=True),
+    "kl_div": Reference("distribution", kl_div),
+    "brier_distribution": Reference("distribution", brier_distribution),
     "gce": Reference("multiclass", gce, {"q": 0.7}, {"q": 0.3}),
     "mae": Reference("multiclass", mae),
     "nce": Reference("multiclass", nce),

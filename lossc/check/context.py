@@ -27,6 +27,8 @@ class Context:
         self.values = {}                # parameter symbol -> exact number
         for p in spec.params:
             value = params.get(p.name)
+            if p.type == "class":
+                continue  # (losses with class vectors are not analysed symbolically)
             if p.type == "vector":
                 n = dict(spec.bound)[p.size]
                 items = list(value) if isinstance(value, (list, tuple)) else [value] * n

@@ -251,7 +251,7 @@ def _class_setup(em: _Emitter, spec: LossSpec, needed: set) -> None:
         em.assign("q", "t")
     for name in spec.class_vectors:
         if class_entry(name, "y") in needed:
-            em.assign(f"_{name}_y", f"P.{name}[t][:, None]")
+            em.assign(f"_{name}_y", f"P.{name}[0, t][:, None]")
 
 
 def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool) -> None:
@@ -264,7 +264,7 @@ def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool)
             if not in_place:
                 body = f"torch.scatter({body}, 1, t[:, None], {fill})"
             else:
-                body = f"{body}.clone()" if body.isidentifier() else body
+                body = f"{body}.clone()" if body.isidentifier() else f"({body})"
                 body = f"{body}.scatter_(1, t[:, None], {fill})"
         em.assign(em.names[r.symbol], template.format(body))
 
@@ -273,9 +273,15 @@ def _affine_parts(other: sympy.Expr):
     """(K, M, L) when the gradient of the classes c != y is ``K * p_c + M * z_c + L`` with K, M, L
     constant over the classes (cross-entropy, focal, Poly-N, label smoothing, squentropy, ...): then
     the program updates p in place. None otherwise."""
-    parts = (sympy.diff(other, P_J), sympy.diff(other, Z_J), other.subs({P_J: 0, Z_J: 0}))
-    k, m, l = parts
-    return None if per_class(k) or per_class(m) or l.free_symbols & {Z_J, P_J} else parts
+    try:  # a polynomial of degree <= 1 in p_c, z_c (whose coefficients then cannot hold them)
+        poly = sympy.Poly(other, P_J, Z_J)
+    except sympy.PolynomialError:
+        return None
+    if poly.total_degree() > 1:
+        return None
+    # (the coefficients as derived, not as Poly expands them: exp(-lse) exp(z_y) would overflow)
+    k, m, l = sympy.diff(other, P_J), sympy.diff(other, Z_J), other.subs({P_J: 0, Z_J: 0})
+    return None if per_class(k) or per_class(m) else (k, m, l)
 
 
 def row_program(spec: LossSpec, with_grad: bool) -> Program:

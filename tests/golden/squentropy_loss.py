@@ -21,7 +21,7 @@ def _loss_and_grad(z, t, P, out, c):
     _s = torch.sum(_e, 1, keepdim=True)
     lse = _m + torch.log(_s)
     p_t = _e.gather(1, t[:, None]) / _s
-    r1 = torch.sum(torch.square(z).scatter_(1, t[:, None], 0.0), 1, keepdim=True)
+    r1 = torch.sum((torch.square(z)).scatter_(1, t[:, None], 0.0), 1, keepdim=True)
     _t0 = (1/(C - 1))
     loss = r1*_t0 + lse - z_y
     grad = _affine(_e, torch.reciprocal(_s), (2*_t0), z, 0, c)
