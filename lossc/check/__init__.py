@@ -79,6 +79,9 @@ def check(spec, *, over: str | None = None, use_cache: bool = True, **params) ->
 
 
 def _checker(ctx):
+    if ctx.spec.form in ("batch", "composite"):
+        from .batch import Batch, Composite
+        return Batch(ctx) if ctx.spec.form == "batch" else Composite(ctx)
     if ctx.spec.kind == "multiclass":
         from .multiclass import Multiclass
         return Multiclass(ctx)
@@ -87,7 +90,7 @@ def _checker(ctx):
 
 
 def _run(checker, name: str, ctx) -> Verdict:
-    if name == "stable":
+    if name == "stable" and not hasattr(checker, "stable"):
         from .stable import check_stable
         try:
             return check_stable(ctx)

@@ -12,7 +12,7 @@ class Kind:
     """What a kind of loss is called with and which names its body sees."""
 
     name: str
-    form: str                                  # "row" | "elementwise"
+    form: str                                  # "row" | "elementwise" | "batch" | "composite"
     names: dict                                # name -> sympy expression, Vec or TargetIndex
     features: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()  # derived per-element values
     target: str = "index"                      # "index" | "binary" | "sign" | "real"
@@ -21,8 +21,8 @@ class Kind:
 
 
 def _load() -> dict[str, Kind]:
-    from . import binary, margin, multiclass, regression
-    return {k.KIND.name: k.KIND for k in (multiclass, binary, margin, regression)}
+    from . import batch, binary, margin, multiclass, regression, tasks
+    return {k.KIND.name: k.KIND for k in (multiclass, binary, margin, regression, batch, tasks)}
 
 
 KINDS: dict[str, Kind] = _load()
