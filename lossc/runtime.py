@@ -617,7 +617,9 @@ def apply_tasks_loss(name, count, loss, learned, params, losses):
     class _Learned:  # the learnables by name, in the task losses' dtype
         pass
     S = _Learned()
-    dtype = torch.promote_types(values[0].dtype, torch.float32)
+    dtype = torch.float32
+    for value in values:
+        dtype = torch.promote_types(dtype, value.dtype)
     for key, parameter in learned.items():
         setattr(S, key, parameter.to(dtype=dtype, device=values[0].device)
                 if parameter.dim() else parameter.to(dtype=dtype, device=values[0].device))
