@@ -144,17 +144,30 @@ def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torc
 
 
 def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
-         reduction: str = "mean", backend: str = "auto", validate: bool = True, **params) -> torch.nn.Module:
+         reduction: str = "mean", backend: str = "auto", validate: bool = True, batch_group=None,
+         from_logits: bool = False, **params) -> torch.nn.Module:
     """A ``torch.nn.Module`` computing the loss: ``lossc.loss("focal", gamma=2.0)``.
 
     ``spec`` is a catalog name, a path to a ``.loss`` file, ``.loss`` source text, or a
     bare expression when ``over=`` names its kind. Parameters are keywords.
+    Batch losses also take ``from_logits`` (the input is logits; s = sigmoid(input)) and
+    ``batch_group`` (a ``torch.distributed`` process group: the batch sums are all-reduced over it).
+    A tasks loss takes its parameters alone.
     """
     parsed = parse(spec, over=over, **params)
     mod = _load(generate_module(parsed, _target_for(backend)), parsed.name)
     cls = getattr(mod, class_name(parsed.name))
     runtime = {} if over is not None else params
+    if parsed.form != "batch" and (batch_group is not None or from_logits):
+        raise LossParamError(f"{parsed.name}: batch_group and from_logits are options of batch losses, not of "
+                             f"{parsed.kind} losses")
     try:
+        if parsed.form == "composite":
+            return cls(**runtime)
+        if parsed.form == "batch":
+            return cls(**runtime, weight=weight, ignore_index=None if ignore_index == -100 else ignore_index,
+                       reduction=reduction, backend=backend, validate=validate, from_logits=from_logits,
+                       batch_group=batch_group)
         return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
                    validate=validate)
     except LossError:

@@ -66,7 +66,7 @@ def cmd_compile(args) -> int:
     for p in spec.runtime_params:
         if p.name in params:
             api.loss(spec, **{p.name: params[p.name]})  # validates the value against the constraints
-    text = _with_defaults(text, spec, params)
+    text = _with_defaults(text, spec, params, args.target)
     if args.output:
         write_atomic(args.output, text)
         print(f"wrote {args.output} ({api.class_name(spec.name)}, {api.function_name(spec.name)})")
@@ -75,7 +75,7 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def _with_defaults(text: str, spec, params: dict) -> str:
+def _with_defaults(text: str, spec, params: dict, target: str = "torch") -> str:
     """Regenerate with --param values as the defaults of the runtime parameters."""
     if not any(p.name in params for p in spec.runtime_params):
         return text
@@ -90,7 +90,7 @@ def _with_defaults(text: str, spec, params: dict) -> str:
             p = Param(p.name, p.type, tuple(float(v) for v in (value if isinstance(value, list) else [value])),
                       p.size)
         new_params.append(p)
-    return generate_module(spec.with_(params=tuple(new_params)))
+    return generate_module(spec.with_(params=tuple(new_params)), target)
 
 
 def cmd_grad(args) -> int:
@@ -105,7 +105,9 @@ def cmd_grad(args) -> int:
     print(show(spec.expr))
     for r in spec.reductions:
         print(("\n" if args.latex else "\n  ") + r.describe())
-    variable = "dL/dz_c (c = class; [j=y] is 1 at the target)" if spec.form == "row" else "dL/du"
+    variable = {"row": "dL/dz_c (c = class; [j=y] is 1 at the target)",
+                "batch": "dL/ds_i (u = s_i, t = y_i; B1, B2, … the batch sums)",
+                "composite": "(dL/dL1, …, dL/dLk, dL/d each learnable)"}.get(spec.form, "dL/du")
     print(f"\n{variable} =")
     print(show(spec.gradient.expr))
     for r in spec.gradient.aux:

@@ -16,8 +16,8 @@ import sympy
 
 from .atoms import FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
-from .ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, Z_J, Z_Y, Constraint, LossSpec, Param, Reduction,
-                 TargetIndex, Vec, at_target, class_entry, per_class)
+from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, BatchSum, Constraint,
+                 Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry, per_class)
 from .kinds import KINDS
 from .resources import resource
 
@@ -195,6 +195,8 @@ class _Lowering:
         self.tree = file.losses[name]
         self.pool = _ReductionPool()
         self.constraints: list[Constraint] = []
+        self.batch_sums: list[BatchSum] = []     # batch kind
+        self.learnables: dict[str, Learnable] = {}  # tasks kind
 
     # -- errors --------------------------------------------------------------------------------
     def error(self, cls, message: str, node=None, hint: str | None = None) -> LossError:
@@ -225,11 +227,18 @@ class _Lowering:
         for stmt in statements:
             getattr(self, "stmt_" + stmt.data)(stmt)
         expr = self.scalar(self.eval(ret.children[0]), ret.children[0], "the returned loss")
+        if kind.form == "batch" and expr.free_symbols & {U, T}:
+            raise self.error(LossKindError, "s and y are one element's values: use them inside a batch sum, "
+                             "sum(... for i)", ret.children[0])
+        if kind.form == "composite" and not any(_is_task_loss(x) for x in expr.free_symbols):
+            raise self.error(LossKindError, "a tasks loss combines task losses L1 … Lk (or L[i])", ret.children[0])
         doc = _docstring(doc_token)
         bound = tuple(sorted(self.ints.items()))
         return LossSpec(name=self.name, kind=kind.name, params=tuple(self.params.values()), expr=expr,
-                        reductions=tuple(self.pool.items), constraints=tuple(self.constraints), bound=bound,
-                        features=kind.features, doc=doc, source=self.file.text, filename=self.file.filename)
+                        reductions=tuple(self.pool.items) + tuple(self.batch_sums),
+                        constraints=tuple(self.constraints), bound=bound,
+                        features=kind.features, doc=doc, source=self.file.text, filename=self.file.filename,
+                        learnables=tuple(self.learnables.values()))
 
     def check_identifier(self, token, what: str) -> None:
         name = str(token)
@@ -284,7 +293,7 @@ class _Lowering:
                 for bound in node.children[2:]:
                     names |= {str(t) for t in bound.scan_values(lambda v: isinstance(v, lark.Token)
                                                                   and v.type == "NAME")}
-            if node.data == "param" and node.children[1] is not None:
+            if node.data in ("param", "learn_stmt") and node.children[1] is not None:
                 names.add(str(node.children[1]))
         return names
 
@@ -347,8 +356,28 @@ class _Lowering:
             self.constraints.append(Constraint(cond, text, node.meta.line, node.meta.column))
 
     def stmt_learn_stmt(self, node) -> None:
-        raise self.error(LossKindError, "learnable parameters ('learn') belong to the tasks kind, "
-                         f"not to {self.kind.name}", node)
+        if self.kind.form != "composite":
+            raise self.error(LossKindError, "learnable parameters ('learn') belong to the tasks kind, "
+                             f"not to {self.kind.name}", node)
+        name_token, size_token, init_tree = node.children
+        name = str(name_token)
+        self.check_identifier(name_token, "learnable parameter")
+        if name in self.params or name in self.learnables or name in self.env or _is_task_name(name):
+            raise self.error(LossNameError, f"learnable parameter {name} clashes with another name", name_token)
+        init = self.constant(init_tree)
+        if isinstance(init, tuple):
+            raise self.error(LossParamError, f"learnable parameter {name} starts from one number", init_tree)
+        size = None
+        if size_token is not None:
+            size = str(size_token)
+            if size not in self.params or self.params[size].type != "int":
+                raise self.error(LossParamError, f"the size {size} of learnable {name} must be an integer "
+                                 "parameter", size_token)
+            if self.ints[size] < 1:
+                raise self.error(LossParamError, f"learnable {name} needs {size} >= 1", size_token)
+        learnable = Learnable(name, float(init), size)
+        self.learnables[name] = learnable
+        self.env[name] = learnable if size is not None else sympy.Symbol(name, real=True)
 
     def stmt_assign(self, node) -> None:
         name_token, value = node.children
@@ -387,7 +416,13 @@ class _Lowering:
             value = env[name]
             if isinstance(value, Param):
                 raise self.error(LossKindError, f"{name} is a vector parameter: index it, e.g. {name}[k]", token)
+            if isinstance(value, Learnable):
+                raise self.error(LossKindError, f"{name} is a learnable vector: index it, e.g. {name}[i]", token)
             return value
+        if self.kind.form == "composite" and _is_task_name(name):
+            if name == "L":
+                raise self.error(LossKindError, "L is the list of task losses: index it, L[i] (from 1)", token)
+            return sympy.Symbol(name, real=True)
         known = set(env) | set(FUNCTIONS) | SPECIAL_FUNCTIONS
         hint = suggest(name, known)
         raise self.error(LossNameError, f"unknown name {name}", token,
@@ -453,6 +488,28 @@ class _Lowering:
 
     def x_index(self, node, env):
         base_node, index_node = node.children
+        if self.kind.form == "composite" and base_node.data == "name":
+            base_name = str(base_node.children[0])
+            learnable = env.get(base_name)
+            if isinstance(learnable, Learnable) or (base_name == "L" and base_name not in env):
+                index = self.eval(index_node, env)
+                if not isinstance(index, sympy.Integer):
+                    raise self.error(LossKindError, f"{base_name} must be indexed by an integer known at "
+                                     "construction, such as i of 'for i in 1..K'", index_node)
+                if base_name == "L":
+                    if int(index) < 1:
+                        raise self.error(LossParamError, "task losses are L[1], L[2], …", index_node)
+                    return sympy.Symbol(f"L{int(index)}", real=True)
+                n = self.ints[learnable.size]
+                if not 1 <= int(index) <= n:
+                    raise self.error(LossParamError, f"{base_name}[{index}] is out of range 1..{n}", index_node)
+                return sympy.Symbol(f"{base_name}[{int(index)}]", real=True)
+        if self.kind.form == "batch" and isinstance(env.get(str(index_node.children[0]) if
+                                                            index_node.data == "name" else None), _BatchIndex):
+            base = self.eval(base_node, env)
+            if not (isinstance(base, sympy.Expr) and base in (U, T)):
+                raise self.error(LossKindError, "only s and y are indexed by the batch index (s[i], y[i])", node)
+            return base
         if base_node.data == "name" and isinstance(env.get(str(base_node.children[0])), Param):
             param = env[str(base_node.children[0])]
             index = self.eval(index_node, env)
@@ -525,7 +582,7 @@ class _Lowering:
     def lift(self, fn, values, node):
         """Apply a scalar function to scalars, or entrywise to class vectors."""
         for v in values:
-            if isinstance(v, (TargetIndex, _ClassIndex)):
+            if isinstance(v, (TargetIndex, _ClassIndex, _BatchIndex)):
                 raise self.error(LossKindError, "a class index is only used to index (z[y]) or compared "
                                  "(j == y)", node)
             if isinstance(v, Param):
@@ -548,7 +605,7 @@ class _Lowering:
         if isinstance(value, Vec):
             raise self.error(LossKindError, f"{what} is a class vector; index it (v[y]) or reduce it "
                              "(sum(v[j] for j))", node)
-        if isinstance(value, (TargetIndex, _ClassIndex)):
+        if isinstance(value, (TargetIndex, _ClassIndex, _BatchIndex)):
             raise self.error(LossKindError, f"{what} is a class index, not a number", node)
         if isinstance(value, (Param, tuple)):
             raise self.error(LossKindError, f"{what} must be a number, not a vector", node)
@@ -564,6 +621,8 @@ class _Lowering:
             raise self.error(LossNameError, f"the index {index} hides the name {index}", index_token)
         if gen.data == "over_range":
             return self.series(name, body_node, index, rest, env, node)
+        if self.kind.form == "batch":
+            return self.batch_sum(name, gen, body_node, index, env, node)
         if self.kind.form != "row":
             raise self.error(LossKindError, f"class reductions need a row kind (multiclass), not {self.kind.name}",
                              node)
@@ -591,6 +650,29 @@ class _Lowering:
         bodies = {r.symbol: r.body for r in self.pool.items}
         inputs = {Z_J, P_J, Q_J, Z_Y, LSE, P_T}
         return any(s in bodies and bodies[s].free_symbols & inputs for s in expr.free_symbols)
+
+    def batch_sum(self, name: str, gen, body_node, index: str, env, node) -> sympy.Expr:
+        """``sum(g(s, y) for i)`` (or ``mean``: the sum over N) as a batch sum B1, B2, … of the batch form."""
+        if gen.data != "over_all" or name not in ("sum", "mean"):
+            raise self.error(LossKindError, "a batch loss reduces over the batch with sum(... for i) or "
+                             "mean(... for i)", node)
+        if any(isinstance(v, _BatchIndex) for v in env.values()):
+            raise self.error(LossKindError, "batch sums cannot be nested", node)
+        inner = dict(env)
+        inner[index] = _BatchIndex(index)
+        body = self.scalar(self.eval(body_node, inner), body_node, "the body of a batch sum")
+        if any(s.name.startswith("B") and s.name[1:].isdigit() for s in body.free_symbols) or \
+                BATCH_SIZE in body.free_symbols:
+            raise self.error(LossKindError, "a batch sum's body is one element's term in s and y (and "
+                             "parameters): it cannot use other batch sums or N", node)
+        if not body.free_symbols & {U, T}:
+            total = body * BATCH_SIZE
+        else:
+            total = next((b.symbol for b in self.batch_sums if b.body == body), None)
+            if total is None:
+                total = sympy.Symbol(f"B{len(self.batch_sums) + 1}", real=True)
+                self.batch_sums.append(BatchSum(total, "sum", body))
+        return total / BATCH_SIZE if name == "mean" else total
 
     def class_reduction(self, op: str, body: sympy.Expr, exclude: bool) -> sympy.Expr:
         """op over j (or j != y); an indicator [j=y] splits off the target's term exactly."""
@@ -721,6 +803,22 @@ def _split_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
     factors = sympy.Mul.make_args(term)
     constant = [f for f in factors if not per_class(f) and IS_Y not in f.free_symbols]
     return sympy.Mul(*constant), sympy.Mul(*[f for f in factors if f not in constant])
+
+
+@dataclass(frozen=True)
+class _BatchIndex:
+    """The index i bound by a batch sum (batch kind)."""
+
+    name: str
+
+
+def _is_task_name(name: str) -> bool:
+    """L (the list) or L1, L2, …: the task losses of the tasks kind."""
+    return name == "L" or (name.startswith("L") and name[1:].isdigit() and not name[1:].startswith("0"))
+
+
+def _is_task_loss(symbol: sympy.Symbol) -> bool:
+    return _is_task_name(symbol.name) and symbol.name != "L"
 
 
 def _is_condition(value) -> bool:

@@ -55,6 +55,10 @@ T = sympy.Symbol("t", real=True)
 
 REDUCTION_OPS = ("sum", "max", "lse")
 
+# Batch normal form: u, t are one element's prediction s_i and target y_i inside a batch sum;
+# the loss itself is a function of the sums B_k and of N (the batch size, or its total weight).
+BATCH_SIZE = sympy.Symbol("N", positive=True)
+
 
 @dataclass(frozen=True)
 class Vec:
@@ -103,6 +107,29 @@ class Reduction:
 
 
 @dataclass(frozen=True)
+class BatchSum(Reduction):
+    """``symbol = sum_i body(s_i, y_i)`` over the elements of the batch (batch form; ``op`` is "sum")."""
+
+    def describe(self) -> str:
+        return f"{self.symbol} = sum({sympy.sstr(self.body)} for i)"
+
+
+@dataclass(frozen=True)
+class Learnable:
+    """A ``learn`` line: a learnable parameter (an ``nn.Parameter``), a scalar or a vector of ``size``
+    (an int parameter) entries, each starting at ``init``."""
+
+    name: str
+    init: float
+    size: str | None = None
+
+    def symbols(self, bound: dict) -> tuple[sympy.Symbol, ...]:
+        if self.size is None:
+            return (sympy.Symbol(self.name, real=True),)
+        return tuple(sympy.Symbol(f"{self.name}[{i}]", real=True) for i in range(1, bound[self.size] + 1))
+
+
+@dataclass(frozen=True)
 class Constraint:
     """A ``where`` line: a condition on the parameters, with its text and place."""
 
@@ -138,6 +165,7 @@ class LossSpec:
     source: str = field(default="", repr=False, compare=False)
     filename: str | None = field(default=None, compare=False)
     gradient: Gradient | None = None
+    learnables: tuple[Learnable, ...] = ()    # tasks kind: learn lines
 
     @property
     def form(self) -> str:
@@ -154,6 +182,8 @@ class LossSpec:
         parts = (self.name, self.kind, self.params, sympy.srepr(self.expr),
                  [(r.op, sympy.srepr(r.body), r.exclude_target, str(r.symbol)) for r in self.reductions],
                  [sympy.srepr(c.condition) for c in self.constraints], self.bound, self.doc)
+        if self.learnables:
+            parts += (self.learnables,)
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     @property

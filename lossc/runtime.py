@@ -398,12 +398,16 @@ def _register(kernel):
     return op, scale_op
 
 
-def _engine(kernel, backend, input):
+def _engine(kernel, backend, input, weight=None):
     """The engine a backend runs on for this input: "reference", "torch" or "triton"."""
     if backend == "reference":
         return "reference"
     can_triton = kernel.triton is not None and input.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    weighted = weight is not None and _uses_weight(kernel)  # (its kernels compute weight = 1)
     if backend == "triton":
+        if weighted:
+            raise LossParamError(f"{kernel.name}: the triton kernels of this loss take no class weights yet; "
+                                 "use backend='torch' with weight=")
         if kernel.triton is None:
             raise LossParamError(f"{kernel.name}: the triton backend is not available in this module (it needs "
                                  "triton installed and a module compiled with --target triton or all)")
@@ -421,7 +425,8 @@ def _engine(kernel, backend, input):
                                      "triton alone)")
             return "reference"
         return "torch"
-    if can_triton and (input.device.type == "cuda" or kernel.loss_and_grad is None and _interpreting_triton()):
+    if can_triton and not weighted and (input.device.type == "cuda" or kernel.loss_and_grad is None and
+                                        _interpreting_triton()):
         return "triton"
     return "torch" if kernel.loss_and_grad is not None else "reference"
 
@@ -441,7 +446,7 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
     if kernel.form != "row" and ignore_index == -100:
         ignore_index = None  # elementwise targets are values, not classes: nothing ignored by default
     if isinstance(input, torch.Tensor) and input.is_floating_point():
-        engine = _engine(kernel, backend, input)
+        engine = _engine(kernel, backend, input, weight)
     else:
         engine = "reference"  # _targets says what is wrong with the input
     validate = validate and not _compiling()
@@ -475,3 +480,213 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
         out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), _class_tensors(kernel, params, weight, input),
                            reduction, engine, need_grad)
     return out.reshape(shape) if reduction == "none" else out
+
+
+# ---------------------------------------------------------------------------------------------
+# The batch form: L = M(B_1 … B_k, N), B_k = sum_i w_i g_k(s_i, y_i), N = sum_i w_i. Two passes: the sums
+# (then all-reduced over a process group, if any), then each element's gradient sum_k M_{B_k} g_k'.
+
+
+class BatchKernel:
+    """The generated functions of one batch loss: ``terms(u, t, P)`` (the per-element terms g_k, a
+    list), ``value(B, N, P)`` (M from the sums), ``grad(u, t, P, B, N, out, c)`` (the gradient of each
+    element times c, into out) and ``triton`` (its kernels' launcher, or None). ``sums_op`` and ``op`` are
+    the two passes as ``torch.library`` custom ops (see ``_register_batch``)."""
+
+    form = "batch"
+
+    def __init__(self, name, spec_hash, target, layout, terms, value, grad, count, triton=None):
+        self.name, self.spec_hash, self.target, self.layout = name, spec_hash, target, layout
+        self.terms, self.value, self.grad, self.count, self.triton = terms, value, grad, count, triton
+        self.loss_and_grad = grad
+        self.sums_op, self.op = _register_batch(self)
+
+
+def _batch_sums_torch(kernel, x, t, w, values, from_logits):
+    """[B_1 … B_k, N] in the compute dtype, chunk by chunk, with the generated terms."""
+    dtype = _compute_dtype(x.dtype)
+    sums = torch.zeros(kernel.count + 1, dtype=dtype, device=x.device)
+    for start in range(0, x.shape[0], CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, x.shape[0])
+        u, tc = x[start:end].to(dtype), t[start:end]
+        if from_logits:
+            u = torch.sigmoid(u)
+        wc = None if w is None else w[start:end]
+        for k, g in enumerate(kernel.terms(u, tc, values)):
+            g = torch.as_tensor(g, dtype=dtype, device=x.device).expand(end - start)
+            sums[k] += g.sum() if wc is None else torch.dot(g, wc)
+        sums[kernel.count] += (end - start) if wc is None else wc.sum()
+    return sums
+
+
+def _batch_grad_torch(kernel, x, t, w, sums, values, from_logits):
+    """The gradient of every element (x's shape and dtype), weighted by w."""
+    dtype = _compute_dtype(x.dtype)
+    B = [sums[k] for k in range(kernel.count)]
+    N = sums[kernel.count]
+    grad = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], CHUNK_ELEMENTS):
+        end = min(start + CHUNK_ELEMENTS, x.shape[0])
+        xc, tc = x[start:end].to(dtype), t[start:end]
+        u = torch.sigmoid(xc) if from_logits else xc
+        c = None if w is None else w[start:end]
+        out = torch.empty(end - start, dtype=dtype, device=x.device)
+        g = kernel.grad(u, tc, values, B, N, out, c)
+        if from_logits:  # ds/dx = sigmoid(x) sigmoid(-x)
+            g = g * (u * torch.sigmoid(-xc))
+        if w is not None:  # exact zeros for dropped elements, even where the gradient is not finite
+            g = torch.where(c != 0, g, 0.0)
+        grad[start:end] = g
+    return grad
+
+
+def _register_batch(kernel):
+    """The two passes of a batch loss as ``torch.library`` custom ops: ``sums_op(x, t, w, params, engine,
+    from_logits) -> [B_1 … B_k, N]`` (no gradient: the second op carries it) and ``op(x, t, w, sums,
+    params, engine, from_logits, need_grad) -> (loss, grad)``, whose backward scales the saved gradient
+    by grad_output. Between the two, the caller may all-reduce the sums."""
+    base = f"{kernel.name}_{kernel.spec_hash}"
+    index = 0
+    while hasattr(torch.ops.lossc, f"{base}_{index}_sums"):
+        index += 1
+    name = f"lossc::{base}_{index}"
+
+    @torch.library.custom_op(name + "_sums", mutates_args=())
+    def sums_op(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], params: _List[float], engine: str,
+                from_logits: bool) -> torch.Tensor:
+        values = _Values(kernel.layout, params, [])
+        if engine == "triton":
+            return kernel.triton.batch_sums(x, t, w, values, from_logits)
+        return _batch_sums_torch(kernel, x, t, w, values, from_logits)
+
+    @sums_op.register_fake
+    def _(x, t, w, params, engine, from_logits):
+        return x.new_empty((kernel.count + 1,), dtype=_compute_dtype(x.dtype))
+
+    @torch.library.custom_op(name + "_loss", mutates_args=())
+    def op(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], sums: torch.Tensor, params: _List[float],
+           engine: str, from_logits: bool, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
+        values = _Values(kernel.layout, params, [])
+        loss = torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], values),
+                               dtype=sums.dtype, device=x.device).to(x.dtype)
+        if not need_grad:
+            return loss, x.new_empty(0)
+        if engine == "triton":
+            return loss, kernel.triton.batch_grad(x, t, w, sums, values, from_logits)
+        return loss, _batch_grad_torch(kernel, x, t, w, sums, values, from_logits)
+
+    @op.register_fake
+    def _(x, t, w, sums, params, engine, from_logits, need_grad):
+        return x.new_empty(()), (x.new_empty(x.shape) if need_grad else x.new_empty(0))
+
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(output[1])
+
+    def backward(ctx, grad_output, _):
+        (grad,) = ctx.saved_tensors
+        if grad_output is None:
+            return (None,) * 8
+        return grad * grad_output.to(grad.dtype), None, None, None, None, None, None, None
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return sums_op, op
+
+
+def _all_reduce_sums(sums, group):
+    """The sums of every rank of the process group, in place (torch.distributed, SUM)."""
+    import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
+    return sums
+
+
+def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index=None, reduction="mean",
+                     sample_weight=None, backend="auto", validate=True, from_logits=False, batch_group=None):
+    """Run a generated batch loss: one scalar for the whole batch (``reduction`` "mean" and "sum" both
+    give it; "none" has no meaning). ``weight`` (broadcast to the input) and ``sample_weight`` weight each
+    element's terms and its count in N; elements whose target is ``ignore_index`` are dropped. With
+    ``batch_group`` (a torch.distributed process group) the sums are all-reduced over it first."""
+    if reduction not in ("mean", "sum"):
+        raise LossParamError(f"{kernel.name}: a batch loss is one number for the whole batch: reduction "
+                             f"must be 'mean' or 'sum' (both give it), got {reduction!r}")
+    if backend not in BACKENDS:
+        raise LossParamError(f"{kernel.name}: backend must be one of {BACKENDS}, got {backend!r}")
+    if ignore_index == -100:
+        ignore_index = None
+    if isinstance(input, torch.Tensor) and input.is_floating_point() and input.dim() == 0:
+        raise LossInputError(f"{kernel.name}: input must hold a batch of predictions, got a 0-d tensor")
+    engine = _engine(kernel, backend, input) if isinstance(input, torch.Tensor) and input.is_floating_point() \
+        else "reference"
+    validate = validate and not _compiling()
+    t, valid, shape = _targets(kernel, input, target, ignore_index, validate)
+    if validate and not from_logits and input.numel():
+        bad = (input < 0) | (input > 1) | torch.isnan(input)
+        if valid is not None:
+            bad = bad & valid.reshape(input.shape)
+        if bool(bad.any()):
+            raise LossInputError(f"{kernel.name}: input holds {float(input[bad][0])}, not a probability in "
+                                 "[0, 1]; pass from_logits=True for logits")
+    dtype = _compute_dtype(input.dtype)
+    w, _, _ = _scaling(kernel, t, valid, weight, sample_weight, shape, "sum", dtype)
+    if valid is not None:
+        w = valid.to(dtype) if w is None else torch.where(valid, w, 0.0)
+    x = input.reshape(-1)
+    if engine == "reference":
+        u = x.to(dtype)
+        if from_logits:
+            u = torch.sigmoid(u)
+        terms = [torch.as_tensor(g, dtype=dtype, device=x.device).expand(u.shape[0])
+                 for g in kernel.terms(u, t, params)]
+        local = torch.stack([g.sum() if w is None else (g * w).sum() for g in terms]
+                            + [torch.as_tensor(float(u.shape[0]), dtype=dtype, device=x.device)
+                               if w is None else w.sum()])
+        sums = local
+        if batch_group is not None:  # the other ranks' sums enter as constants: each rank's gradient is
+            other = _all_reduce_sums(local.detach().clone(), batch_group) - local.detach()  # its own part
+            sums = local + other
+        return torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], params),
+                               dtype=dtype, device=x.device).to(input.dtype)
+    if engine == "triton":
+        x, t = x.contiguous(), t.contiguous()
+        if w is not None:
+            w = w.to(torch.float32).contiguous()
+    flat = _flat(kernel, params)
+    sums = kernel.sums_op(x.detach(), t, w, flat, engine, bool(from_logits))
+    if batch_group is not None:
+        sums = _all_reduce_sums(sums.clone(), batch_group)
+    need_grad = torch.is_grad_enabled() and input.requires_grad
+    out, _ = kernel.op(x, t, w, sums, flat, engine, bool(from_logits), need_grad)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The composite form (tasks): k scalar task losses and learnable parameters, under autograd.
+
+
+def apply_tasks_loss(name, count, loss, learned, params, losses):
+    """``loss(L, S, P)`` of the task losses given as ``count`` arguments, or as one sequence or 1-d tensor."""
+    if len(losses) == 1 and isinstance(losses[0], (list, tuple)):
+        losses = tuple(losses[0])
+    elif len(losses) == 1 and isinstance(losses[0], torch.Tensor) and losses[0].dim() == 1 and count > 1:
+        losses = tuple(losses[0].unbind(0))
+    if len(losses) != count:
+        raise LossInputError(f"{name}: takes {count} task losses, got {len(losses)}")
+    values = []
+    for i, value in enumerate(losses):
+        value = torch.as_tensor(value) if not isinstance(value, torch.Tensor) else value
+        if value.numel() != 1 or not value.is_floating_point():
+            raise LossInputError(f"{name}: task loss {i + 1} must be a floating-point scalar, got shape "
+                                 f"{list(value.shape)} and dtype {value.dtype}")
+        values.append(value.reshape(()))
+
+    class _Learned:  # the learnables by name, in the task losses' dtype
+        pass
+    S = _Learned()
+    dtype = torch.float32
+    for value in values:
+        dtype = torch.promote_types(dtype, value.dtype)
+    for key, parameter in learned.items():
+        setattr(S, key, parameter.to(dtype=dtype, device=values[0].device)
+                if parameter.dim() else parameter.to(dtype=dtype, device=values[0].device))
+    return loss([v.to(dtype) for v in values], S, params)

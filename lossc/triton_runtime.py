@@ -162,8 +162,9 @@ class _TritonLoss:
     by the per-row factors, in one sweep of the logits; ``scale_`` multiplies the gradient by
     grad_output in place in the backward."""
 
-    def __init__(self, form, constants, tile=None, chunked=None, elementwise=None, exact_ties=False):
+    def __init__(self, form, constants, tile=None, chunked=None, elementwise=None, exact_ties=False, batch=None):
         self.form, self.constants = form, constants
+        self.batch = batch  # the batch form: (sums kernel, gradient kernel, number of sums with N)
         self.tile, self.chunked, self.elementwise = tile, chunked, elementwise
         self.exact_ties = exact_ties
         self.tile_classes, self.chunk = _TILE_CLASSES, _CHUNK
@@ -261,3 +262,29 @@ class _TritonLoss:
             grad.mul_(go)
         else:  # one value per row (n, s) of a [N, C, S] gradient (computed in float32 by torch)
             grad.mul_(go.reshape(grad.shape[0], 1, grad.shape[2]))
+
+    # -- the batch form: partial sums per program, summed by torch (deterministic), then the gradient
+
+    def batch_sums(self, x, t, w, P, from_logits):
+        """[B_1 … B_k, N] (float32) of a batch loss: each program's partial sums, then their sum."""
+        n = x.numel()
+        consts = self.constants(P, None)
+        programs = triton.cdiv(n, _BLOCK) if n else 0
+        width = self.batch[2]
+        part = torch.zeros((max(programs, 1), width), dtype=torch.float32, device=x.device)
+        if programs:
+            self._launch(self.batch[0], (programs,), (x, t, x if w is None else w, part, n, *consts),
+                         dict(HAS_W=w is not None, FROM_LOGITS=bool(from_logits), BLOCK=_BLOCK), 8)
+        return part.sum(0)
+
+    def batch_grad(self, x, t, w, sums, P, from_logits):
+        """dL/dx of every element of a batch loss (x's dtype), from the (all-reduced) sums."""
+        n = x.numel()
+        consts = self.constants(P, None)
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+        programs = triton.cdiv(n, _BLOCK) if n else 0
+        if programs:
+            self._launch(self.batch[1], (programs,), (x, t, x if w is None else w,
+                                                      sums.to(torch.float32).contiguous(), grad, n, *consts),
+                         dict(HAS_W=w is not None, FROM_LOGITS=bool(from_logits), BLOCK=_BLOCK), 8)
+        return grad

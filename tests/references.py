@@ -477,3 +477,80 @@ REFERENCES: dict[str, Reference] = {
     "tukey": Reference("regression", tukey, {"c": 4.685}, {"c": 1.5}),
     "barron": Reference("regression", barron, {"alpha": 1.0, "c": 1.0}, {"alpha": -2.0, "c": 0.5}),
 }
+
+
+# --------------------------------------------------------------------------
+# batch: AnyLoss (Han, Moniz & Chawla 2024), written from the paper: the amplifier
+# A(p) = 1 / (1 + exp(-L (p - 0.5))) applied to the predicted probabilities gives a
+# differentiable confusion matrix, and the loss is 1 - metric. Every function takes the
+# probabilities p [n], the targets y [n] in {0, 1} and per-element weights w [n] (1 for
+# a plain batch; an element of weight w counts w times, in N too) and returns one scalar.
+# --------------------------------------------------------------------------
+
+def _confusion(p, y, w, L):
+    a = 1.0 / (1.0 + torch.exp(-L * (p - 0.5)))
+    tp = (w * y * a).sum()
+    fn = (w * y * (1 - a)).sum()
+    fp = (w * (1 - y) * a).sum()
+    tn = (w * (1 - y) * (1 - a)).sum()
+    return tp, fn, fp, tn
+
+
+def anyloss_accuracy(p, y, w, L=73.0):
+    tp, fn, fp, tn = _confusion(p, y, w, L)
+    return 1 - (tp + tn) / w.sum()
+
+
+def anyloss_f1(p, y, w, L=73.0):
+    tp, fn, fp, tn = _confusion(p, y, w, L)
+    return 1 - 2 * tp / (2 * tp + fn + fp)
+
+
+def anyloss_fbeta(p, y, w, L=73.0, beta=1.0):
+    tp, fn, fp, tn = _confusion(p, y, w, L)
+    b2 = beta ** 2
+    return 1 - (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp)
+
+
+def anyloss_gmean(p, y, w, L=73.0):
+    tp, fn, fp, tn = _confusion(p, y, w, L)
+    return 1 - torch.sqrt(tp / (w * y).sum() * tn / (w * (1 - y)).sum())
+
+
+def anyloss_balanced_accuracy(p, y, w, L=73.0):
+    tp, fn, fp, tn = _confusion(p, y, w, L)
+    return 1 - (tp / (w * y).sum() + tn / (w * (1 - y)).sum()) / 2
+
+
+def anyloss_mcc(p, y, w, L=73.0):
+    """Matthews' correlation coefficient on the amplified confusion matrix (derived like the paper's)."""
+    tp, fn, fp, tn = _confusion(p, y, w, L)
+    return 1 - (tp * tn - fp * fn) / torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+
+
+BATCH_REFERENCES: dict[str, Reference] = {
+    "anyloss_accuracy": Reference("batch", anyloss_accuracy, {"L": 73.0}, {"L": 10.0}),
+    "anyloss_f1": Reference("batch", anyloss_f1, {"L": 73.0}, {"L": 10.0}),
+    "anyloss_fbeta": Reference("batch", anyloss_fbeta, {"L": 73.0, "beta": 1.0}, {"L": 20.0, "beta": 2.0}),
+    "anyloss_gmean": Reference("batch", anyloss_gmean, {"L": 73.0}, {"L": 10.0}),
+    "anyloss_balanced_accuracy": Reference("batch", anyloss_balanced_accuracy, {"L": 73.0}, {"L": 10.0}),
+    "anyloss_mcc": Reference("batch", anyloss_mcc, {"L": 73.0}, {"L": 10.0}),
+}
+
+
+# --------------------------------------------------------------------------
+# tasks: uncertainty weighting (Kendall, Gal & Cipolla 2018), s_i = log sigma_i^2
+# --------------------------------------------------------------------------
+
+def uncertainty_weighting(losses, s):
+    """sum_i L_i / (2 sigma_i^2) + log sigma_i, with log sigma_i = s_i / 2."""
+    total = 0.0
+    for i, loss in enumerate(losses):
+        sigma2 = torch.exp(s[i])
+        total = total + loss / (2 * sigma2) + torch.log(sigma2) / 2
+    return total
+
+
+TASKS_REFERENCES: dict[str, Reference] = {
+    "uncertainty_weighting": Reference("tasks", uncertainty_weighting, {"K": 2}, {"K": 3}),
+}

@@ -21,7 +21,7 @@ triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
 import lossc  # noqa: E402
-from conftest import (MULTICLASS, REFERENCES, backward, elementwise_input, generator, grad_output,  # noqa: E402
+from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, elementwise_input, generator, grad_output,  # noqa: E402
                       multiclass_input)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -30,7 +30,7 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
 
 CATALOG = {entry.name: entry.kind for entry in lossc.catalog()}
 ROW = sorted(n for n, kind in CATALOG.items() if kind == MULTICLASS)
-ELEMENTWISE = sorted(n for n, kind in CATALOG.items() if kind != MULTICLASS)
+ELEMENTWISE = sorted(n for n, kind in CATALOG.items() if kind in ELEMENTWISE_KINDS)
 BF16 = torch.bfloat16
 F16 = torch.float16
 F32 = torch.float32

@@ -100,6 +100,9 @@ def _not_analysed(spec) -> str | None:
 
 
 def _checker(ctx):
+    if ctx.spec.form in ("batch", "composite"):
+        from .batch import Batch, Composite
+        return Batch(ctx) if ctx.spec.form == "batch" else Composite(ctx)
     reason = _not_analysed(ctx.spec)
     if reason:
         return _NotAnalysed(reason)
@@ -111,7 +114,7 @@ def _checker(ctx):
 
 
 def _run(checker, name: str, ctx) -> Verdict:
-    if name == "stable" and not isinstance(checker, _NotAnalysed):
+    if name == "stable" and not hasattr(checker, "stable"):
         from .stable import check_stable
         try:
             return check_stable(ctx)

@@ -12,7 +12,7 @@ class Kind:
     """What a kind of loss is called with and which names its body sees."""
 
     name: str
-    form: str                                  # "row" | "elementwise"
+    form: str                                  # "row" | "elementwise" | "batch" | "composite"
     names: dict                                # name -> sympy expression, Vec or TargetIndex
     features: tuple[tuple[sympy.Symbol, sympy.Expr], ...] = ()  # derived per-element values
     target: str = "index"                      # "index" | "binary" | "sign" | "real"

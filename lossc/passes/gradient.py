@@ -81,9 +81,34 @@ def elementwise_gradient(spec: LossSpec) -> Gradient:
     return Gradient(expr)
 
 
+def batch_gradient(spec: LossSpec) -> Gradient:
+    """``dL/ds_i = sum_k M_{B_k}(B, N) g_k'(s_i, y_i)``: in u, t, the batch sums B_k and N."""
+    expr = sympy.S.Zero
+    for b in spec.reductions:
+        coefficient = sympy.diff(spec.expr, b.symbol)  # M_{B_k}: simplified, it cancels no large terms
+        if coefficient.count_ops() < 60:
+            coefficient = sympy.factor(sympy.cancel(coefficient))
+        expr += coefficient * sympy.diff(b.body, U)
+    return Gradient(expr)
+
+
+def composite_gradient(spec: LossSpec) -> Gradient:
+    """The derivatives in each task loss L1 … Lk and each learnable, in that order (a sympy Tuple)."""
+    bound = dict(spec.bound)
+    variables = sorted((s for s in spec.expr.free_symbols if s.name[:1] == "L" and s.name[1:].isdigit()),
+                       key=lambda s: int(s.name[1:]))
+    for learnable in spec.learnables:
+        variables += learnable.symbols(bound)
+    return Gradient(sympy.Tuple(*[sympy.diff(spec.expr, v) for v in variables]))
+
+
+_GRADIENTS = {"row": row_gradient, "elementwise": elementwise_gradient, "batch": batch_gradient,
+              "composite": composite_gradient}
+
+
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    derived = row_gradient(spec) if spec.form == "row" else elementwise_gradient(spec)
+    derived = _GRADIENTS[spec.form](spec)
     ctx = Context(list(spec.reductions))
     derived = Gradient(rewrite(derived.expr, ctx, GRADIENT_RULES),
                        tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)

@@ -6,7 +6,7 @@ context and returns its replacement, or None when it does not apply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy
 
@@ -214,7 +214,7 @@ def stabilize(spec: LossSpec) -> LossSpec:
     i = 0
     while i < len(ctx.reductions):  # rules may add reductions, which are rewritten in turn
         r = ctx.reductions[i]
-        ctx.reductions[i] = Reduction(r.symbol, r.op, rewrite(r.body, ctx), r.exclude_target)
+        ctx.reductions[i] = replace(r, body=rewrite(r.body, ctx))  # (a BatchSum stays one)
         i += 1
     gradient = spec.gradient
     if gradient is not None:

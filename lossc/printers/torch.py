@@ -351,3 +351,51 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
 
 def program(spec: LossSpec, with_grad: bool) -> Program:
     return (row_program if spec.form == "row" else elementwise_program)(spec, with_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch form: three functions, ``_terms(u, t, P)`` (the per-element terms g_k of the batch sums),
+# ``_value(B, N, P)`` (the loss M from the sums) and ``_grad(u, t, P, B, N, out, c)`` (the gradient
+# sum_k M_{B_k} g_k' of each element times c, written into out). B holds the sums as 0-d tensors.
+
+
+def batch_programs(spec: LossSpec) -> dict[str, Program]:
+    """The programs of the batch form's three generated functions, by function name."""
+    sums = [b.symbol for b in spec.reductions]
+    unpack = [(b.name.lower(), f"B[{i}]") for i, b in enumerate(sums)]
+    terms = _Emitter(spec)
+    codes = terms.stage([b.body for b in spec.reductions])
+    names = tuple(f"g{i + 1}" for i in range(len(codes)))
+    for name, code in zip(names, codes):
+        terms.assign(name, code)
+    value = _Emitter(spec)
+    value.lines += unpack
+    (loss,) = value.stage([spec.expr])
+    value.assign("loss", loss)
+    grad = _Emitter(spec)
+    grad.lines += unpack
+    (g,) = grad.stage([spec.gradient.expr])
+    grad.assign("grad", f"_into(out, {g}, c)")
+    return {"_terms": Program(tuple(terms.lines), ("[" + ", ".join(names) + "]",)),
+            "_value": Program(tuple(value.lines), ("loss",)),
+            "_grad": Program(tuple(grad.lines), ("grad",))}
+
+
+# Composite form (tasks): the loss of the task losses L1 … Lk and the learnables, under autograd.
+
+
+def composite_program(spec: LossSpec) -> Program:
+    """``_loss(L, S, P)``: L the task losses (a list of 0-d tensors), S the learnables by name."""
+    em = _Emitter(spec)
+    tasks = sorted((s for s in spec.expr.free_symbols if s.name[:1] == "L" and s.name[1:].isdigit()),
+                   key=lambda s: int(s.name[1:]))
+    for s in tasks:
+        em.names[s] = f"L[{int(s.name[1:]) - 1}]"
+    bound = dict(spec.bound)
+    for learnable in spec.learnables:
+        symbols = learnable.symbols(bound)
+        for i, s in enumerate(symbols):
+            em.names[s] = f"S.{learnable.name}" if learnable.size is None else f"S.{learnable.name}[{i}]"
+    (loss,) = em.stage([spec.expr])
+    em.assign("loss", loss)
+    return Program(tuple(em.lines), ("loss",))

@@ -352,3 +352,33 @@ def elementwise_kernel_program(spec: LossSpec) -> ElementwiseKernelProgram:
     return ElementwiseKernelProgram(
         constants=tuple(em.constants.lines), loss_lines=tuple(feature_lines) + _lines(loss_temps), loss=loss,
         grad_lines=_lines(rest), grad=grad)
+
+
+@dataclass(frozen=True)
+class BatchKernelProgram:
+    """The batch form's two kernels: the per-element terms g_k of the sums (``terms``: their names,
+    computed by ``term_lines``), and the gradient ``grad`` of each element from the sums b1 … bk, N."""
+
+    constants: tuple[tuple[str, str], ...]
+    term_lines: tuple[tuple[str, str], ...]
+    terms: tuple[str, ...]
+    grad_lines: tuple[tuple[str, str], ...]
+    grad: str
+    sums: tuple[str, ...]                      # the names the gradient kernel loads the sums into
+    exact_ties: bool = False
+
+
+def batch_kernel_program(spec: LossSpec) -> BatchKernelProgram:
+    """The terms of the batch sums (first kernel) and the gradient (second kernel) of a batch loss."""
+    from ..ir import BATCH_SIZE
+    names = {U: "u", T: "t", BATCH_SIZE: "N"}
+    for b in spec.reductions:
+        names[b.symbol] = b.symbol.name.lower()
+    em = _KernelEmitter(spec, names)
+    temps, codes, _ = em.stage([b.body for b in spec.reductions])
+    terms = tuple(f"g{i + 1}" for i in range(len(codes)))
+    term_lines = _lines(temps) + tuple(zip(terms, codes))
+    temps, (grad,), _ = em.stage([spec.gradient.expr])
+    return BatchKernelProgram(constants=tuple(em.constants.lines), term_lines=term_lines, terms=terms,
+                              grad_lines=_lines(temps), grad=grad,
+                              sums=tuple(names[b.symbol] for b in spec.reductions) + ("N",))

@@ -1,0 +1,205 @@
+"""The batch kind (AnyLoss): every catalog entry against the hand-written references of
+``tests/references.py`` (float64 values and gradients, odd N, grad_output != 1, probabilities and logits,
+both backends), weights / ignore_index / sample_weight, the float32 behaviour at L = 73, gradcheck, and
+the errors of the language and of the module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lossc
+from conftest import generator
+from references import BATCH_REFERENCES
+
+NAMES = sorted(BATCH_REFERENCES)
+BACKENDS = ("torch", "reference")
+F64 = dict(rtol=1e-10, atol=1e-12)
+GO = 1.7  # the grad_output
+
+
+def _params(name, alt):
+    ref = BATCH_REFERENCES[name]
+    return dict(ref.alt_params if alt else ref.params)
+
+
+def _inputs(n, g, logits=False):
+    """Predictions spread over (0, 1), many near 0.5 where the amplifier is steep, and targets
+    with both classes."""
+    x = torch.randn(n, generator=g, dtype=torch.float64) * (3.0 if logits else 0.08)
+    p = x if logits else (0.5 + x).clamp(0.01, 0.99)
+    y = (torch.rand(n, generator=g) < 0.4).double()
+    y[0], y[1] = 0.0, 1.0
+    return p, y
+
+
+def _reference(name, x, y, w, params, from_logits):
+    leaf = x.clone().requires_grad_(True)
+    p = torch.sigmoid(leaf) if from_logits else leaf
+    value = BATCH_REFERENCES[name].fn(p, y, w, **params)
+    (value * GO).backward()
+    return value.detach(), leaf.grad
+
+
+def _lossc(module, x, y, **call):
+    leaf = x.clone().requires_grad_(True)
+    value = module(leaf, y, **call)
+    (value * GO).backward()
+    return value.detach(), leaf.grad
+
+
+def _close(got, expected, rtol=1e-9):
+    """Relative to the largest entry: the reference's autograd forms 1 - a by cancellation, so its tiny
+    gradients are less accurate than lossc's (which computes 1 - a as sigmoid(-x))."""
+    atol = rtol * float(expected.abs().max()) + 1e-15
+    torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+
+
+def test_the_catalog_holds_the_anyloss_entries():
+    kinds = {e.name: e.kind for e in lossc.catalog()}
+    for name in NAMES:
+        assert kinds[name] == "batch"
+        assert "Han, Moniz & Chawla, 2024" in next(e.citation for e in lossc.catalog() if e.name == name)
+
+
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probabilities", "logits"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("alt", [False, True], ids=["default", "alt"])
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_value_and_gradient(name, alt, backend, from_logits):
+    params = _params(name, alt)
+    x, y = _inputs(37, generator("batch", name, alt, from_logits), logits=from_logits)
+    module = lossc.loss(name, backend=backend, from_logits=from_logits, **params)
+    value, grad = _lossc(module, x, y)
+    exp_value, exp_grad = _reference(name, x, y, torch.ones_like(x), params, from_logits)
+    assert value.shape == () and value.dtype == torch.float64 and grad.dtype == torch.float64
+    torch.testing.assert_close(value, exp_value, **F64)
+    _close(grad, exp_grad)
+    assert float(grad.abs().max()) > 1e-3  # the test has teeth: inputs where the amplifier is not flat
+    with torch.no_grad():
+        torch.testing.assert_close(module(x, y), exp_value, **F64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_weight_ignore_index_and_sample_weight(name, backend):
+    params = _params(name, False)
+    g = generator("batch-weights", name)
+    x, y = _inputs(4 * 9, g)
+    x, y = x.reshape(4, 9), y.reshape(4, 9)
+    weight = torch.rand(9, generator=g, dtype=torch.float64) + 0.5         # broadcast over the rows
+    sw = torch.rand(4, 9, generator=g, dtype=torch.float64) * 2
+    drop = torch.rand(4, 9, generator=g) < 0.25
+    yt = torch.where(drop, torch.full_like(y, 7.0), y)
+    module = lossc.loss(name, backend=backend, weight=weight, ignore_index=7, **params)
+    value, grad = _lossc(module, x, yt, sample_weight=sw)
+    w = (weight.expand(4, 9) * sw * ~drop).reshape(-1)
+    exp_value, exp_grad = _reference(name, x.reshape(-1), y.reshape(-1), w, params, False)
+    torch.testing.assert_close(value, exp_value, **F64)
+    _close(grad.reshape(-1), exp_grad)
+    assert torch.all(grad[drop] == 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck(name):
+    x, y = _inputs(11, generator("batch-gradcheck", name))
+    module = lossc.loss(name, backend="torch", L=10.0)
+    assert torch.autograd.gradcheck(lambda s: module(s, y), (x.requires_grad_(True),), eps=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------
+# float32 at L = 73: 1 - a must not round to 0 (it is computed as sigmoid(-L (s - 1/2)))
+# --------------------------------------------------------------------------
+
+def test_one_minus_amplifier_is_rewritten_to_sigmoid_of_minus():
+    from lossc.atoms import sigmoid
+    spec = lossc.parse("anyloss_f1")
+    bodies = [b.body for b in spec.reductions]
+    assert not any(isinstance(a, sympy_add) and 1 in a.args and a.has(sigmoid) for body in bodies
+                   for a in _subexpressions(body))
+    assert any(body.has(sigmoid(-spec.reductions[0].body.args[-1].args[0])) for body in bodies)
+
+
+def _subexpressions(e):
+    yield e
+    for a in e.args:
+        yield from _subexpressions(a)
+
+
+import sympy  # noqa: E402
+sympy_add = sympy.Add
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_at_L73_matches_float64_on_saturated_inputs(name, backend):
+    # s in {0, 1} and next to them: in float32 a(1) rounds to 1 (L > 33), so 1 - a computed as such is 0
+    # and TN, FN lose whole elements; lossc's sigmoid(-x) keeps them
+    s = torch.tensor([0.0, 1.0, 1e-6, 1 - 2 ** -20, 0.999, 0.001, 1.0, 0.0, 1.0, 0.0, 0.3, 0.7, 1.0])
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    s64 = s.double()  # the same values
+    # the float64 truth: the paper's reference for the value; the fused float64 gradient (autograd's
+    # sigmoid backward, s (1 - s), itself loses the ~1e-16 entries where s rounds to 1)
+    truth = BATCH_REFERENCES[name].fn(s64, y.double(), torch.ones_like(s64), **_params(name, False))
+    _, gtruth = _lossc(lossc.loss(name, backend="torch"), s64, y.double())
+    value, grad = _lossc(lossc.loss(name, backend=backend), s, y)
+    assert value.dtype == torch.float32 and torch.isfinite(value) and torch.all(torch.isfinite(grad))
+    torch.testing.assert_close(value.double(), truth, rtol=1e-5, atol=1e-6)
+    if backend == "torch":  # every gradient entry to float32 accuracy, even the ~1e-16 ones at s = 0 and 1
+        torch.testing.assert_close(grad.double(), gtruth, rtol=2e-5, atol=1e-30)
+        assert float(grad.abs().min()) > 0
+
+
+def test_the_naive_float32_form_would_fail():
+    # why the rewrite matters: 1 - a(1) is 0 in float32, while a(-) is 1.98e-16
+    a1 = torch.sigmoid(torch.tensor(73 * 0.5))
+    assert float(1 - a1) == 0.0 and float(torch.sigmoid(torch.tensor(-73 * 0.5))) > 1e-16
+
+
+# --------------------------------------------------------------------------
+# language and module errors
+# --------------------------------------------------------------------------
+
+def test_reduction_none_is_refused_and_mean_equals_sum():
+    x, y = _inputs(9, generator("batch-reduction"))
+    with pytest.raises(lossc.LossError, match="reduction"):
+        lossc.loss("anyloss_f1", reduction="none")
+    assert float(lossc.loss("anyloss_f1", reduction="sum")(x, y)) == float(lossc.loss("anyloss_f1")(x, y))
+
+
+def test_inputs_that_are_not_probabilities_are_refused():
+    y = torch.tensor([0.0, 1.0])
+    with pytest.raises(lossc.LossError, match="from_logits"):
+        lossc.loss("anyloss_f1")(torch.tensor([-1.0, 2.0]), y)
+    with pytest.raises(lossc.LossError, match="target"):
+        lossc.loss("anyloss_f1")(torch.tensor([0.2, 0.3]), torch.tensor([0.0, 2.0]))
+    with pytest.raises(lossc.LossError, match="batch_group and from_logits"):
+        lossc.loss("bce", from_logits=True)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("loss b() over batch:\n    return s * y\n", "inside a batch sum"),
+    ("loss b() over batch:\n    return sum(sum(s for k) * s for i)\n", "nested"),
+    ("loss b() over batch:\n    return max(s for i)\n", "sum"),
+    ("loss b() over batch:\n    return sum(s * N for i)\n", "cannot use"),
+    ("loss b() over batch:\n    learn w = 0.0\n    return sum(s for i)\n", "tasks kind"),
+    ("loss b() over binary:\n    return sum(f for i)\n", "row kind"),
+    ("loss b() over batch:\n    return sum(s[j] for i)\n", "unknown name j"),
+])
+def test_language_errors(text, match):
+    with pytest.raises(lossc.LossError, match=match):
+        lossc.parse(text)
+
+
+def test_a_hand_written_batch_loss_with_mean_and_constants():
+    text = ("loss soft_error(L = 5.0) over batch:\n"
+            "    return mean(y[i] * sigmoid(L * (0.5 - s[i])) + (1 - y[i]) * sigmoid(L * (s[i] - 0.5)) for i)"
+            " + sum(0.25 for i) / N\n")
+    x, y = _inputs(15, generator("batch-hand"))
+    value, grad = _lossc(lossc.loss(text, backend="torch"), x, y)
+    leaf = x.clone().requires_grad_(True)
+    a = torch.sigmoid(5.0 * (leaf - 0.5))
+    expected = (y * (1 - a) + (1 - y) * a).mean() + 0.25
+    (expected * GO).backward()
+    torch.testing.assert_close(value, expected.detach(), **F64)
+    torch.testing.assert_close(grad, leaf.grad, **F64)
