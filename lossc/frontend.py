@@ -212,9 +212,13 @@ def catalog_names() -> list[str]:
 
 
 @lru_cache(maxsize=256)
+def catalog_text(name: str) -> str:
+    return resource("catalog", f"{name}.loss").read_text()
+
+
+@lru_cache(maxsize=256)
 def catalog_file(name: str) -> SourceFile:
-    path = resource("catalog", f"{name}.loss")
-    return SourceFile.from_text(path.read_text(), f"catalog/{name}.loss")
+    return SourceFile.from_text(catalog_text(name), f"catalog/{name}.loss")
 
 
 # ---------------------------------------------------------------------------------------------
