@@ -84,3 +84,31 @@ def test_log_one_minus_p_t_stays_finite_and_exact():
     exact = torch.logsumexp(z.detach().double(), 1) - torch.logsumexp(z.detach().double()[:, :2], 1)
     assert torch.allclose(out.double(), exact, rtol=1e-6)
     assert torch.isfinite(z.grad).all()
+
+
+def test_power_times_its_base_per_binary_target():
+    from lossc.ir import T
+    base = T * sigmoid(-U) + (1 - T) * sigmoid(U)
+    dbase = -T * sigmoid(U) * sigmoid(-U) + (1 - T) * sigmoid(U) * sigmoid(-U)  # d base / du
+    binary = Context(binary_target=T)
+    out = rewrite(a * base ** (a - 1) * dbase, binary, rules=GRADIENT_RULES)
+    assert out == base ** a * (-a * T * sigmoid(U) + a * (1 - T) * sigmoid(-U))
+    for t in (0, 1):  # the same function for t = 0 and t = 1, for any u
+        for u in (-3.0, 0.5, 4.0):
+            before = (a * base ** (a - 1) * dbase).subs({T: t, U: u, a: 0.5})
+            assert abs(float(before) - float(out.subs({T: t, U: u, a: 0.5}))) < 1e-12
+    # not for targets that may be anything else, nor where the base is no factor, nor for loss values
+    plain = Context()
+    assert rewrite(base ** (a - 1) * dbase, plain, rules=GRADIENT_RULES).has(base ** (a - 1))
+    assert rewrite(base ** (a - 1) * softplus(U), Context(binary_target=T), rules=GRADIENT_RULES) == \
+        base ** (a - 1) * softplus(U)
+    assert rewrite(base ** (a - 1) * dbase, Context(binary_target=T), rules=RULES).has(base ** (a - 1))
+
+
+def test_sigmoid_focal_below_one_stays_finite_on_well_classified_elements():
+    f = torch.tensor([30.0, -30.0, 1e4, -1e4, 0.3], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    out = lossc.loss("sigmoid_focal", gamma=0.5, backend="torch", reduction="none")(f, y)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(f.grad).all()
+    assert f.grad[:4].abs().max() < 1e-6

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sympy
 
 from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction
-from .stabilize import GRADIENT_RULES, Context, rewrite
+from .stabilize import GRADIENT_RULES, context, rewrite
 
 
 def _d_target(e: sympy.Expr) -> sympy.Expr:
@@ -80,7 +80,7 @@ def elementwise_gradient(spec: LossSpec) -> Gradient:
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
     derived = row_gradient(spec) if spec.form == "row" else elementwise_gradient(spec)
-    ctx = Context(list(spec.reductions))
+    ctx = context(spec)
     derived = Gradient(rewrite(derived.expr, ctx, GRADIENT_RULES),
                        tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)
                              for a in derived.aux))

@@ -21,6 +21,7 @@ class Context:
     """What a rule may need beyond the node: the spec's class reductions, to add new ones."""
 
     reductions: list[Reduction] = field(default_factory=list)
+    binary_target: sympy.Symbol | None = None  # the target symbol when it is 0 or 1 (binary kinds)
 
     def intern(self, op: str, body: sympy.Expr, exclude_target: bool) -> sympy.Symbol:
         for r in self.reductions:
@@ -163,6 +164,32 @@ def combine_powers(e, ctx):
     return sympy.Mul(*others, *[b ** sympy.Add(*x) for b, x in exponents.items()])
 
 
+def power_times_its_base(e, ctx):
+    # x^a * r -> x^(a+1) * (r / x) when, for t = 0 and for t = 1 (binary targets), r has x as a factor:
+    # sigmoid_focal's (1 - p_t)^(gamma - 1) * d(1 - p_t)/df is inf * 0 once 1 - p_t underflows, though
+    # 1 - p_t is sigmoid(-f) or sigmoid(f) and its derivative is sigmoid(f) sigmoid(-f) for either target
+    t = ctx.binary_target
+    if t is None or not isinstance(e, sympy.Mul):
+        return None
+    for factor in e.args:
+        if not isinstance(factor, sympy.Pow) or t not in factor.base.free_symbols or \
+                (factor.exp.is_integer and factor.exp.is_nonnegative):
+            continue
+        rest = e / factor
+        quotients = []
+        for value in (0, 1):
+            base = factor.base.subs(t, value)
+            if base.is_zero is not False and base.is_number:
+                break
+            quotient = rest.subs(t, value) / base
+            if any(b == base and x.is_negative for b, x in (f.as_base_exp() for f in sympy.Mul.make_args(quotient))):
+                break  # base is no factor of r for this target
+            quotients.append(quotient)
+        else:
+            return factor.base ** (factor.exp + 1) * (t * quotients[1] + (1 - t) * quotients[0])
+    return None
+
+
 # (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
@@ -180,7 +207,17 @@ RULES = (
 # Gradients also get the rule that keeps x^(a-1) * log(1 - x) finite at x = 0.
 GRADIENT_RULES = RULES + (
     ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..)", power_times_log),
+    ("power_times_its_base", "x^a * r -> x^(a+1) * (r/x) where x divides r for t = 0 and t = 1 (binary)",
+     power_times_its_base),
 )
+
+
+def context(spec: LossSpec) -> Context:
+    """The rewriting context of a spec: its class reductions, and its target symbol if that is 0 or 1."""
+    from ..ir import T
+    from ..kinds import KINDS
+    kind = KINDS.get(spec.kind)
+    return Context(list(spec.reductions), T if kind is not None and kind.target == "binary" else None)
 
 MAX_ROUNDS = 20
 
@@ -209,7 +246,7 @@ def rewrite(expr: sympy.Expr, ctx: Context | None = None, rules=RULES) -> sympy.
 
 def stabilize(spec: LossSpec) -> LossSpec:
     """Rewrite the loss, its class reductions and its gradient (when present) into stable forms."""
-    ctx = Context(list(spec.reductions))
+    ctx = context(spec)
     expr = rewrite(spec.expr, ctx)
     i = 0
     while i < len(ctx.reductions):  # rules may add reductions, which are rewritten in turn
