@@ -112,3 +112,23 @@ def test_sigmoid_focal_below_one_stays_finite_on_well_classified_elements():
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(f.grad).all()
     assert f.grad[:4].abs().max() < 1e-6
+
+
+def test_abs_of_an_argument_sympy_cannot_prove_real_differentiates_to_sign():
+    """sympy's Abs differentiates log1p(m) through re and im (which the triton printer does not know) and
+    gives 0/0 at the zeros of log(m); every lossc value is real, so d|f| = sign(f) f'."""
+    m = sympy.Symbol("m", real=True)
+    t = sympy.Symbol("t", real=True)
+    cases = {"abs(log1p(m))": t * sympy.sign(log1p(m)) / (m + 1), "abs(log(m))": t * sympy.sign(sympy.log(m)) / m,
+             "abs(sqrt(m))": t * sympy.sign(sympy.sqrt(m)) / (2 * sympy.sqrt(m))}
+    for text, expected in cases.items():
+        spec = lossc.parse(text, over="margin")
+        assert sympy.simplify(spec.gradient.expr - expected) == 0, spec.gradient.expr
+        assert not spec.gradient.expr.has(sympy.re, sympy.im, sympy.atan2)
+        for target in ("torch", "all"):
+            compile(lossc.generate(spec, target=target), "<generated>", "exec")
+    f = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    out = lossc.loss("abs(log(m))", over="margin", backend="torch", reduction="sum")(f, torch.ones(3, dtype=torch.float64))
+    out.backward()
+    assert torch.isfinite(f.grad).all()  # at m = 1, the kink, sign(0) = 0 rather than 0/0
+    torch.testing.assert_close(f.grad, torch.tensor([-2.0, 0.0, 1 / 3], dtype=torch.float64))

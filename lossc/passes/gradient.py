@@ -77,9 +77,34 @@ def elementwise_gradient(spec: LossSpec) -> Gradient:
     return Gradient(expr)
 
 
+class _abs(sympy.Function):
+    """abs of a real value, whatever sympy can prove: its derivative is sign(x) x'. (sympy.Abs of an
+    argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2,
+    and gives 0/0 at the argument's zeros.)"""
+
+    def fdiff(self, argindex=1):
+        return sympy.sign(self.args[0])
+
+
+def _with_real_abs(spec: LossSpec) -> LossSpec:
+    return spec.with_(expr=spec.expr.replace(sympy.Abs, _abs),
+                      reductions=tuple(Reduction(r.symbol, r.op, r.body.replace(sympy.Abs, _abs), r.exclude_target)
+                                       for r in spec.reductions))
+
+
+def _real(expr: sympy.Expr) -> sympy.Expr:
+    """re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is real (NaN off its domain), but
+    sympy differentiates abs(f) of an f it cannot prove real (log1p(m)) through re and im."""
+    return expr.replace(_abs, sympy.Abs).replace(sympy.re, lambda a: a) \
+        .replace(sympy.im, lambda a: sympy.S.Zero).replace(sympy.conjugate, lambda a: a)
+
+
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    derived = row_gradient(spec) if spec.form == "row" else elementwise_gradient(spec)
+    real = _with_real_abs(spec)
+    derived = row_gradient(real) if spec.form == "row" else elementwise_gradient(real)
+    derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
+                                                  for a in derived.aux))
     ctx = context(spec)
     derived = Gradient(rewrite(derived.expr, ctx, GRADIENT_RULES),
                        tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)
