@@ -65,13 +65,7 @@ def _source_text(spec: str, over: str | None, params: dict) -> tuple[str, str, s
 
 @lru_cache(maxsize=128)
 def _derive(file_text: str, filename: str | None, name: str | None, structural: tuple) -> LossSpec:
-    file = SourceFile.from_text(file_text, filename) if filename is None or filename.startswith("<") \
-        else _file_of(file_text, filename)
-    return derive(lower(file, name, dict(structural)))
-
-
-def _file_of(text: str, filename: str) -> SourceFile:
-    return SourceFile.from_text(text, filename)
+    return derive(lower(SourceFile.from_text(file_text, filename), name, dict(structural)))
 
 
 def _structural(params: dict) -> tuple:

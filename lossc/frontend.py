@@ -303,11 +303,12 @@ class _Lowering:
         try:
             result = run(node)
             value = self.env.get(str(node.children[0])) if node.data == "assign" else result
-            if _expr_depth(value) > MAX_EXPR_DEPTH:
-                raise RecursionError
-        except RecursionError:
+            too_deep = _expr_depth(value) > MAX_EXPR_DEPTH
+        except RecursionError:  # a backstop: sympy recursing before the depth could be measured
+            too_deep = True
+        if too_deep:
             raise self.error(LossSyntaxError, f"expression nested too deeply (limit {MAX_EXPR_DEPTH} levels "
-                             "once locals are substituted)", node, "simplify the chain of definitions") from None
+                             "once locals are substituted)", node, "simplify the chain of definitions")
         return result
 
     def check_identifier(self, token, what: str) -> None:
