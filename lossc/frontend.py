@@ -277,6 +277,11 @@ class _Lowering:
         if len(self.stack) > MAX_CALL_DEPTH:
             raise self.error(LossNameError, "losses call each other too deeply", name_token)
         self.check_identifier(name_token, "loss name")
+        derived = {f"{name_token}_loss", "".join(w[:1].upper() + w[1:] for w in str(name_token).split("_")) + "Loss"}
+        clash = sorted(derived & RESERVED)
+        if clash:  # the generated module defines NAME_loss and NameLoss next to the runtime's globals
+            raise self.error(LossNameError, f"loss name {name_token!s} would define {clash[0]}, which is reserved",
+                             name_token, "choose another name")
         kind = KINDS.get(str(kind_token))
         if kind is None:
             raise self.error(LossKindError, f"unknown kind {kind_token}", kind_token,

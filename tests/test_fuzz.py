@@ -319,3 +319,13 @@ def test_hostile_names_are_refused_with_a_position(name):
         result = _compile(text)
         assert isinstance(result, lossc.LossError), text
         assert result.line == line and result.column is not None
+
+
+def test_loss_names_whose_generated_names_clash_are_refused():
+    """A loss NAME defines NAME_loss and NameLoss in its module, next to the runtime's globals:
+    'apply' would replace the runtime's apply_loss (a TypeError at the first call)."""
+    result = _compile("loss apply(a = 1.0) over margin:\n    return pos(a - m)\n")
+    assert isinstance(result, lossc.LossNameError) and "apply_loss" in result.message
+    assert (result.line, result.column) == (1, 6)
+    module = lossc.loss("loss applied(apply = 1.0) over margin:\n    return pos(apply - m)\n", backend="torch")
+    assert module.params.apply == 1.0  # as a parameter it is harmless
