@@ -86,23 +86,22 @@ def test_log_one_minus_p_t_stays_finite_and_exact():
     assert torch.isfinite(z.grad).all()
 
 
-def test_power_times_its_base_per_binary_target():
+def test_power_times_its_base_splits_hard_binary_targets():
     from lossc.ir import T
+    from lossc.passes.stabilize import split_hard_targets
     base = T * sigmoid(-U) + (1 - T) * sigmoid(U)
     dbase = -T * sigmoid(U) * sigmoid(-U) + (1 - T) * sigmoid(U) * sigmoid(-U)  # d base / du
-    binary = Context(binary_target=T)
-    out = rewrite(a * base ** (a - 1) * dbase, binary, rules=GRADIENT_RULES)
-    assert out == base ** a * (-a * T * sigmoid(U) + a * (1 - T) * sigmoid(-U))
-    for t in (0, 1):  # the same function for t = 0 and t = 1, for any u
+    term = a * base ** (a - 1) * dbase
+    out = split_hard_targets(term, Context(binary_target=T))
+    hard = base ** a * (-a * T * sigmoid(U) + a * (1 - T) * sigmoid(-U))
+    assert out == sympy.Piecewise((hard, sympy.Eq(T * (1 - T), 0)), (term, True))
+    for t in (0, 1, 0.3):  # the same function for hard and soft targets
         for u in (-3.0, 0.5, 4.0):
-            before = (a * base ** (a - 1) * dbase).subs({T: t, U: u, a: 0.5})
-            assert abs(float(before) - float(out.subs({T: t, U: u, a: 0.5}))) < 1e-12
-    # not for targets that may be anything else, nor where the base is no factor, nor for loss values
-    plain = Context()
-    assert rewrite(base ** (a - 1) * dbase, plain, rules=GRADIENT_RULES).has(base ** (a - 1))
-    assert rewrite(base ** (a - 1) * softplus(U), Context(binary_target=T), rules=GRADIENT_RULES) == \
-        base ** (a - 1) * softplus(U)
-    assert rewrite(base ** (a - 1) * dbase, Context(binary_target=T), rules=RULES).has(base ** (a - 1))
+            values = {T: t, U: u, a: 0.5}
+            assert abs(float(term.subs(values)) - float(out.subs(values))) < 1e-12
+    # not for targets that may be anything (margin, regression), nor where the base is no factor
+    assert split_hard_targets(term, Context()) == term
+    assert split_hard_targets(base ** (a - 1) * softplus(U), Context(binary_target=T)) == base ** (a - 1) * softplus(U)
 
 
 def test_sigmoid_focal_below_one_stays_finite_on_well_classified_elements():
@@ -112,6 +111,17 @@ def test_sigmoid_focal_below_one_stays_finite_on_well_classified_elements():
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(f.grad).all()
     assert f.grad[:4].abs().max() < 1e-6
+
+
+def test_sigmoid_focal_gradient_with_soft_targets():
+    """Soft targets in [0, 1] keep the exact derivative (the hard-target form is exact at 0 and 1 only)."""
+    g = torch.Generator().manual_seed(5)
+    f = (torch.randn(40, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    y = torch.rand(40, generator=g, dtype=torch.float64)
+    y[:10] = torch.tensor([0.0, 1.0] * 5, dtype=torch.float64)
+    for gamma in (0.5, 2.0):
+        module = lossc.loss("sigmoid_focal", gamma=gamma, backend="torch", reduction="sum")
+        assert torch.autograd.gradcheck(lambda x: module(x, y), (f,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
 def test_abs_of_an_argument_sympy_cannot_prove_real_differentiates_to_sign():

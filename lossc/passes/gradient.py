@@ -20,7 +20,7 @@ from __future__ import annotations
 import sympy
 
 from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction
-from .stabilize import GRADIENT_RULES, context, rewrite
+from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
 
 
 def _d_target(e: sympy.Expr) -> sympy.Expr:
@@ -106,7 +106,7 @@ def gradient(spec: LossSpec) -> LossSpec:
     derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
                                                   for a in derived.aux))
     ctx = context(spec)
-    derived = Gradient(rewrite(derived.expr, ctx, GRADIENT_RULES),
+    derived = Gradient(split_hard_targets(rewrite(derived.expr, ctx, GRADIENT_RULES), ctx),
                        tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)
                              for a in derived.aux))
     return spec.with_(gradient=derived, reductions=tuple(ctx.reductions))

@@ -164,18 +164,16 @@ def combine_powers(e, ctx):
     return sympy.Mul(*others, *[b ** sympy.Add(*x) for b, x in exponents.items()])
 
 
-def power_times_its_base(e, ctx):
-    # x^a * r -> x^(a+1) * (r / x) when, for t = 0 and for t = 1 (binary targets), r has x as a factor:
-    # sigmoid_focal's (1 - p_t)^(gamma - 1) * d(1 - p_t)/df is inf * 0 once 1 - p_t underflows, though
-    # 1 - p_t is sigmoid(-f) or sigmoid(f) and its derivative is sigmoid(f) sigmoid(-f) for either target
-    t = ctx.binary_target
-    if t is None or not isinstance(e, sympy.Mul):
+def _power_times_its_base(e, t):
+    """x^(a+1) * (t r1/x1 + (1 - t) r0/x0) for a product e = x^a * r whose r has x as a factor both at
+    t = 0 and at t = 1 (r_k, x_k: r and x at t = k), else None. Equal to e for t in {0, 1} only."""
+    if not isinstance(e, sympy.Mul):
         return None
-    for factor in e.args:
+    for i, factor in enumerate(e.args):
         if not isinstance(factor, sympy.Pow) or t not in factor.base.free_symbols or \
                 (factor.exp.is_integer and factor.exp.is_nonnegative):
             continue
-        rest = e / factor
+        rest = sympy.Mul(*e.args[:i], *e.args[i + 1:])  # (e / factor leaves x^(1-a) x^(a-1) apart)
         quotients = []
         for value in (0, 1):
             base = factor.base.subs(t, value)
@@ -188,6 +186,21 @@ def power_times_its_base(e, ctx):
         else:
             return factor.base ** (factor.exp + 1) * (t * quotients[1] + (1 - t) * quotients[0])
     return None
+
+
+def split_hard_targets(expr: sympy.Expr, ctx: Context) -> sympy.Expr:
+    """x^a * r -> where(t (1 - t) == 0, x^(a+1) (t r1/x1 + (1 - t) r0/x0), x^a * r), once, for binary
+    targets t (soft targets in [0, 1] keep the plain product, exact for them).
+
+    sigmoid_focal's gradient holds (1 - p_t)^(gamma - 1) * d(1 - p_t)/df, inf * 0 once 1 - p_t underflows
+    to 0, which only a hard target does (1 - p_t >= min(t, 1 - t) otherwise); at t = 0 and at t = 1,
+    1 - p_t is sigmoid(f) or sigmoid(-f) and divides its derivative sigmoid(f) sigmoid(-f)."""
+    t = ctx.binary_target
+    if t is None:
+        return expr
+    hard = sympy.Eq(t * (1 - t), 0)
+    return expr.replace(lambda n: _power_times_its_base(n, t) is not None,
+                        lambda n: sympy.Piecewise((_power_times_its_base(n, t), hard), (n, True)))
 
 
 # (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
@@ -207,8 +220,6 @@ RULES = (
 # Gradients also get the rule that keeps x^(a-1) * log(1 - x) finite at x = 0.
 GRADIENT_RULES = RULES + (
     ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..)", power_times_log),
-    ("power_times_its_base", "x^a * r -> x^(a+1) * (r/x) where x divides r for t = 0 and t = 1 (binary)",
-     power_times_its_base),
 )
 
 
