@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from .cache import code_digest, read_entry, write_entry
 from .codegen import TARGETS, class_name, function_name, generate_module
-from .errors import LossError, LossKindError, LossNameError, LossParamError, suggest
-from .frontend import SourceFile, catalog_file, catalog_names, lower
+from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
+from .frontend import SourceFile, catalog_file, catalog_names, catalog_text, lower
 from .ir import LossSpec
 from .kinds import KINDS
 from .passes import derive
@@ -39,14 +40,15 @@ def _bare_source(expr: str, over: str, params: dict) -> str:
     return f"loss {_BARE_NAME}({', '.join(header)}) over {over}:\n    return {expr}\n"
 
 
-def _source_file(spec: str, over: str | None, params: dict) -> tuple[SourceFile, str | None]:
+def _source_text(spec: str, over: str | None, params: dict) -> tuple[str, str, str | None]:
+    """(text, file name, loss name or None for the file's main loss) of a spec, without parsing it."""
     if not isinstance(spec, str):
         raise LossError(f"a loss is given by a catalog name, a path or source text, not {type(spec).__name__}")
     if over is not None:
-        return SourceFile.from_text(_bare_source(spec, over, params), "<expression>"), _BARE_NAME
+        return _bare_source(spec, over, params), "<expression>", _BARE_NAME
     if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", spec):
         if spec in catalog_names():
-            return catalog_file(spec), spec
+            return catalog_text(spec), f"catalog/{spec}.loss", spec
         if not Path(spec).exists():
             raise LossNameError(f"no catalog loss named {spec}", hint=suggest(spec, catalog_names())
                                 or "lossc catalog lists them; a path or source text works too")
@@ -55,21 +57,15 @@ def _source_file(spec: str, over: str | None, params: dict) -> tuple[SourceFile,
         if not path.is_file():
             raise LossNameError(f"no such loss file: {spec}")
         try:
-            return SourceFile.from_text(path.read_text(), str(path)), None
+            return path.read_text(), str(path), None
         except (OSError, UnicodeDecodeError) as err:
             raise LossError(f"cannot read {spec}: {err}") from None
-    return SourceFile.from_text(spec, "<string>"), None
+    return spec, "<string>", None
 
 
 @lru_cache(maxsize=128)
 def _derive(file_text: str, filename: str | None, name: str | None, structural: tuple) -> LossSpec:
-    file = SourceFile.from_text(file_text, filename) if filename is None or filename.startswith("<") \
-        else _file_of(file_text, filename)
-    return derive(lower(file, name, dict(structural)))
-
-
-def _file_of(text: str, filename: str) -> SourceFile:
-    return SourceFile.from_text(text, filename)
+    return derive(lower(SourceFile.from_text(file_text, filename), name, dict(structural)))
 
 
 def _structural(params: dict) -> tuple:
@@ -88,23 +84,94 @@ def parse(spec: str | LossSpec, *, over: str | None = None, **params) -> LossSpe
     """The derived ``LossSpec`` of a catalog name, path, source text or bare expression (``over=``)."""
     if isinstance(spec, LossSpec):
         return spec if spec.gradient is not None else derive(spec)
-    file, name = _source_file(spec, over, params)
+    text, filename, name = _source_text(spec, over, params)
+    parsed = _derive_checked(text, filename, name, _structural_key(params, over))
+    _check_param_names(parsed.name, [p.name for p in parsed.params], params)
+    return parsed
+
+
+def _structural_key(params: dict, over: str | None) -> tuple:
     try:
-        parsed = _derive(file.text, file.filename, name, _structural(params if over is None else {}))
+        key = _structural(params if over is None else {})
+        hash(key)
     except TypeError as err:  # unhashable parameter values
         raise LossParamError(f"invalid parameter value: {err}") from None
-    unknown = sorted(set(params) - {p.name for p in parsed.params})
+    return key
+
+
+def _derive_checked(text: str, filename: str, name: str | None, structural: tuple) -> LossSpec:
+    try:
+        return _derive(text, filename, name, structural)
+    except RecursionError:  # a backstop: the front end caps nesting well below the recursion limit
+        raise LossSyntaxError("expression nested too deeply", filename=filename) from None
+
+
+def _check_param_names(loss_name: str, names: list[str], params: dict) -> None:
+    unknown = sorted(set(params) - set(names))
     if unknown:
-        names = [p.name for p in parsed.params]
-        raise LossParamError(f"{parsed.name} has no parameter {unknown[0]}",
+        raise LossParamError(f"{loss_name} has no parameter {unknown[0]}",
                              hint=suggest(unknown[0], names) or "parameters: " + (", ".join(names) or "none"))
-    return parsed
+
+
+def _compiled(spec: str | LossSpec, over: str | None, params: dict, target: str) -> tuple[str, str]:
+    entry = _compiled_entry(spec, over, params, target)
+    return entry["name"], entry["source"]
+
+
+def _compiled_entry(spec: str | LossSpec, over: str | None, params: dict, target: str) -> dict:
+    """(loss name, generated module source) of a spec for ``target``: from memory, else from the compile
+    cache on disk, else parsed, derived and generated (and stored in both). A text spec's key is its text,
+    file name, loss name, structural parameters, the target and ``lossc.cache.code_digest()``; a
+    ``LossSpec``'s is its hash."""
+    if isinstance(spec, LossSpec):
+        parsed = parse(spec)
+        key = _compile_key("spec", parsed.hash, target)
+        entry = _MEMORY.get(key)
+        if entry is None:
+            entry = _MEMORY[key] = _entry(parsed, target)
+        return entry
+    text, filename, name = _source_text(spec, over, params)
+    structural = _structural_key(params, over)
+    # a float that is not an integer never shapes the program (an integer parameter given one is refused
+    # by the module), so gamma = 0.5 and gamma = 2.5 share one entry
+    shaping = tuple((k, v) for k, v in structural if not (isinstance(v, float) and not v.is_integer()))
+    key = _compile_key(text, filename, name, shaping, target)
+    entry = _MEMORY.get(key)
+    if entry is None:
+        entry = read_entry("compile", key)
+        if not _valid_entry(entry):
+            entry = _entry(_derive_checked(text, filename, name, structural), target)
+            _check_param_names(entry["name"], entry["params"], params)
+            write_entry("compile", key, entry)
+        _MEMORY[key] = entry
+    _check_param_names(entry["name"], entry["params"], params)
+    return entry
+
+
+_MEMORY: dict[str, dict] = {}
+
+
+def _compile_key(*parts) -> str:
+    return hashlib.sha256(repr((parts, code_digest())).encode()).hexdigest()[:32]
+
+
+def _entry(parsed: LossSpec, target: str) -> dict:
+    source = generate_module(parsed, target)
+    return {"name": parsed.name, "kind": parsed.kind, "form": parsed.form,
+            "params": [p.name for p in parsed.params], "spec_hash": parsed.hash, "target": target, "source": source, "sha256": hashlib.sha256(source.encode()).hexdigest()}
+
+
+def _valid_entry(entry) -> bool:
+    """A whole entry: the fields lossc wrote, and a source whose digest matches."""
+    return (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("name", "kind", "form", "source"))
+            and isinstance(entry.get("params"), list) and all(isinstance(p, str) for p in entry["params"])
+            and entry.get("sha256") == hashlib.sha256(entry["source"].encode("utf-8", "replace")).hexdigest())
 
 
 def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, **params) -> str:
     """The text of the self-contained module lossc compiles a loss to."""
     _check_target(target)
-    return generate_module(parse(spec, over=over, **params), target)
+    return _compiled(spec, over, params, target)[1]
 
 
 def _check_target(target: str) -> None:
@@ -139,8 +206,8 @@ def _target_for(backend: str) -> str:
 def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torch", **params) -> types.ModuleType:
     """The generated module of a loss (``target`` as for ``generate``), compiled and loaded (cached)."""
     _check_target(target)
-    parsed = parse(spec, over=over, **params)
-    return _load(generate_module(parsed, target), parsed.name)
+    name, source = _compiled(spec, over, params, target)
+    return _load(source, name)
 
 
 def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
@@ -154,17 +221,17 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     ``batch_group`` (a ``torch.distributed`` process group: the batch sums are all-reduced over it).
     A tasks loss takes its parameters alone.
     """
-    parsed = parse(spec, over=over, **params)
-    mod = _load(generate_module(parsed, _target_for(backend)), parsed.name)
-    cls = getattr(mod, class_name(parsed.name))
+    entry = _compiled_entry(spec, over, params, _target_for(backend))
+    name, form = entry["name"], entry["form"]
+    cls = getattr(_load(entry["source"], name), class_name(name))
     runtime = {} if over is not None else params
-    if parsed.form != "batch" and (batch_group is not None or from_logits):
-        raise LossParamError(f"{parsed.name}: batch_group and from_logits are options of batch losses, not of "
-                             f"{parsed.kind} losses")
+    if form != "batch" and (batch_group is not None or from_logits):
+        raise LossParamError(f"{name}: batch_group and from_logits are options of batch losses, not of "
+                             f"{entry['kind']} losses")
     try:
-        if parsed.form == "composite":
+        if form == "composite":
             return cls(**runtime)
-        if parsed.form == "batch":
+        if form == "batch":
             return cls(**runtime, weight=weight, ignore_index=None if ignore_index == -100 else ignore_index,
                        reduction=reduction, backend=backend, validate=validate, from_logits=from_logits,
                        batch_group=batch_group)
@@ -173,7 +240,7 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     except LossError:
         raise
     except TypeError as err:
-        raise LossParamError(f"{parsed.name}: {err}") from None
+        raise LossParamError(f"{name}: {err}") from None
 
 
 def source(name: str) -> str:

@@ -45,6 +45,12 @@ class softplus(sympy.Function):
     def _eval_rewrite_as_log(self, x, **kwargs):
         return sympy.log(1 + sympy.exp(x))
 
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:  # a value, so that max(m, softplus(0.5)) can compare it
+            return sympy.log(1 + sympy.exp(x))
+        return None
+
     def _eval_is_positive(self):
         return self.args[0].is_real
 

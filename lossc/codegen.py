@@ -172,7 +172,7 @@ def triton_supported(spec: LossSpec) -> bool:
     return not set(spec.class_vectors) - {WEIGHT} and (spec.form != "row" or spec.has_target)
 
 
-def _unweighted(spec: LossSpec) -> LossSpec:
+def unweighted(spec: LossSpec) -> LossSpec:
     """The spec at weight = 1 (what the triton kernels of a loss reading weight[j] compute)."""
     if WEIGHT not in spec.class_vectors:
         return spec
@@ -209,7 +209,7 @@ def generate_module(spec: LossSpec, target: str = "torch") -> str:
         raise LossKindError(f"{spec.name}: no triton kernels yet for {spec.kind} losses with class vectors "
                             "or soft targets; compile with --target torch")
     if target != "torch" and triton_supported(spec):
-        triton = triton_kernels(_unweighted(spec))
+        triton = triton_kernels(unweighted(spec))
         runtime = runtime.rstrip("\n") + "\n\n\n" + triton_runtime_source()
     return _environment().get_template("module.py.j2").render(
         header=header, runtime=runtime.rstrip("\n"), name=spec.name, spec_hash=spec.hash,

@@ -7,6 +7,7 @@ and class reductions become ``Reduction`` s of the row normal form.
 from __future__ import annotations
 
 import keyword
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,14 @@ from .resources import resource
 
 MAX_SERIES_TERMS = 1000
 MAX_CALL_DEPTH = 16
+# Nesting limits keep every later stage (sympy's diff and printers recurse on the expression tree) far
+# from Python's recursion limit. A chain a + b + c (or a * b / c) counts as one level however long it is.
+MAX_NESTING = 64  # levels of the syntax tree
+MAX_EXPR_DEPTH = 96  # levels of a lowered expression, with locals inlined
+MAX_NUMBER_DIGITS = 100
+MAX_CONSTANT_DIGITS = 1000  # of a constant power such as 9^9^9, which sympy would evaluate exactly
+
+
 def _reserved_names() -> frozenset[str]:
     """Names a spec may not use for a loss or a parameter: Python's keywords and builtins,
     the runtime's globals and the arguments of the generated module's functions.
@@ -105,11 +114,64 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput, text: str, filename: str
 def parse_tree(text: str, filename: str | None = None) -> lark.Tree:
     """The lark tree of a text, or a LossSyntaxError pointing at the problem."""
     try:
-        return _parser().parse(text)
+        tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, text, filename) from None
-    except RecursionError:
-        raise LossSyntaxError("expression nested too deeply", filename=filename) from None
+    deep = _too_deep(tree)
+    if deep is not None:
+        line, column = (deep.line, deep.column) if isinstance(deep, lark.Token) else (deep.meta.line, deep.meta.column)
+        raise LossSyntaxError(f"expression nested too deeply (limit {MAX_NESTING})", source=text, filename=filename,
+                              line=line, column=column, hint="name parts of it with local definitions")
+    return tree
+
+
+_CHAIN_OPS = ({"+", "-"}, {"*", "/"})
+
+
+def _chain_class(node) -> int | None:
+    """0 for a + or - node, 1 for a * or / node: a left operand of the same class continues its chain."""
+    if isinstance(node, lark.Tree) and node.data == "binop":
+        op = str(node.children[1])
+        return 0 if op in _CHAIN_OPS[0] else 1
+    return None
+
+
+def _too_deep(tree: lark.Tree):
+    """The first node nested deeper than MAX_NESTING (a token or a tree), or None. Iterative: lark's tree
+    may be as deep as the text is long."""
+    stack = [(tree, 0, tree)]
+    while stack:
+        node, depth, anchor = stack.pop()
+        if isinstance(node, lark.Token) or (isinstance(node, lark.Tree) and not node.meta.empty):
+            anchor = node  # the innermost node with a position
+        if depth > MAX_NESTING:
+            return anchor
+        if not isinstance(node, lark.Tree):
+            continue
+        chain = _chain_class(node)
+        for i, child in enumerate(node.children):
+            same_chain = i == 0 and chain is not None and _chain_class(child) == chain
+            stack.append((child, depth if same_chain else depth + 1, anchor))
+    return None
+
+
+def _expr_depth(value) -> int:
+    """Depth of a lowered value's sympy tree (shared subexpressions counted once; iterative)."""
+    root = value.expr if isinstance(value, Vec) else value
+    if not isinstance(root, sympy.Basic):
+        return 0
+    depth: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in depth:
+            continue
+        if ready or not node.args:
+            depth[id(node)] = 1 + max((depth[id(a)] for a in node.args), default=0)
+        else:
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if id(a) not in depth)
+    return depth[id(root)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,9 +212,13 @@ def catalog_names() -> list[str]:
 
 
 @lru_cache(maxsize=256)
+def catalog_text(name: str) -> str:
+    return resource("catalog", f"{name}.loss").read_text()
+
+
+@lru_cache(maxsize=256)
 def catalog_file(name: str) -> SourceFile:
-    path = resource("catalog", f"{name}.loss")
-    return SourceFile.from_text(path.read_text(), f"catalog/{name}.loss")
+    return SourceFile.from_text(catalog_text(name), f"catalog/{name}.loss")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +279,11 @@ class _Lowering:
         if len(self.stack) > MAX_CALL_DEPTH:
             raise self.error(LossNameError, "losses call each other too deeply", name_token)
         self.check_identifier(name_token, "loss name")
+        derived = {f"{name_token}_loss", "".join(w[:1].upper() + w[1:] for w in str(name_token).split("_")) + "Loss"}
+        clash = sorted(derived & RESERVED)
+        if clash:  # the generated module defines NAME_loss and NameLoss next to the runtime's globals
+            raise self.error(LossNameError, f"loss name {name_token!s} would define {clash[0]}, which is reserved",
+                             name_token, "choose another name")
         kind = KINDS.get(str(kind_token))
         if kind is None:
             raise self.error(LossKindError, f"unknown kind {kind_token}", kind_token,
@@ -225,8 +296,9 @@ class _Lowering:
                                 "class": Vec(class_entry(p.name))}.get(p.type, p.symbol)
         *statements, ret = body
         for stmt in statements:
-            getattr(self, "stmt_" + stmt.data)(stmt)
-        expr = self.scalar(self.eval(ret.children[0]), ret.children[0], "the returned loss")
+            self.statement(getattr(self, "stmt_" + stmt.data), stmt)
+        expr = self.statement(lambda node: self.scalar(self.eval(node), node, "the returned loss"),
+                              ret.children[0])
         if kind.form == "batch" and expr.free_symbols & {U, T}:
             raise self.error(LossKindError, "s and y are one element's values: use them inside a batch sum, "
                              "sum(... for i)", ret.children[0])
@@ -239,6 +311,19 @@ class _Lowering:
                         constraints=tuple(self.constraints), bound=bound,
                         features=kind.features, doc=doc, source=self.file.text, filename=self.file.filename,
                         learnables=tuple(self.learnables.values()))
+
+    def statement(self, run, node):
+        """``run(node)`` for one line of the loss, its result no deeper than MAX_EXPR_DEPTH."""
+        try:
+            result = run(node)
+            value = self.env.get(str(node.children[0])) if node.data == "assign" else result
+            too_deep = _expr_depth(value) > MAX_EXPR_DEPTH
+        except RecursionError:  # a backstop: sympy recursing before the depth could be measured
+            too_deep = True
+        if too_deep:
+            raise self.error(LossSyntaxError, f"expression nested too deeply (limit {MAX_EXPR_DEPTH} levels "
+                             "once locals are substituted)", node, "simplify the chain of definitions")
+        return result
 
     def check_identifier(self, token, what: str) -> None:
         name = str(token)
@@ -404,7 +489,14 @@ class _Lowering:
         return method(node, env)
 
     def x_number(self, node, env):
-        text = str(node.children[0])
+        token = node.children[0]
+        text = str(token)
+        mantissa, _, exponent = text.lower().partition("e")
+        # sympy would build 10**999999999 exactly, and Python refuses to read very long integers
+        if len(mantissa) > MAX_NUMBER_DIGITS or len(exponent) > 5 or math.isinf(float(text)) or \
+                (exponent and abs(int(exponent)) > 400):
+            raise self.error(LossSyntaxError, f"number out of range: {text[:20]}{'…' * (len(text) > 20)}", token,
+                             f"numbers have at most {MAX_NUMBER_DIGITS} digits and a magnitude below 1.8e308")
         if any(c in text for c in ".eE"):
             return sympy.Rational(text)
         return sympy.Integer(text)
@@ -435,19 +527,28 @@ class _Lowering:
         return self.lift(lambda a: -a, [self.eval(node.children[0], env)], node)
 
     def x_binop(self, node, env):
-        left, op, right = node.children
-        a, b = self.eval(left, env), self.eval(right, env)
-        fn = {"+": lambda x, y: x + y, "-": lambda x, y: x - y,
-              "*": lambda x, y: x * y, "/": lambda x, y: x / y}[str(op)]
-        if str(op) == "/" and _is_zero(b):
-            raise self.error(LossSyntaxError, "division by zero", node)
-        return self.lift(fn, [a, b], node)
+        # a + b - c + … is a left-leaning chain as deep as it is long: walk its spine iteratively
+        chain = _chain_class(node)
+        spine = [node]
+        while _chain_class(spine[-1].children[0]) == chain:
+            spine.append(spine[-1].children[0])
+        value = self.eval(spine[-1].children[0], env)
+        for step in reversed(spine):
+            _, op, right = step.children
+            b = self.eval(right, env)
+            if str(op) == "/" and _is_zero(b):
+                raise self.error(LossSyntaxError, "division by zero", step)
+            value = self.lift(_BINARY[str(op)], [value, b], step)
+        return value
 
     def x_power(self, node, env):
         base, _, exponent = node.children
         a, b = self.eval(base, env), self.eval(exponent, env)
         if _is_zero(a) and isinstance(b, sympy.Expr) and b.is_negative:
             raise self.error(LossSyntaxError, "zero to a negative power", node)
+        if _constant_power_digits(a, b) > MAX_CONSTANT_DIGITS:
+            raise self.error(LossSyntaxError, f"constant power too large (more than {MAX_CONSTANT_DIGITS} digits)",
+                             node)
         return self.lift(lambda x, y: x ** y, [a, b], node)
 
     def x_compare(self, node, env):
@@ -688,7 +789,7 @@ class _Lowering:
             return {"sum": body * count, "max": body, "lse": body + sympy.log(count)}[op]
         if op == "sum":  # terms, and factors of terms, that do not depend on j leave the sum:
             # sum(z[j] - lse) = sum(z[j]) - C lse, sum(q[j] lse) = lse sum(q[j])
-            body = sympy.expand(body, power_base=False, power_exp=False, multinomial=False, log=False)
+            body = sympy.expand(body) if isinstance(body, sympy.Add) else body
             total, grouped = sympy.S.Zero, {}
             for term in sympy.Add.make_args(body):
                 factor, rest = _split_factor(term)
@@ -821,6 +922,21 @@ def _is_task_loss(symbol: sympy.Symbol) -> bool:
     return _is_task_name(symbol.name) and symbol.name != "L"
 
 
+_BINARY = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y, "/": lambda x, y: x / y}
+
+
+def _constant_power_digits(a, b) -> float:
+    """About how many digits sympy's exact value of the number a ** b has (0 unless both are numbers)."""
+    if not (isinstance(a, sympy.Number) and isinstance(b, sympy.Number)) or a.is_zero or b.is_zero:
+        return 0.0
+    try:
+        size = max(abs(math.log10(abs(float(a.p)))) if a.is_Rational else abs(math.log10(abs(float(a)))),
+                   abs(math.log10(abs(float(a.q)))) if a.is_Rational else 0.0)
+        return abs(float(b)) * size
+    except (OverflowError, ValueError):
+        return math.inf
+
+
 def _is_condition(value) -> bool:
     return isinstance(value, sympy.Basic) and not isinstance(value, sympy.Expr)
 
@@ -869,7 +985,4 @@ def lower(file: SourceFile, name: str | None = None, given: dict | None = None) 
     if name not in file.losses:
         raise LossNameError(f"no loss {name} in {file.filename or 'the text'}",
                             hint=suggest(name, file.losses))
-    try:
-        return _Lowering(file, name, dict(given or {}), ()).lower()
-    except RecursionError:
-        raise LossSyntaxError("expression nested too deeply", filename=file.filename) from None
+    return _Lowering(file, name, dict(given or {}), ()).lower()

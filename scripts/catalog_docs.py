@@ -71,8 +71,14 @@ def section(entry) -> str:
         poly = _poly(entry.name)
         out += ["", "**PolyLoss coefficients** (basis (1 − p_t)^j): "
                 + (poly if poly is not None else "none (the loss is not a function of p_t alone)")]
-    out += ["", f"![{entry.name}](img/{entry.name}.png)", ""]
+    if (IMG / f"{entry.name}.png").exists() and entry.kind in PLOTTED:
+        out += ["", f"![{entry.name}](img/{entry.name}.png)", ""]
+    else:
+        out += ["", "(no plot: `lossc plot` draws multiclass, binary, margin and regression losses)", ""]
     return "\n".join(out)
+
+
+PLOTTED = ("multiclass", "binary", "margin", "regression")
 
 
 def main() -> int:
@@ -88,7 +94,8 @@ def main() -> int:
     parts += [f"| [{e.name}](#{e.name}) | {e.kind} | {_cell(e.citation, 200)} |" for e in entries]
     parts.append("")
     for entry in entries:
-        plot([entry.name], str(IMG / f"{entry.name}.png"))
+        if entry.kind in PLOTTED and not lossc.parse(entry.name).class_vectors or entry.name == "label_smoothing":
+            plot([entry.name], str(IMG / f"{entry.name}.png"))
         parts.append(section(entry))
         print(entry.name, file=sys.stderr)
     write_atomic(str(DOCS / "catalog.md"), "\n".join(parts))

@@ -81,7 +81,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSC_CACHE_DIR", str(tmp_path))
     cache.clear_memory()
     first = lossc.check("exponential")
-    assert list(tmp_path.glob("*.json"))
+    assert list((tmp_path / "check").glob("*.json"))
     cache.clear_memory()
     again = lossc.check("exponential")
     assert again.as_dict() == first.as_dict()

@@ -105,9 +105,38 @@ def test_errors_have_positions_and_hints(text, cls, line, column, message, hint)
 def test_deep_nesting_is_a_clean_parse_or_error():
     deep = "loss d() over margin:\n    return " + "(" * 5000 + "m" + ")" * 5000 + "\n"
     assert lossc.parse(deep).expr == sympy.Symbol("m", real=True)
-    for body in ["-" * 3000 + "m", "+".join(["m"] * 3000)]:
-        with pytest.raises(lossc.LossError):
-            lossc.parse("loss d() over margin:\n    return " + body + "\n")
+    m = sympy.Symbol("m", real=True)
+    # chains of + - or * / are one level however long: lowered iteratively
+    assert lossc.parse(" + ".join(["m"] * 3000), over="margin").expr == 3000 * m
+    assert lossc.parse(" - ".join(["m"] * 3000), over="margin").expr == -2998 * m
+    assert lossc.parse(" * ".join(["m"] * 3000), over="margin").expr == m ** 3000
+    for body in ["-" * 3000 + "m", "^".join(["m"] * 3000), "exp(" * 2000 + "m" + ")" * 2000,
+                 "z[y]" + "[y]" * 3000]:
+        text = "loss d() over multiclass:\n    return " + body + "\n"
+        with pytest.raises(lossc.LossSyntaxError, match=r"nested too deeply \(limit \d+\)") as info:
+            lossc.parse(text)
+        assert info.value.line == 2 and 12 < info.value.column < len(text)
+
+
+def test_locals_nested_too_deeply_point_at_their_line():
+    lines = ["    x0 = m"] + [f"    x{i} = exp(x{i - 1})" for i in range(1, 600)]
+    with pytest.raises(lossc.LossSyntaxError, match="nested too deeply") as info:
+        lossc.parse("loss d() over margin:\n" + "\n".join(lines) + "\n    return x599\n")
+    assert 2 < info.value.line < 600 and info.value.column == 5
+
+
+@pytest.mark.parametrize("body, message", [
+    ("m * " + "1" * 5000, "number out of range"),
+    ("m * 1e999999999", "number out of range"),
+    ("m * 1e-999999999", "number out of range"),
+    ("m * 1e400", "number out of range"),
+    ("m * 9^9^9", "constant power too large"),
+    ("m * 0.5^(10^7)", "constant power too large"),
+])
+def test_numbers_sympy_cannot_hold_are_errors(body, message):
+    with pytest.raises(lossc.LossSyntaxError, match=message) as info:
+        lossc.parse("loss d() over margin:\n    return " + body + "\n")
+    assert info.value.line == 2
 
 
 def test_unknown_catalog_name_suggests():

@@ -84,3 +84,61 @@ def test_log_one_minus_p_t_stays_finite_and_exact():
     exact = torch.logsumexp(z.detach().double(), 1) - torch.logsumexp(z.detach().double()[:, :2], 1)
     assert torch.allclose(out.double(), exact, rtol=1e-6)
     assert torch.isfinite(z.grad).all()
+
+
+def test_power_times_its_base_splits_hard_binary_targets():
+    from lossc.ir import T
+    from lossc.passes.stabilize import split_hard_targets
+    base = T * sigmoid(-U) + (1 - T) * sigmoid(U)
+    dbase = -T * sigmoid(U) * sigmoid(-U) + (1 - T) * sigmoid(U) * sigmoid(-U)  # d base / du
+    term = a * base ** (a - 1) * dbase
+    out = split_hard_targets(term, Context(binary_target=T))
+    hard = base ** a * (-a * T * sigmoid(U) + a * (1 - T) * sigmoid(-U))
+    assert out == sympy.Piecewise((hard, sympy.Eq(T * (1 - T), 0)), (term, True))
+    for t in (0, 1, 0.3):  # the same function for hard and soft targets
+        for u in (-3.0, 0.5, 4.0):
+            values = {T: t, U: u, a: 0.5}
+            assert abs(float(term.subs(values)) - float(out.subs(values))) < 1e-12
+    # not for targets that may be anything (margin, regression), nor where the base is no factor
+    assert split_hard_targets(term, Context()) == term
+    assert split_hard_targets(base ** (a - 1) * softplus(U), Context(binary_target=T)) == base ** (a - 1) * softplus(U)
+
+
+def test_sigmoid_focal_below_one_stays_finite_on_well_classified_elements():
+    f = torch.tensor([30.0, -30.0, 1e4, -1e4, 0.3], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    out = lossc.loss("sigmoid_focal", gamma=0.5, backend="torch", reduction="none")(f, y)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(f.grad).all()
+    assert f.grad[:4].abs().max() < 1e-6
+
+
+def test_sigmoid_focal_gradient_with_soft_targets():
+    """Soft targets in [0, 1] keep the exact derivative (the hard-target form is exact at 0 and 1 only)."""
+    g = torch.Generator().manual_seed(5)
+    f = (torch.randn(40, generator=g, dtype=torch.float64) * 4).requires_grad_()
+    y = torch.rand(40, generator=g, dtype=torch.float64)
+    y[:10] = torch.tensor([0.0, 1.0] * 5, dtype=torch.float64)
+    for gamma in (0.5, 2.0):
+        module = lossc.loss("sigmoid_focal", gamma=gamma, backend="torch", reduction="sum")
+        assert torch.autograd.gradcheck(lambda x: module(x, y), (f,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_abs_of_an_argument_sympy_cannot_prove_real_differentiates_to_sign():
+    """sympy's Abs differentiates log1p(m) through re and im (which the triton printer does not know) and
+    gives 0/0 at the zeros of log(m); every lossc value is real, so d|f| = sign(f) f'."""
+    m = sympy.Symbol("m", real=True)
+    t = sympy.Symbol("t", real=True)
+    cases = {"abs(log1p(m))": t * sympy.sign(log1p(m)) / (m + 1), "abs(log(m))": t * sympy.sign(sympy.log(m)) / m,
+             "abs(sqrt(m))": t * sympy.sign(sympy.sqrt(m)) / (2 * sympy.sqrt(m))}
+    for text, expected in cases.items():
+        spec = lossc.parse(text, over="margin")
+        assert sympy.simplify(spec.gradient.expr - expected) == 0, spec.gradient.expr
+        assert not spec.gradient.expr.has(sympy.re, sympy.im, sympy.atan2)
+        for target in ("torch", "all"):
+            compile(lossc.generate(spec, target=target), "<generated>", "exec")
+    f = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    out = lossc.loss("abs(log(m))", over="margin", backend="torch", reduction="sum")(f, torch.ones(3, dtype=torch.float64))
+    out.backward()
+    assert torch.isfinite(f.grad).all()  # at m = 1, the kink, sign(0) = 0 rather than 0/0
+    torch.testing.assert_close(f.grad, torch.tensor([-2.0, 0.0, 1 / 3], dtype=torch.float64))

@@ -53,7 +53,8 @@ def _prepare(spec, over, params):
         raise
     except TypeError as err:
         raise LossParamError(f"{parsed.name}: {err}") from None
-    return Context(parsed, filled)
+    from ..codegen import unweighted
+    return Context(unweighted(parsed), filled)  # the loss without class weights (weight = 1)
 
 
 def check(spec, *, over: str | None = None, use_cache: bool = True, **params) -> Report:
@@ -91,7 +92,7 @@ class _NotAnalysed:
 
 
 def _not_analysed(spec) -> str | None:
-    if spec.class_vectors:
+    if set(spec.class_vectors) - {"weight"}:  # (class weights are checked at weight = 1)
         return ("not analysed: the loss reads class vectors (" + ", ".join(spec.class_vectors) + "), which "
                 "the decision procedures of MATH.md do not cover yet")
     if spec.kind not in ("multiclass", "binary", "margin", "regression"):

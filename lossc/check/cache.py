@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from ..cache import cache_dir, read_entry, write_entry
 from .verdict import Report
 
 _MEMORY: dict = {}
@@ -30,25 +29,19 @@ def key(spec_hash: str, params: dict) -> str:
 
 
 def folder() -> Path | None:
-    """The on-disk cache: $LOSSC_CACHE_DIR, else the user cache dir; none when LOSSC_NO_CACHE is set."""
-    if os.environ.get("LOSSC_NO_CACHE"):
-        return None
-    base = os.environ.get("LOSSC_CACHE_DIR")
-    if base:
-        return Path(base)
-    root = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(root) / "lossc" / "check"
+    """The on-disk cache (``lossc.cache.cache_dir("check")``); none when LOSSC_NO_CACHE is set."""
+    return cache_dir("check")
 
 
 def load(k: str) -> Report | None:
     if k in _MEMORY:
         return _MEMORY[k]
-    d = folder()
-    if d is None:
+    entry = read_entry("check", k)
+    if entry is None:
         return None
     try:
-        report = Report.from_dict(json.loads((d / f"{k}.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        report = Report.from_dict(entry)
+    except (ValueError, KeyError, TypeError):
         return None
     _MEMORY[k] = report
     return report
@@ -56,17 +49,7 @@ def load(k: str) -> Report | None:
 
 def store(k: str, report: Report) -> None:
     _MEMORY[k] = report
-    d = folder()
-    if d is None:
-        return
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(report.as_dict(), handle)
-        os.replace(tmp, d / f"{k}.json")
-    except OSError:
-        pass  # a cache that cannot be written is no cache
+    write_entry("check", k, report.as_dict())
 
 
 def clear_memory() -> None:

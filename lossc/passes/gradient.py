@@ -17,10 +17,12 @@ they vanish, and are dropped, when ``h_k`` does not involve the row's scalars.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy
 
-from ..ir import LSE, NUM_CLASSES, P_J, P_T, U, Z_Y, IS_Y, Z_J, Gradient, LossSpec, Reduction, per_class
-from .stabilize import GRADIENT_RULES, Context, rewrite
+from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, per_class
+from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
 
 
 def _d_target(e: sympy.Expr) -> sympy.Expr:
@@ -106,11 +108,36 @@ _GRADIENTS = {"row": row_gradient, "elementwise": elementwise_gradient, "batch":
               "composite": composite_gradient}
 
 
+class _abs(sympy.Function):
+    """abs of a real value, whatever sympy can prove: its derivative is sign(x) x'. (sympy.Abs of an
+    argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2,
+    and gives 0/0 at the argument's zeros.)"""
+
+    def fdiff(self, argindex=1):
+        return sympy.sign(self.args[0])
+
+
+def _with_real_abs(spec: LossSpec) -> LossSpec:
+    return spec.with_(expr=spec.expr.replace(sympy.Abs, _abs),
+                      reductions=tuple(replace(r, body=r.body.replace(sympy.Abs, _abs)) for r in spec.reductions))
+
+
+def _real(expr: sympy.Expr) -> sympy.Expr:
+    """re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is real (NaN off its domain), but
+    sympy differentiates abs(f) of an f it cannot prove real (log1p(m)) through re and im."""
+    return expr.replace(_abs, sympy.Abs).replace(sympy.re, lambda a: a) \
+        .replace(sympy.im, lambda a: sympy.S.Zero).replace(sympy.conjugate, lambda a: a)
+
+
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    derived = _GRADIENTS[spec.form](spec)
-    ctx = Context(list(spec.reductions))
-    derived = Gradient(rewrite(derived.expr, ctx, GRADIENT_RULES),
+    real = _with_real_abs(spec)
+    derived = _GRADIENTS[spec.form](real)
+    derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
+                                                  for a in derived.aux))
+    ctx = context(spec)
+    split = split_hard_targets if spec.form == "elementwise" else (lambda e, _: e)
+    derived = Gradient(split(rewrite(derived.expr, ctx, GRADIENT_RULES), ctx),
                        tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)
                              for a in derived.aux))
     return spec.with_(gradient=derived, reductions=tuple(ctx.reductions))

@@ -21,6 +21,7 @@ class Context:
     """What a rule may need beyond the node: the spec's class reductions, to add new ones."""
 
     reductions: list[Reduction] = field(default_factory=list)
+    binary_target: sympy.Symbol | None = None  # the target symbol when it is 0 or 1 (binary kinds)
 
     def intern(self, op: str, body: sympy.Expr, exclude_target: bool) -> sympy.Symbol:
         for r in self.reductions:
@@ -163,6 +164,45 @@ def combine_powers(e, ctx):
     return sympy.Mul(*others, *[b ** sympy.Add(*x) for b, x in exponents.items()])
 
 
+def _power_times_its_base(e, t):
+    """x^(a+1) * (t r1/x1 + (1 - t) r0/x0) for a product e = x^a * r whose r has x as a factor both at
+    t = 0 and at t = 1 (r_k, x_k: r and x at t = k), else None. Equal to e for t in {0, 1} only."""
+    if not isinstance(e, sympy.Mul):
+        return None
+    for i, factor in enumerate(e.args):
+        if not isinstance(factor, sympy.Pow) or t not in factor.base.free_symbols or \
+                (factor.exp.is_integer and factor.exp.is_nonnegative):
+            continue
+        rest = sympy.Mul(*e.args[:i], *e.args[i + 1:])  # (e / factor leaves x^(1-a) x^(a-1) apart)
+        quotients = []
+        for value in (0, 1):
+            base = factor.base.subs(t, value)
+            if base.is_zero is not False and base.is_number:
+                break
+            quotient = rest.subs(t, value) / base
+            if any(b == base and x.is_negative for b, x in (f.as_base_exp() for f in sympy.Mul.make_args(quotient))):
+                break  # base is no factor of r for this target
+            quotients.append(quotient)
+        else:
+            return factor.base ** (factor.exp + 1) * (t * quotients[1] + (1 - t) * quotients[0])
+    return None
+
+
+def split_hard_targets(expr: sympy.Expr, ctx: Context) -> sympy.Expr:
+    """x^a * r -> where(t (1 - t) == 0, x^(a+1) (t r1/x1 + (1 - t) r0/x0), x^a * r), once, for binary
+    targets t (soft targets in [0, 1] keep the plain product, exact for them).
+
+    sigmoid_focal's gradient holds (1 - p_t)^(gamma - 1) * d(1 - p_t)/df, inf * 0 once 1 - p_t underflows
+    to 0, which only a hard target does (1 - p_t >= min(t, 1 - t) otherwise); at t = 0 and at t = 1,
+    1 - p_t is sigmoid(f) or sigmoid(-f) and divides its derivative sigmoid(f) sigmoid(-f)."""
+    t = ctx.binary_target
+    if t is None:
+        return expr
+    hard = sympy.Eq(t * (1 - t), 0)
+    return expr.replace(lambda n: _power_times_its_base(n, t) is not None,
+                        lambda n: sympy.Piecewise((_power_times_its_base(n, t), hard), (n, True)))
+
+
 # (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
@@ -181,6 +221,14 @@ RULES = (
 GRADIENT_RULES = RULES + (
     ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..)", power_times_log),
 )
+
+
+def context(spec: LossSpec) -> Context:
+    """The rewriting context of a spec: its class reductions, and its target symbol if that is 0 or 1."""
+    from ..ir import T
+    from ..kinds import KINDS
+    kind = KINDS.get(spec.kind)
+    return Context(list(spec.reductions), T if kind is not None and kind.target == "binary" else None)
 
 MAX_ROUNDS = 20
 
@@ -209,7 +257,7 @@ def rewrite(expr: sympy.Expr, ctx: Context | None = None, rules=RULES) -> sympy.
 
 def stabilize(spec: LossSpec) -> LossSpec:
     """Rewrite the loss, its class reductions and its gradient (when present) into stable forms."""
-    ctx = Context(list(spec.reductions))
+    ctx = context(spec)
     expr = rewrite(spec.expr, ctx)
     i = 0
     while i < len(ctx.reductions):  # rules may add reductions, which are rewritten in turn
