@@ -94,7 +94,7 @@ def main() -> int:
     parts += [f"| [{e.name}](#{e.name}) | {e.kind} | {_cell(e.citation, 200)} |" for e in entries]
     parts.append("")
     for entry in entries:
-        if entry.kind in PLOTTED and not lossc.parse(entry.name).class_vectors or entry.name == "label_smoothing":
+        if entry.kind in PLOTTED and not set(lossc.parse(entry.name).class_vectors) - {"weight"}:
             plot([entry.name], str(IMG / f"{entry.name}.png"))
         parts.append(section(entry))
         print(entry.name, file=sys.stderr)
