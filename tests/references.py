@@ -395,9 +395,13 @@ def ldam(logits, target, counts=1.0, max_margin=0.5, s=30.0):
 # distribution: fn(logits[N, C, ...], q[N, C, ...] probabilities) -> [N, ...]
 # --------------------------------------------------------------------------
 
-def soft_cross_entropy(logits, q, weight=None):
-    """Cross-entropy with probability targets, exactly PyTorch's (class weights inside the sum)."""
-    return F.cross_entropy(logits, q, weight=weight, reduction="none")
+def soft_cross_entropy(logits, q, eps=0.0, weight=None):
+    """Cross-entropy against q' = (1 - eps) q + eps / C, class weights inside the sum (PyTorch's
+    semantics for probability targets, written out)."""
+    C = logits.shape[1]
+    w = torch.ones(C, dtype=logits.dtype) if weight is None else weight.to(logits.dtype)
+    w = w.reshape((1, C) + (1,) * (logits.dim() - 2))
+    return -(w * ((1.0 - eps) * q + eps / C) * F.log_softmax(logits, dim=1)).sum(dim=1)
 
 
 def kl_div(logits, q):
@@ -425,7 +429,8 @@ REFERENCES: dict[str, Reference] = {
     "logit_adjusted": Reference("multiclass", logit_adjusted, {"prior": 1.0, "tau": 1.0}, {"prior": 0.3, "tau": 2.0}),
     "ldam": Reference("multiclass", ldam, {"counts": 1.0, "max_margin": 0.5, "s": 30.0},
                       {"counts": 5.0, "max_margin": 0.3, "s": 2.0}),
-    "soft_cross_entropy": Reference("distribution", soft_cross_entropy, reads_weight=True),
+    "soft_cross_entropy": Reference("distribution", soft_cross_entropy, {"eps": 0.0}, {"eps": 0.2},
+                                    reads_weight=True),
     "kl_div": Reference("distribution", kl_div),
     "brier_distribution": Reference("distribution", brier_distribution),
     "gce": Reference("multiclass", gce, {"q": 0.7}, {"q": 0.3}),
