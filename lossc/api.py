@@ -70,14 +70,11 @@ def _derive(file_text: str, filename: str | None, name: str | None, structural: 
 
 def _structural(params: dict) -> tuple:
     """Parameters that may shape the program (integers and vectors) as a hashable key."""
-    out = []
-    for k, v in sorted(params.items()):
+    def frozen(v):
         if isinstance(v, torch.Tensor):
-            v = tuple(v.tolist()) if v.dim() else v.item()
-        if isinstance(v, list):
-            v = tuple(v)
-        out.append((k, v))
-    return tuple(out)
+            v = v.tolist() if v.dim() else v.item()
+        return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
+    return tuple((k, frozen(v)) for k, v in sorted(params.items()))
 
 
 def parse(spec: str | LossSpec, *, over: str | None = None, **params) -> LossSpec:
