@@ -89,10 +89,17 @@ class Kernel:
     ``layout`` lists the runtime parameters as (name, None) for a number or (name, size) for a vector.
     ``op`` is the fused loss as one ``torch.library`` custom op (see ``_register``)."""
 
-    def __init__(self, name, spec_hash, form, target, layout, loss, loss_and_grad, triton=None):
+    def __init__(self, name, spec_hash, form, target, layout, loss, loss_and_grad, triton=None, plain=None):
         self.name, self.spec_hash, self.form, self.target, self.layout = name, spec_hash, form, target, layout
         self.loss, self.loss_and_grad, self.triton = loss, loss_and_grad, triton
+        self.plain = plain  # (loss, loss_and_grad) at weight = 1, for a loss reading weight[j] called without
         self.op, self.scale_op = _register(self)
+
+    def functions(self, values):
+        """(loss, loss_and_grad) for these parameter values: the plain pair when no class weights came."""
+        if self.plain is not None and values.weight is None:
+            return self.plain
+        return self.loss, self.loss_and_grad
 
 
 class _Values:
@@ -103,7 +110,7 @@ class _Values:
         i = k = 0
         for name, size in layout:
             if size == "class":
-                setattr(self, name, classes[k])
+                setattr(self, name, classes[k] if classes[k].numel() else None)  # (empty: not given)
                 k += 1
             elif size is None:
                 setattr(self, name, flat[i])
@@ -143,6 +150,9 @@ def _class_tensors(kernel, params, weight, input):
         if size != "class":
             continue
         value = weight if name == "weight" else getattr(params, name)
+        if value is None and kernel.plain is not None:
+            out.append(torch.empty(0, dtype=dtype, device=input.device))  # no weights: the plain functions
+            continue
         if value is None:
             value = 1.0
         value = torch.as_tensor(value, dtype=dtype, device=input.device)
@@ -301,6 +311,7 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     scratch buffer), already multiplied by the rows' weights and the mean's divisor."""
     dtype = _compute_dtype(x.dtype)
     rows = x.shape[0]
+    loss_fn, loss_and_grad = kernel.functions(params)
     scale = _scale_of(w, den, mul, rows, dtype, x.device)
     coefficient = scale  # of each row's gradient: ignored rows 0 (and their gradient zeroed below)
     if valid is not None:
@@ -318,7 +329,7 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
         if need_grad:
             out = grad[start:end] if scratch is None else scratch[:end - start]
             c = None if coefficient is None else coefficient[start:end]
-            loss, g = kernel.loss_and_grad(xc, tc, params, out, c if c is None or x.dim() == 1 else c[:, None])
+            loss, g = loss_and_grad(xc, tc, params, out, c if c is None or x.dim() == 1 else c[:, None])
             if g is not out:
                 out.copy_(g)
             if valid is not None:  # exact zeros even where an ignored row's gradient is not finite
@@ -326,7 +337,7 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
             if scratch is not None:
                 grad[start:end] = out
         else:
-            loss = kernel.loss(xc, tc, params)
+            loss = loss_fn(xc, tc, params)
         losses[start:end] = _as_rows(loss, end - start, xc)
     if valid is not None:
         losses = torch.where(valid, losses, 0.0)
@@ -458,7 +469,7 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
     if engine == "reference":
         x = _rows(kernel, input).to(dtype)
         values = _Values(kernel.layout, _flat(kernel, params), _class_tensors(kernel, params, weight, input))
-        losses = _as_rows(kernel.loss(x, t, values), t.shape[0], x)
+        losses = _as_rows(kernel.functions(values)[0](x, t, values), t.shape[0], x)
         if valid is not None:
             losses = torch.where(valid, losses, 0.0)
         scale = _scale_of(w, den, mul, t.shape[0], dtype, input.device)

@@ -303,17 +303,19 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     bodies = [r.body for r in spec.reductions + aux]
     # softmax from one exp(z - max) written into out: lse = max + log(sum), p = e / sum; p itself
     # is only formed when something other than an affine gradient needs it (else 1/sum joins K)
-    normalize = P_J in _needed(bodies) or affine is None
+    needed = _needed([spec.expr] + ([own] if own is not None else []) + bodies + list(affine or [other]))
+    softmax = affine is not None or bool(needed & {LSE, P_J, P_T})  # (logit_adjusted: only its own lse)
+    normalize = softmax and (P_J in _needed(bodies) or affine is None)
     em.assign("C", "z.shape[1]")
     if spec.has_target:
         em.assign("z_y", "z.gather(1, t[:, None])")
-    em.assign("_m", "torch.amax(z, 1, keepdim=True)")
-    em.assign("_e", "torch.sub(z, _m, out=out).exp_()")
-    em.assign("_s", "torch.sum(_e, 1, keepdim=True)")
-    em.assign("lse", "_m + torch.log(_s)")
+    if softmax:
+        em.assign("_m", "torch.amax(z, 1, keepdim=True)")
+        em.assign("_e", "torch.sub(z, _m, out=out).exp_()")
+        em.assign("_s", "torch.sum(_e, 1, keepdim=True)")
+        em.assign("lse", "_m + torch.log(_s)")
     if normalize:
         em.assign("p", "_e.div_(_s)")
-    needed = _needed([spec.expr] + ([own] if own is not None else []) + bodies + list(affine or [other]))
     if P_T in needed:
         em.assign("p_t", "p.gather(1, t[:, None])" if normalize else "_e.gather(1, t[:, None]) / _s")
     _class_setup(em, spec, needed)
