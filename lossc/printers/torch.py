@@ -304,6 +304,9 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     # softmax from one exp(z - max) written into out: lse = max + log(sum), p = e / sum; p itself
     # is only formed when something other than an affine gradient needs it (else 1/sum joins K)
     needed = _needed([spec.expr] + ([own] if own is not None else []) + bodies + list(affine or [other]))
+    linear = affine if affine is not None and affine[0] == 0 else None  # no p: (M z + L) c into out
+    if linear is not None:
+        affine = None
     softmax = affine is not None or bool(needed & {LSE, P_J, P_T})  # (logit_adjusted: only its own lse)
     normalize = softmax and (P_J in _needed(bodies) or affine is None)
     em.assign("C", "z.shape[1]")
@@ -326,6 +329,11 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
                                                             m, l] + ([own] if own is not None else []))
         em.assign("loss", loss)
         em.assign("grad", f"_affine({'p' if normalize else '_e'}, {k_code}, {m_code}, z, {l_code}, c)")
+    elif linear is not None:
+        _, m, l = linear
+        loss, m_code, l_code, *own_code = em.stage([spec.expr, m, l] + ([own] if own is not None else []))
+        em.assign("loss", loss)
+        em.assign("grad", f"_affine(torch.mul(z, {m_code}, out=out), 1, 0, z, {l_code}, c)")
     else:
         loss, other_code, *own_code = em.stage([spec.expr, other] + ([own] if own is not None else []))
         em.assign("loss", loss)
