@@ -70,6 +70,17 @@ def _affine(x, k, m, z, l, c):
     return x
 
 
+def _exp_affine(out, z, m, l_class, l_row, k, c):
+    """out = k * exp(m * z + l_class + l_row) * c, in place (l_class: a class vector, the rest row columns
+    or numbers; c None for 1)."""
+    torch.mul(z, torch.as_tensor(m, dtype=out.dtype, device=out.device), out=out)
+    for l in (l_class, l_row):
+        if isinstance(l, torch.Tensor) or l != 0:
+            out.add_(l)
+    out.exp_()
+    return _affine(out, k, 0, z, 0, c)
+
+
 def _set_target(grad, t, own, c):
     """grad[i, t[i]] = own[i] * c[i]."""
     own = torch.as_tensor(own, dtype=grad.dtype, device=grad.device).expand(grad.shape[0], 1)

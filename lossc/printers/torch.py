@@ -14,7 +14,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
 from ..ir import (LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
-                  class_entry, per_class)
+                  class_entry, class_symbols, per_class)
 from . import print_piecewise
 
 # Atom -> function of the generated module's runtime (tensor arguments).
@@ -284,6 +284,23 @@ def _affine_parts(other: sympy.Expr):
     return None if per_class(k) or per_class(m) else (k, m, l)
 
 
+def _exp_affine_parts(other: sympy.Expr):
+    """(K, M, L_class, L_row) when the gradient of the classes c != y is ``K exp(M z_c + L)`` with K, M
+    constant over the classes and L = L_class (a class vector) + L_row (logit_adjusted, ldam): then the
+    program builds it in the buffer in place. None otherwise."""
+    if per_class(other) is False or P_J in other.free_symbols:
+        return None
+    k, rest = other.as_independent(*class_symbols(other), as_Add=False)
+    if not isinstance(rest, sympy.exp) or per_class(k):
+        return None
+    arg = rest.args[0]
+    m, l = sympy.diff(arg, Z_J), arg.subs(Z_J, 0)
+    if per_class(m) or sympy.expand(arg - m * Z_J - l) != 0:
+        return None
+    l_class = sympy.Add(*[a for a in sympy.Add.make_args(l) if per_class(a)])
+    return k, m, l_class, l - l_class
+
+
 def row_program(spec: LossSpec, with_grad: bool) -> Program:
     """Loss per row ``[m]`` from ``z`` ``[m, C]``, ``t`` ``[m]``; with the gradient, also
     ``grad`` ``[m, C]`` times the row coefficients ``c`` (``[m, 1]`` or None), written into
@@ -307,6 +324,9 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     linear = affine if affine is not None and affine[0] == 0 else None  # no p: (M z + L) c into out
     if linear is not None:
         affine = None
+    exp_affine = _exp_affine_parts(other) if affine is None and linear is None else None
+    if exp_affine is not None:
+        needed = _needed([spec.expr] + ([own] if own is not None else []) + bodies + list(exp_affine))
     softmax = affine is not None or bool(needed & {LSE, P_J, P_T})  # (logit_adjusted: only its own lse)
     normalize = softmax and (P_J in _needed(bodies) or affine is None)
     em.assign("C", "z.shape[1]")
@@ -329,6 +349,12 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
                                                             m, l] + ([own] if own is not None else []))
         em.assign("loss", loss)
         em.assign("grad", f"_affine({'p' if normalize else '_e'}, {k_code}, {m_code}, z, {l_code}, c)")
+    elif exp_affine is not None:
+        k, m, l_class, l_row = exp_affine
+        loss, k_code, m_code, lc_code, lr_code, *own_code = em.stage([spec.expr, k, m, l_class, l_row]
+                                                                     + ([own] if own is not None else []))
+        em.assign("loss", loss)
+        em.assign("grad", f"_exp_affine(out, z, {m_code}, {lc_code}, {lr_code}, {k_code}, c)")
     elif linear is not None:
         _, m, l = linear
         loss, m_code, l_code, *own_code = em.stage([spec.expr, m, l] + ([own] if own is not None else []))
