@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_catalog)
 
-    p = sub.add_parser("plot", help="draw losses and their gradients vs p_t / margin / logit / residual / one batch score / a learnable")
+    p = sub.add_parser("plot", help="draw losses and their gradients vs p_t / margin / logit / residual / "
+                                    "one batch score / a learnable")
     p.add_argument("spec", nargs="+", help=".loss files or catalog names (one kind)")
     p.add_argument("-o", "--output", required=True, help="output .png (or .svg, .pdf)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
