@@ -43,9 +43,9 @@ AXES = {
     "margin": ((-3.0, 3.0), "margin m = y·f (y = +1)", "dL/dm"),
     "binary": ((-6.0, 6.0), "logit f (y = 1)", "dL/df"),
     "regression": ((-3.0, 3.0), "residual r = y − ŷ (y = 1)", "dL/dŷ"),
-    "batch": ((0.0, 1.0), "prediction s_0 of one positive (batch of 8, y = 1,1,1,1,0,0,0,0; "
-                          "others s = 0.9 if y = 1 else 0.1)", "dL/ds_0"),
-    "tasks": ((-3.0, 3.0), "first learnable s_1 (every task loss L_i = 1, other learnables at their init)",
+    "batch": ((0.0, 1.0), "prediction s_0 of one positive\n(batch of 8: the other 3 positives at s = 0.9, "
+                          "4 negatives at s = 0.1)", "dL/ds_0"),
+    "tasks": ((-3.0, 3.0), "first learnable s_1\n(every task loss L_i = 1, other learnables at their initial value)",
               "dL/ds_1"),
 }
 
