@@ -198,7 +198,7 @@ class Bench:
     input_bytes: int                   # the prediction (logits, scores) alone
     roofline_bytes: int                # every input read once + the gradient written once
     bandwidth_gbps: float | None      # copy bandwidth, bytes read + written per second / 1e9
-    fused: str | None                  # the variant the "x fused" column divides by
+    fused: str                         # the variant the "x" column divides by (triton, torch or eager)
     torch_version: str = torch.__version__
     load_average: float | None = None  # 1-minute load average at the end (CPU timings need idle cores)
     cores: int | None = os.cpu_count()
@@ -354,8 +354,9 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     bandwidth = copy_bandwidth(input_bytes, device)
     variants = _variants(spec, backend, device, params)
     skip_triton = device != "cuda"
-    fused = "triton" if backend in ("triton", "all") and not skip_triton else ("torch" if backend in (
-        "torch", "all") else None)
+    # the variant the "x" column divides by: lossc's fastest backend here, eager with --backend reference
+    fused = ("triton" if backend in ("triton", "all") and not skip_triton
+             else "torch" if backend in ("torch", "all") else "eager")
     bench = Bench(loss=parsed.name, kind=parsed.kind, device=device,
                   device_name=torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
                   shape=size, dtype=dtype, repeats=repeats, input_bytes=input_bytes, roofline_bytes=roofline_bytes,

@@ -84,3 +84,10 @@ def test_rss_peak_counts_a_temporary():
     if extra is None:
         pytest.skip(method)
     assert 15 * bench.MB <= extra < 40 * bench.MB, method
+
+
+def test_reference_backend_compares_with_eager(capsys):
+    assert main(["bench", "hinge", "--shape", "1000", "--repeats", "1", "--backend", "reference", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fused"] == "eager" and [r["variant"] for r in data["results"]] == ["eager", "compile"]
+    assert data["results"][0]["x_fused"] == 1.0
