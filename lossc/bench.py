@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .errors import LossError, LossKindError, LossParamError
+from .errors import LossKindError, LossParamError
 
 MB = 1024 * 1024
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -335,6 +335,7 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     if repeats < 1:
         raise LossParamError(f"--repeats must be at least 1, got {repeats}")
     parsed = api.parse(spec, **params)
+    api.loss(spec, backend="reference", **params)  # a violated `where` is bad input, not a failed variant
     if parsed.kind not in INPUTS:
         raise LossKindError(f"lossc bench times losses of tensors; {parsed.name} is a {parsed.kind} loss "
                             f"(it combines a few scalars: nothing to time)")
@@ -413,9 +414,8 @@ def _measure(result: Result, factory, x, t, repeats, device, timer, progress) ->
             result.peak_extra_bytes, result.memory_method = rss_peak_extra_bytes(step)
         x.grad = None
         tick()
-    except LossError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a torch.compile failure shows at the first call: report it
+    except Exception as err:  # noqa: BLE001 - a torch.compile failure shows at the first call, a backend may be
+        # missing (triton not installed): report it in the row, measure the others
         result.status, result.error = "failed", f"{type(err).__name__}: {err}"[:2000]
         x.grad = None
         progress(max(steps_per_variant(repeats) - done[0], 0))
