@@ -79,9 +79,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import gc
 import importlib.util
 import json
 import os
@@ -94,6 +92,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the lossc of this checkout (lossc_fingerprint hashes its sources)
+
+from lossc.bench import proc_status_kb, reset_hiwater, rss_peak_extra_bytes  # noqa: E402
+
 VARIANTS = ("fused", "eager", "compile")
 RESULT_MARK = "@@CPU_BENCH_RESULT "
 MB = 1024 * 1024
@@ -133,23 +135,6 @@ def _references():
     return module.REFERENCES
 
 
-def _proc_status_kb(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _reset_hiwater():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _machine_busy_seconds():
     """CPU seconds all cores have spent busy since boot (/proc/stat), or None."""
     try:
@@ -158,18 +143,6 @@ def _machine_busy_seconds():
         return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _pin_malloc():
-    """Every allocation >= 128 KiB its own mmap from now on, and free heap pages returned."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_MMAP_THRESHOLD = -3
-        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-        libc.malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
 
 
 def _make_fn(torch, name, variant):
@@ -194,8 +167,8 @@ def worker(name, variant, N, C, repeats, warmup, seed):
     logits = torch.randn(N, C, dtype=torch.float32).requires_grad_()
     target = torch.randint(0, C, (N,), dtype=torch.int64)
     maxrss_fresh_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_fresh_kb = _proc_status_kb("VmRSS")
-    can_reset = _reset_hiwater()
+    rss_fresh_kb = proc_status_kb("VmRSS")
+    can_reset = reset_hiwater()
 
     try:
         fn = _make_fn(torch, name, variant)
@@ -252,16 +225,8 @@ def worker(name, variant, N, C, repeats, warmup, seed):
     if can_reset:
         loss = None
         logits.grad = None
-        gc.collect()
-        pinned = _pin_malloc()
-        gc.collect()
-        base_kb = _proc_status_kb("VmRSS")
-        _reset_hiwater()
-        step()
-        peak_kb = _proc_status_kb("VmHWM")
-        out["peak_extra_bytes"] = (peak_kb - base_kb) * 1024
-        out["memory_method"] = ("VmHWM - VmRSS around one step after clear_refs"
-                                + (", malloc pinned to mmap >= 128 KiB" if pinned else ""))
+        # shared with `lossc bench`: malloc pinned to mmap, then VmHWM - VmRSS around one step
+        out["peak_extra_bytes"], out["memory_method"] = rss_peak_extra_bytes(step)
     out["status"] = "ok"
     return out
 
@@ -363,7 +328,7 @@ def _fmt_ms(r):
 def _fmt_mem(r, input_bytes):
     if r is None:
         return "-"
-    if r.get("status") != "ok" or "peak_extra_bytes" not in r:
+    if r.get("status") != "ok" or r.get("peak_extra_bytes") is None:
         return "failed"
     b = r["peak_extra_bytes"]
     return f"{b / MB:,.0f} ({b / input_bytes:.1f}x)"
@@ -499,7 +464,7 @@ def main(argv=None):
                     r = again
             r["attempts"] = attempts
             results[name][variant] = r
-            state = (f"{r['median_ms']:.0f} ms, {r.get('peak_extra_bytes', 0) / MB:.0f} MB"
+            state = (f"{r['median_ms']:.0f} ms, {(r.get('peak_extra_bytes') or 0) / MB:.0f} MB"
                      if r.get("status") == "ok" else "failed")
             print(f"[{name:>16} {variant:>7}] {state}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr,
                   flush=True)

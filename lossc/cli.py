@@ -1,4 +1,4 @@
-"""The ``lossc`` command line: compile, grad, catalog, check, poly, plot.
+"""The ``lossc`` command line: compile, grad, catalog, check, poly, plot, bench.
 
 Exit codes: 0 success; 1 a --require'd property is not proved; 2 bad input.
 Errors print ``file:line:col``, the line, a caret and a hint; nothing is written on error.
@@ -151,6 +151,35 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import api, bench
+    params = _params(args.param)
+    api.parse(args.spec, **params)  # a bad spec is reported before any progress bar shows
+    err = Console(stderr=True)
+    columns = (TextColumn("measuring {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(args.spec, total=None)
+
+        def advance(n=1):
+            progress.advance(task, n)
+        per = bench.steps_per_variant(args.repeats)
+        lossc_rows = (args.backend in ("torch", "all")) + (args.backend in ("triton", "all"))
+        progress.update(task, total=per * (2 + lossc_rows))
+        result = bench.run(args.spec, shape=args.shape, dtype=args.dtype, backend=args.backend,
+                           repeats=args.repeats, params=params, progress=advance)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    out = Console()
+    out.print(bench.table(result))
+    for line in bench.notes(result):
+        out.print(line, highlight=False, markup=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossc", description="A compiler for loss functions.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,12 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_catalog)
 
-    p = sub.add_parser("plot", help="draw losses and their gradients vs p_t / margin / logit / residual")
+    p = sub.add_parser("plot", help="draw losses and their gradients vs p_t / margin / logit / residual / "
+                                    "one batch score / a learnable")
     p.add_argument("spec", nargs="+", help=".loss files or catalog names (one kind)")
     p.add_argument("-o", "--output", required=True, help="output .png (or .svg, .pdf)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="parameter value, applied to every loss that has the parameter (repeatable)")
     p.set_defaults(run=cmd_plot)
+
+    p = sub.add_parser("bench", help="time forward+backward and peak memory of a loss against eager PyTorch "
+                                     "and torch.compile")
+    p.add_argument("spec", help="a .loss file or a catalog name")
+    p.add_argument("--shape", help="N,C for multiclass/distribution losses (default 1024,8192 on the CPU, "
+                                   "4096,32000 on a GPU), N elements otherwise (default 2^20 on the CPU, "
+                                   "2^24 on a GPU)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"))
+    p.add_argument("--backend", default="all", choices=("torch", "triton", "reference", "all"),
+                   help="lossc backends to time besides eager and compile (all: torch, and triton on a GPU; "
+                        "reference: eager and compile only)")
+    p.add_argument("--repeats", type=int, default=10, metavar="K", help="timed steps on the CPU (median)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(run=cmd_bench)
 
     from .check.cli import register
     register(sub)  # check, poly

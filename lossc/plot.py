@@ -3,9 +3,17 @@
 | kind | x axis | the loss is evaluated at | gradient panel |
 | --- | --- | --- | --- |
 | multiclass | p_t | C = 10 classes, the target's logit s, the others 0 | dL/dz_y |
+| distribution | p_0 | C = 2, z = (s, 0), q = (0.9, 0.1) (one-hot smoothed by eps = 0.2) | dL/dz_0 |
 | margin | m = y f | y = +1, f = m | dL/dm |
 | binary | f | y = 1 | dL/df |
 | regression | r = y - yhat | y = 1, yhat = 1 - r | dL/dyhat |
+| batch | s_0 | a batch of 8: y = (1,1,1,1,0,0,0,0), s = (s_0, .9, .9, .9, .1, .1, .1, .1) | dL/ds_0 |
+| tasks | s_1 (the first learnable) | every task loss L_i = 1, the other learnables at their initial values | dL/ds_1 |
+
+Per-class parameters (ldam's counts, logit_adjusted's prior) are drawn at their defaults, numbers
+standing for every class. A batch loss's x axis is one positive element's prediction (a probability)
+while the rest of the batch is classified correctly and confidently; a tasks loss without learnables
+is drawn against L1 instead (dL/dL1).
 
 Values and gradients come from the fused torch backend (its gradient is the closed-form one).
 matplotlib is an optional extra (``pip install 'lossc[plot]'``).
@@ -14,6 +22,7 @@ matplotlib is an optional extra (``pip install 'lossc[plot]'``).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +32,21 @@ import torch
 from .errors import LossError, LossKindError, LossParamError
 
 CLASSES = 10  # the multiclass curves use this many classes
+SOFT_TARGET = (0.9, 0.1)  # the distribution curves' q: the one-hot (1, 0) smoothed by eps = 0.2
+BATCH_TARGET = (1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0)  # the batch curves' batch; element 0 varies
+BATCH_REST = (0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1)  # the other elements' predictions: right and confident
 
 # kind -> (input range, x-axis label, gradient label)
 AXES = {
     "multiclass": ((-8.0, 8.0), f"p_t (C = {CLASSES}: target logit varied, others 0)", "dL/dz_y"),
+    "distribution": ((-6.0, 6.0), f"p_0 (C = 2: z = (s, 0), soft target q = {SOFT_TARGET})", "dL/dz_0"),
     "margin": ((-3.0, 3.0), "margin m = y·f (y = +1)", "dL/dm"),
     "binary": ((-6.0, 6.0), "logit f (y = 1)", "dL/df"),
     "regression": ((-3.0, 3.0), "residual r = y − ŷ (y = 1)", "dL/dŷ"),
+    "batch": ((0.0, 1.0), "prediction s_0 of one positive\n(batch of 8: the other 3 positives at s = 0.9, "
+                          "4 negatives at s = 0.1)", "dL/ds_0"),
+    "tasks": ((-3.0, 3.0), "first learnable s_1\n(every task loss L_i = 1, other learnables at their initial value)",
+              "dL/ds_1"),
 }
 
 
@@ -56,29 +73,85 @@ def curve(spec: str, params: dict | None = None, points: int = 401) -> Curve:
     if parsed.kind not in AXES:
         raise LossKindError(f"lossc plot does not draw {parsed.kind} losses")
     runtime = {p.name for p in parsed.runtime_params}
-    module = api.loss(parsed, backend="torch", reduction="none",
+    module = api.loss(parsed, backend="torch", reduction="none" if parsed.form in ("row", "elementwise") else "mean",
                       **{k: v for k, v in given.items() if k in runtime})
     lo, hi = AXES[parsed.kind][0]
     s = torch.linspace(lo, hi, points, dtype=torch.float64)
-    if parsed.kind == "multiclass":
-        z = torch.zeros(points, CLASSES, dtype=torch.float64)
-        z[:, 0] = s
-        z.requires_grad_(True)
-        value = module(z, torch.zeros(points, dtype=torch.long))
-        (grad,) = torch.autograd.grad(value.sum(), z)
-        x, grad = torch.softmax(z.detach(), 1)[:, 0], grad[:, 0]
-    elif parsed.kind == "regression":
-        yhat = (1.0 - s).requires_grad_(True)
-        value = module(yhat, torch.ones(points, dtype=torch.float64))
-        (grad,) = torch.autograd.grad(value.sum(), yhat)
-        x = s
-    else:  # margin (y = +1, so f = m) and binary (y = 1)
-        f = s.clone().requires_grad_(True)
-        value = module(f, torch.ones(points, dtype=torch.float64))
-        (grad,) = torch.autograd.grad(value.sum(), f)
-        x = s
+    x, value, grad = SAMPLERS[parsed.kind](module, s)
     label = parsed.name + (" (" + ", ".join(f"{k}={v}" for k, v in given.items()) + ")" if given else "")
     return Curve(label, parsed.kind, x, value.detach(), grad.detach())
+
+
+def _multiclass(module, s):
+    z = torch.zeros(len(s), CLASSES, dtype=torch.float64)
+    z[:, 0] = s
+    z.requires_grad_(True)
+    value = module(z, torch.zeros(len(s), dtype=torch.long))
+    (grad,) = torch.autograd.grad(value.sum(), z)
+    return torch.softmax(z.detach(), 1)[:, 0], value, grad[:, 0]
+
+
+def _distribution(module, s):
+    z = torch.stack([s, torch.zeros_like(s)], 1).requires_grad_(True)
+    q = torch.tensor(SOFT_TARGET, dtype=torch.float64).expand(len(s), 2)
+    value = module(z, q)
+    (grad,) = torch.autograd.grad(value.sum(), z)
+    return torch.softmax(z.detach(), 1)[:, 0], value, grad[:, 0]
+
+
+def _regression(module, s):
+    yhat = (1.0 - s).requires_grad_(True)
+    value = module(yhat, torch.ones_like(s))
+    (grad,) = torch.autograd.grad(value.sum(), yhat)
+    return s, value, grad
+
+
+def _logit(module, s):
+    """margin (y = +1, so f = m) and binary (y = 1)."""
+    f = s.clone().requires_grad_(True)
+    value = module(f, torch.ones_like(s))
+    (grad,) = torch.autograd.grad(value.sum(), f)
+    return s, value, grad
+
+
+def _batch(module, s):
+    # one batch per point: a batch loss is one number for the whole batch
+    target = torch.tensor(BATCH_TARGET, dtype=torch.float64)
+    rest = torch.tensor(BATCH_REST, dtype=torch.float64)
+    values, grads = [], []
+    for v in s:
+        batch = torch.cat([v.reshape(1), rest]).requires_grad_(True)
+        value = module(batch, target)
+        (grad,) = torch.autograd.grad(value, batch)
+        values.append(value.detach())
+        grads.append(grad[0])
+    return s, torch.stack(values), torch.stack(grads)
+
+
+def _tasks(module, s):
+    module = module.double()
+    tasks = sys.modules[type(module).__module__].TASKS
+    learned = [p for p in module.parameters()]
+    losses = [torch.ones((), dtype=torch.float64) for _ in range(tasks)]
+    values, grads = [], []
+    for v in s:
+        if learned:  # vary the first entry of the first learnable, the task losses fixed at 1
+            with torch.no_grad():
+                learned[0].view(-1)[0] = v
+            value = module(*losses)
+            (grad,) = torch.autograd.grad(value, learned[0])
+            grad = grad.view(-1)[0]
+        else:  # nothing learned: vary L1
+            first = v.clone().requires_grad_(True)
+            value = module(first, *losses[1:])
+            (grad,) = torch.autograd.grad(value, first)
+        values.append(value.detach())
+        grads.append(grad)
+    return s, torch.stack(values), torch.stack(grads)
+
+
+SAMPLERS = {"multiclass": _multiclass, "distribution": _distribution, "margin": _logit, "binary": _logit,
+            "regression": _regression, "batch": _batch, "tasks": _tasks}
 
 
 def _pyplot():
