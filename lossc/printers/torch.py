@@ -207,12 +207,15 @@ class _Emitter:
         self.names, self.scalars = _names(spec)
         self.lines: list[tuple[str, str]] = []
         self.counter = 0
+        self.expanded: dict = {}   # temporary -> its value in the spec's symbols
+        self.known: dict = {}      # that value -> the temporary (reused by later stages)
 
     def printer(self) -> TorchCodePrinter:
         return TorchCodePrinter(self.names, self.scalars)
 
     def stage(self, exprs: list[sympy.Expr]) -> list[str]:
-        """Emit CSE temporaries for exprs; return the code of each."""
+        """Emit CSE temporaries for exprs, reusing those of earlier stages; return the code of each."""
+        exprs = [e.xreplace(self.known) for e in exprs]
         temps = sympy.numbered_symbols("_t", start=self.counter)
         replacements, reduced = sympy.cse(exprs, symbols=temps, order="none")
         for symbol, value in replacements:
@@ -221,6 +224,8 @@ class _Emitter:
                 self.scalars.add(symbol)
             self.names[symbol] = symbol.name
             self.lines.append((symbol.name, self.printer().doprint(value)))
+            self.expanded[symbol] = value.xreplace(self.expanded)
+            self.known[self.expanded[symbol]] = symbol
         return [self.printer().doprint(e) for e in reduced]
 
     def assign(self, name: str, code: str) -> None:
@@ -256,17 +261,28 @@ def _class_setup(em: _Emitter, spec: LossSpec, needed: set) -> None:
 
 def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool) -> None:
     """The class reductions; with ``in_place`` (not under autograd), an exclude-target body has its
-    target entry overwritten in place (on a fresh tensor), else replaced out of place."""
-    for r in reductions:
-        (body,) = em.stage([r.body])
-        template, fill = REDUCE[r.op]
-        if r.exclude_target:  # the target's entry set to the reduction's identity
-            if not in_place:
-                body = f"torch.scatter({body}, 1, t[:, None], {fill})"
-            else:
-                body = f"{body}.clone()" if body.isidentifier() else f"({body})"
-                body = f"{body}.scatter_(1, t[:, None], {fill})"
-        em.assign(em.names[r.symbol], template.format(body))
+    target entry overwritten in place (on a fresh tensor), else replaced out of place. Reductions whose
+    bodies need no other pending one share their subexpressions (nfl's (1 - p_j)^gamma, once)."""
+    pending = list(reductions)
+    while pending:
+        waiting = {r.symbol for r in pending}
+        ready = [r for r in pending if not r.body.free_symbols & waiting] or pending[:1]
+        pending = [r for r in pending if r not in ready]
+        for r, body in zip(ready, em.stage([r.body for r in ready])):
+            _reduction(em, r, body, in_place)
+
+
+def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
+    template, fill = REDUCE[r.op]
+    if r.exclude_target:  # the target's entry set to the reduction's identity
+        if not in_place:
+            body = f"torch.scatter({body}, 1, t[:, None], {fill})"
+        else:
+            body = f"{body}.clone()" if body.isidentifier() else f"({body})"
+            body = f"{body}.scatter_(1, t[:, None], {fill})"
+    if in_place and r.op == "lse":  # without the subnormal slow path (not under autograd), on a fresh tensor
+        template = "_logsumexp({}.clone())" if body.isidentifier() else "_logsumexp({})"
+    em.assign(em.names[r.symbol], template.format(body))
 
 
 def _affine_parts(other: sympy.Expr):
