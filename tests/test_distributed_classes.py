@@ -152,3 +152,17 @@ def test_row_losses_with_classes_split_over_ranks_equal_the_unsharded_loss():
     for case, value in cases.items():  # every rank of the group returns the same loss, to the bit
         for r in range(1, WORLD if case[0] == "3 ranks" else 2):
             assert torch.equal(results[r]["values"][case], value), case
+
+
+def test_the_documented_torchrun_example_runs():
+    """docs/examples/class_parallel.py (docs/distributed.md) under torchrun on 2 CPU processes with gloo."""
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    import subprocess
+    root = Path(__file__).parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(root / "docs" / "examples" / "class_parallel.py")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("gradient of its block matches") == 2, done.stdout
