@@ -120,6 +120,9 @@ def _errors(rank, pair, failures):
         ("the triton backend", lambda: lossc.loss("focal", backend="triton", class_group=dist.group.WORLD)(
             torch.zeros(2, 12, dtype=torch.float64), torch.tensor([0, 1]))),
         ("a loss without classes", lambda: lossc.loss("bce", class_group=dist.group.WORLD)),
+        ("a block of the class weights", lambda: lossc.loss("cross_entropy", backend="torch", weight=torch.ones(12),
+                                                             class_group=dist.group.WORLD)(
+            torch.zeros(2, 12 + (rank == 0), dtype=torch.float64), torch.tensor([0, 1]))),
         ("ranks with different rows", lambda: lossc.loss("cross_entropy", backend="torch", class_group=dist.group.WORLD)(
             torch.zeros(2 + rank, 12, dtype=torch.float64), torch.zeros(2 + rank, dtype=torch.long))),
     ]
