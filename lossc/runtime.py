@@ -657,9 +657,9 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
     if valid is not None and input.device.type == "cpu" and not _compiling() and bool(valid.all()):
         valid = None  # (a device sync on a GPU: there the kernels take the mask as it is)
     if kernel.form == "row" and isinstance(weight, torch.Tensor) and tuple(weight.shape) != (_num_classes(input),):
-        whole = " (all ranks' classes: the whole vector on every rank)" if _SHARD is not None else ""
-        raise LossInputError(f"{kernel.name}: weight must hold one value per class, shape "
-                             f"[{_num_classes(input)}]{whole}, got {list(weight.shape)}")
+        whole = " (all ranks' classes: give the whole vector on every rank)" if _SHARD is not None else ""
+        raise LossInputError(f"{kernel.name}: weight has {weight.numel()} values (shape {list(weight.shape)}), "
+                             f"but the input has C = {_num_classes(input)} classes{whole}")
     w, den, mul = _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype)
     if engine == "reference":
         x = _rows(kernel, input).to(dtype)
