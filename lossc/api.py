@@ -209,13 +209,15 @@ def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torc
 
 def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
          reduction: str = "mean", backend: str = "auto", validate: bool = True, batch_group=None,
-         from_logits: bool = False, **params) -> torch.nn.Module:
+         class_group=None, from_logits: bool = False, **params) -> torch.nn.Module:
     """A ``torch.nn.Module`` computing the loss: ``lossc.loss("focal", gamma=2.0)``.
 
     ``spec`` is a catalog name, a path to a ``.loss`` file, ``.loss`` source text, or a
     bare expression when ``over=`` names its kind. Parameters are keywords.
     Batch losses also take ``from_logits`` (the input is logits; s = sigmoid(input)) and
     ``batch_group`` (a ``torch.distributed`` process group: the batch sums are all-reduced over it).
+    Row losses (multiclass, distribution) take ``class_group`` (a process group over which each row's
+    classes are split: the input is this rank's contiguous block of the classes; see docs/distributed.md).
     A tasks loss takes its parameters alone.
     """
     entry = _compiled_entry(spec, over, params, _target_for(backend))
@@ -225,6 +227,9 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     if form != "batch" and (batch_group is not None or from_logits):
         raise LossParamError(f"{name}: batch_group and from_logits are options of batch losses, not of "
                              f"{entry['kind']} losses")
+    if form != "row" and class_group is not None:
+        raise LossParamError(f"{name}: class_group splits the classes of row losses (multiclass, distribution), "
+                             f"not of {entry['kind']} losses")
     try:
         if form == "composite":
             return cls(**runtime)
@@ -232,6 +237,9 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
             return cls(**runtime, weight=weight, ignore_index=None if ignore_index == -100 else ignore_index,
                        reduction=reduction, backend=backend, validate=validate, from_logits=from_logits,
                        batch_group=batch_group)
+        if class_group is not None:
+            return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
+                       validate=validate, class_group=class_group)
         return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
                    validate=validate)
     except LossError:

@@ -76,13 +76,9 @@ def _exp_floor(dtype):
     return math.log(torch.finfo(dtype).tiny) + 7.0
 
 
-def _logsumexp(x):
-    """torch.logsumexp(x, 1, keepdim=True) (x [m, C], a fresh tensor it may overwrite), with exponents
-    floored at _exp_floor: the sum (at least 1) changes by less than C exp(floor)."""
-    top = torch.amax(x, 1, keepdim=True)
-    shift = torch.where(torch.isfinite(top), top, 0.0)
-    total = x.sub_(shift).clamp_(min=_exp_floor(x.dtype)).exp_().sum(1, keepdim=True)
-    return torch.where(top == -math.inf, top, shift + torch.log(total))
+def _exp_shifted(z, top, out):
+    """exp(z - top) written into out, exponents floored at _exp_floor."""
+    return torch.sub(z, top, out=out).clamp_(min=_exp_floor(out.dtype)).exp_()
 
 
 def _exp_affine(out, z, m, l_class, l_row, k, c):
@@ -97,9 +93,160 @@ def _exp_affine(out, z, m, l_class, l_row, k, c):
 
 
 def _set_target(grad, t, own, c):
-    """grad[i, t[i]] = own[i] * c[i]."""
+    """grad[i, t[i]] = own[i] * c[i] (with a class group: the rows whose target class this rank holds)."""
     own = torch.as_tensor(own, dtype=grad.dtype, device=grad.device).expand(grad.shape[0], 1)
-    return grad.scatter_(1, t[:, None], own if c is None else own * c)
+    value = own if c is None else own * c
+    if _SHARD is None:
+        return grad.scatter_(1, t[:, None], value)
+    index, owned = _local_targets(t, grad.shape[1])
+    return grad.scatter_(1, index, torch.where(owned, value, grad.gather(1, index)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The class reductions and target gathers of the row form. Without a class group they are plain torch.
+# With one (``class_group``: each rank holds a contiguous block of every row's classes) each is a local
+# reduction followed by an all-reduce, so that every rank gets the whole row's value: a sum is summed,
+# a max maxed, a logsumexp is a global max then an all-reduced sum of exp(x - max), and the target's entry
+# comes from the rank that holds the target class. ``_SHARD`` is set by apply_loss around one call.
+
+_SHARD = None
+
+
+class _Shard:
+    """A class group: the process group, this rank's first class and the number of classes C of the rows."""
+
+    def __init__(self, group, offset, classes):
+        self.group, self.offset, self.classes = group, offset, classes
+
+
+def _num_classes(z):
+    return z.shape[1] if _SHARD is None else _SHARD.classes
+
+
+def _all_reduce(local, op):
+    """A row column reduced over the class group ("sum" or "max"): the same value on every rank. Under
+    autograd (the reference backend; sums alone, see _row_max) its backward all-reduces the gradient too,
+    so the gradient of every rank's loss reaches the classes of every rank."""
+    import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
+    if local.requires_grad:
+        return _AllReduceSum.apply(local, _SHARD.group)
+    total = local.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX, group=_SHARD.group)
+    return total
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """A sum over the ranks whose backward all-reduces the gradient (a sum too): the gradient of the sum
+    of the ranks' losses, which _shared_loss makes the gradient of the loss. Every rank calls backward."""
+
+    @staticmethod
+    def forward(ctx, local, group):
+        import torch.distributed as dist
+        ctx.group = group
+        total = local.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+class _SharedLoss(torch.autograd.Function):
+    """The loss as it is, with its gradient divided by the number of ranks W: every rank computes the same
+    loss L from all ranks' classes and back-propagates it, so the all-reduced backward sums W copies of
+    dL/dz; each rank's share of 1/W makes every rank's classes get exactly dL/dz."""
+
+    @staticmethod
+    def forward(ctx, loss, ranks):
+        ctx.ranks = ranks
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad / ctx.ranks, None
+
+
+def _shared_loss(loss):
+    """The reference loss of one call under a class group (see _SharedLoss)."""
+    import torch.distributed as dist
+    if _SHARD is None or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        return loss
+    return _SharedLoss.apply(loss, dist.get_world_size(_SHARD.group))
+
+
+def _row_sum(x):
+    s = torch.sum(x, 1, keepdim=True)
+    return s if _SHARD is None else _all_reduce(s, "sum")
+
+
+def _row_max(x):
+    if _SHARD is None:
+        return torch.amax(x, 1, keepdim=True)
+    m = _all_reduce(torch.amax(x.detach(), 1, keepdim=True), "max")
+    if not x.requires_grad:
+        return m
+    # under autograd: m plus a zero that carries torch.amax's gradient, split evenly over the tied
+    # entries of all ranks (a sum over the ranks, so that the backward reaches the ranks that hold them)
+    top = x.detach() == m
+    s = _row_sum(torch.where(top & torch.isfinite(x.detach()), x, 0.0))
+    return m + (s - s.detach()) / _row_sum(top.to(x.dtype))
+
+
+def _row_lse(x):
+    if _SHARD is None:
+        return torch.logsumexp(x, 1, keepdim=True)
+    m = _all_reduce(torch.amax(x.detach(), 1, keepdim=True), "max")
+    m = torch.where(torch.isfinite(m), m, 0.0)  # (as torch.logsumexp: rows of -inf stay -inf)
+    return m + torch.log(_all_reduce(torch.sum(torch.exp(x - m), 1, keepdim=True), "sum"))
+
+
+def _row_lse_(x):
+    """_row_lse of a fresh tensor x [m, C] that it overwrites, with exponents floored at _exp_floor (the
+    sum, at least 1, changes by less than C exp(floor)); not under autograd."""
+    top = torch.amax(x, 1, keepdim=True)
+    if _SHARD is not None:
+        top = _all_reduce(top, "max")
+    shift = torch.where(torch.isfinite(top), top, 0.0)
+    total = x.sub_(shift).clamp_(min=_exp_floor(x.dtype)).exp_().sum(1, keepdim=True)
+    if _SHARD is not None:
+        total = _all_reduce(total, "sum")
+    return torch.where(top == -math.inf, top, shift + torch.log(total))
+
+
+def _local_targets(t, width):
+    """(this rank's column of each row's target [m, 1], clamped into its block; whether it holds it [m, 1])."""
+    local = t - _SHARD.offset
+    owned = (local >= 0) & (local < width)
+    return local.clamp(0, width - 1)[:, None], owned[:, None]
+
+
+def _at_target(x, t):
+    """x[i, t[i]] as a column [m, 1], x a tensor [m, C] or a class vector [1, C]."""
+    x = x.expand(t.shape[0], x.shape[1])
+    if _SHARD is None:
+        return x.gather(1, t[:, None])
+    index, owned = _local_targets(t, x.shape[1])
+    return _all_reduce(torch.where(owned, x.gather(1, index), 0), "sum")
+
+
+def _exclude_target(x, t, fill):
+    """x with x[i, t[i]] = fill, out of place (under autograd)."""
+    if _SHARD is None:
+        return torch.scatter(x, 1, t[:, None], fill)
+    index, owned = _local_targets(t, x.shape[1])
+    return torch.scatter(x, 1, index, torch.where(owned, torch.as_tensor(fill, dtype=x.dtype), x.gather(1, index)))
+
+
+def _exclude_target_(x, t, fill):
+    """x[i, t[i]] = fill, in place (x a fresh tensor)."""
+    if _SHARD is None:
+        return x.scatter_(1, t[:, None], fill)
+    index, owned = _local_targets(t, x.shape[1])
+    return x.scatter_(1, index, torch.where(owned, torch.as_tensor(fill, dtype=x.dtype), x.gather(1, index)))
 
 
 def _as_rows(x, count, like):
@@ -170,7 +317,7 @@ def _class_tensors(kernel, params, weight, input):
     per-class parameters (a number stands for every class) and the call's class weights (1 if none)."""
     if input.dim() < 2:
         return []
-    C, dtype = input.shape[1], _compute_dtype(input.dtype)
+    C, dtype = _num_classes(input), _compute_dtype(input.dtype)
     out = []
     for name, size in kernel.layout:
         if size != "class":
@@ -188,7 +335,9 @@ def _class_tensors(kernel, params, weight, input):
             what = "weight" if name == "weight" else f"per-class parameter {name}"
             raise LossInputError(f"{kernel.name}: {what} has {value.numel()} values (shape "
                                  f"{list(value.shape)}), but the input has C = {C} classes")
-        out.append(value.reshape(1, C).contiguous())  # a row: broadcasts against [m, C]
+        if _SHARD is not None:  # the whole vector on every rank: this rank's block of it
+            value = value[_SHARD.offset:_SHARD.offset + input.shape[1]]
+        out.append(value.reshape(1, -1).contiguous())  # a row: broadcasts against [m, C]
     return out
 
 
@@ -232,7 +381,7 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
         if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise LossInputError(f"{kernel.name}: target must hold class indices (an integer tensor), "
                                  f"got {target.dtype}")
-        C = input.shape[1]
+        C = _num_classes(input)  # (with a class group: all ranks' classes; targets are global indices)
         t = target.reshape(-1).long()
         valid = t != ignore_index
         if validate and t.numel():
@@ -342,7 +491,7 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     coefficient = scale  # of each row's gradient: ignored rows 0 (and their gradient zeroed below)
     if valid is not None:
         coefficient = valid.to(dtype) if scale is None else torch.where(valid, scale, 0.0)
-    width = x.shape[1] if x.dim() == 2 else 1
+    width = _num_classes(x) if x.dim() == 2 else 1  # (the same chunks on every rank of a class group)
     step = max(1, CHUNK_ELEMENTS // max(width, 1))
     losses = torch.empty(rows, dtype=dtype, device=x.device)
     grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
@@ -439,6 +588,8 @@ def _engine(kernel, backend, input, weight=None):
     """The engine a backend runs on for this input: "reference", "torch" or "triton"."""
     if backend == "reference":
         return "reference"
+    if _SHARD is not None:  # (apply_loss refuses triton with a class group)
+        return "torch" if kernel.loss_and_grad is not None else "reference"
     can_triton = kernel.triton is not None and input.dtype in (torch.float32, torch.bfloat16, torch.float16)
     weighted = weight is not None and _uses_weight(kernel)  # (its kernels compute weight = 1)
     if backend == "triton":
@@ -474,8 +625,57 @@ def _interpreting_triton():
 
 
 def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100, reduction="mean",
-               sample_weight=None, backend="auto", validate=True):
-    """Run a generated loss with nn.CrossEntropyLoss's weight / ignore_index / reduction semantics."""
+               sample_weight=None, backend="auto", validate=True, class_group=None):
+    """Run a generated loss with nn.CrossEntropyLoss's weight / ignore_index / reduction semantics. With
+    ``class_group`` (a torch.distributed process group; row losses) the input holds this rank's contiguous
+    block of the classes (ranks in group order hold consecutive blocks), the targets are global class
+    indices (or this rank's block of the probabilities), ``weight`` and per-class parameters are the whole
+    C-vectors; every rank gets the whole rows' loss and the gradient of its own block."""
+    global _SHARD
+    if class_group is None:
+        return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
+                           backend, validate)
+    shard = _class_shard(kernel, class_group, input, backend)
+    previous, _SHARD = _SHARD, shard
+    try:
+        return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
+                           backend, validate)
+    finally:
+        _SHARD = previous
+
+
+def _class_shard(kernel, group, input, backend):
+    """The class group of a call: this rank's first class and C, from one all-reduce of the ranks' widths
+    (which also checks that every rank holds the same rows)."""
+    import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
+    if kernel.form != "row":
+        raise LossParamError(f"{kernel.name}: class_group splits the classes of a row loss (multiclass, "
+                             "distribution); this loss has none")
+    if backend == "triton":
+        raise LossParamError(f"{kernel.name}: the triton backend does not take a class_group; use backend='torch'")
+    if _compiling():
+        raise LossParamError(f"{kernel.name}: class_group is not supported under torch.compile")
+    if not isinstance(input, torch.Tensor) or input.dim() < 2:
+        raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...] (C: this rank's classes)")
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    if rank < 0:
+        raise LossParamError(f"{kernel.name}: this process is not in the class_group")
+    rows = input.numel() // max(input.shape[1], 1)
+    sizes = torch.zeros(world + 2, dtype=torch.int64, device=input.device)
+    sizes[rank], sizes[world], sizes[world + 1] = input.shape[1], rows, -rows
+    dist.all_reduce(sizes, op=dist.ReduceOp.MAX, group=group)
+    sizes = sizes.tolist()
+    widths = sizes[:world]
+    if sizes[world] != -sizes[world + 1]:
+        raise LossInputError(f"{kernel.name}: the ranks of the class_group hold different rows (between "
+                             f"{-sizes[world + 1]} and {sizes[world]}); each must hold the same rows")
+    if min(widths) < 1:
+        raise LossInputError(f"{kernel.name}: every rank of the class_group must hold at least one class, "
+                             f"got widths {widths}")
+    return _Shard(group, sum(widths[:rank]), sum(widths))
+
+
+def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight, backend, validate):
     if reduction not in REDUCTIONS:
         raise LossParamError(f"{kernel.name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if backend not in BACKENDS:
@@ -491,11 +691,15 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
     dtype = _compute_dtype(input.dtype)
     if valid is not None and input.device.type == "cpu" and not _compiling() and bool(valid.all()):
         valid = None  # (a device sync on a GPU: there the kernels take the mask as it is)
+    if kernel.form == "row" and isinstance(weight, torch.Tensor) and tuple(weight.shape) != (_num_classes(input),):
+        whole = " (all ranks' classes: give the whole vector on every rank)" if _SHARD is not None else ""
+        raise LossInputError(f"{kernel.name}: weight has {weight.numel()} values (shape {list(weight.shape)}), "
+                             f"but the input has C = {_num_classes(input)} classes{whole}")
     w, den, mul = _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype)
     if engine == "reference":
         x = _rows(kernel, input).to(dtype)
         values = _Values(kernel.layout, _flat(kernel, params), _class_tensors(kernel, params, weight, input))
-        losses = _as_rows(kernel.functions(values)[0](x, t, values), t.shape[0], x)
+        losses = _as_rows(_shared_loss(kernel.functions(values)[0](x, t, values)), t.shape[0], x)
         if valid is not None:
             losses = torch.where(valid, losses, 0.0)
         scale = _scale_of(w, den, mul, t.shape[0], dtype, input.device)

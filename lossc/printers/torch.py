@@ -165,17 +165,19 @@ class Program:
 
 
 ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p", Q_J: "q", NUM_CLASSES: "C"}
-# What computes each row-form symbol from z [m, C] and t [m] (and which symbols it needs).
+# What computes each row-form symbol from z [m, C] and t [m] (and which symbols it needs). Every class
+# reduction and target gather is a runtime helper (``_row_sum``, ``_at_target``, ...): plain torch, or a
+# local reduction plus an all-reduce when the classes are split over a process group (class_group).
 ROW_SETUP = (
-    (NUM_CLASSES, "z.shape[1]", ()),
-    (Z_Y, "z.gather(1, t[:, None])", ()),
-    (LSE, "torch.logsumexp(z, 1, keepdim=True)", ()),
+    (NUM_CLASSES, "_num_classes(z)", ()),
+    (Z_Y, "_at_target(z, t)", ()),
+    (LSE, "_row_lse(z)", ()),
     (P_T, "torch.exp(z_y - lse)", (Z_Y, LSE)),
     (P_J, "torch.exp(z - lse)", (LSE,)),
 )
-REDUCE = {"sum": ("torch.sum({}, 1, keepdim=True)", "0.0"),
-          "max": ("torch.amax({}, 1, keepdim=True)", "-math.inf"),
-          "lse": ("torch.logsumexp({}, 1, keepdim=True)", "-math.inf")}
+REDUCE = {"sum": ("_row_sum({})", "0.0"),
+          "max": ("_row_max({})", "-math.inf"),
+          "lse": ("_row_lse({})", "-math.inf")}
 
 
 def _names(spec: LossSpec) -> tuple[dict, set]:
@@ -256,7 +258,7 @@ def _class_setup(em: _Emitter, spec: LossSpec, needed: set) -> None:
         em.assign("q", "t")
     for name in spec.class_vectors:
         if class_entry(name, "y") in needed:
-            em.assign(f"_{name}_y", f"P.{name}[0, t][:, None]")
+            em.assign(f"_{name}_y", f"_at_target(P.{name}, t)")
 
 
 def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool) -> None:
@@ -274,14 +276,12 @@ def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool)
 
 def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
     template, fill = REDUCE[r.op]
+    fresh = f"{body}.clone()" if body.isidentifier() else body  # (a tensor the program may overwrite)
     if r.exclude_target:  # the target's entry set to the reduction's identity
-        if not in_place:
-            body = f"torch.scatter({body}, 1, t[:, None], {fill})"
-        else:
-            body = f"{body}.clone()" if body.isidentifier() else f"({body})"
-            body = f"{body}.scatter_(1, t[:, None], {fill})"
-    if in_place and r.op == "lse":  # without the subnormal slow path (not under autograd), on a fresh tensor
-        template = "_logsumexp({}.clone())" if body.isidentifier() else "_logsumexp({})"
+        body = f"_exclude_target_({fresh}, t, {fill})" if in_place else f"_exclude_target({body}, t, {fill})"
+        fresh = body
+    if in_place and r.op == "lse":  # without the subnormal slow path (not under autograd), in place
+        template, body = "_row_lse_({})", fresh
     em.assign(em.names[r.symbol], template.format(body))
 
 
@@ -345,18 +345,18 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
         needed = _needed([spec.expr] + ([own] if own is not None else []) + bodies + list(exp_affine))
     softmax = affine is not None or bool(needed & {LSE, P_J, P_T})  # (logit_adjusted: only its own lse)
     normalize = softmax and (P_J in _needed(bodies) or affine is None)
-    em.assign("C", "z.shape[1]")
+    em.assign("C", "_num_classes(z)")
     if spec.has_target:
-        em.assign("z_y", "z.gather(1, t[:, None])")
+        em.assign("z_y", "_at_target(z, t)")
     if softmax:
-        em.assign("_m", "torch.amax(z, 1, keepdim=True)")
-        em.assign("_e", "torch.sub(z, _m, out=out).exp_()")
-        em.assign("_s", "torch.sum(_e, 1, keepdim=True)")
+        em.assign("_m", "_row_max(z)")
+        em.assign("_e", "_exp_shifted(z, _m, out)")
+        em.assign("_s", "_row_sum(_e)")
         em.assign("lse", "_m + torch.log(_s)")
     if normalize:
         em.assign("p", "_e.div_(_s)")
     if P_T in needed:
-        em.assign("p_t", "p.gather(1, t[:, None])" if normalize else "_e.gather(1, t[:, None]) / _s")
+        em.assign("p_t", "_at_target(p, t)" if normalize else "_at_target(_e, t) / _s")
     _class_setup(em, spec, needed)
     _reductions(em, spec.reductions + aux, in_place=True)
     if affine is not None:

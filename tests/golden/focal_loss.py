@@ -5,21 +5,21 @@ SPEC_HASH = '8bafaf2640fab80d'
 
 
 def _loss(z, t, P):
-    z_y = z.gather(1, t[:, None])
-    lse = torch.logsumexp(z, 1, keepdim=True)
+    z_y = _at_target(z, t)
+    lse = _row_lse(z)
     _t0 = -lse + z_y
     loss = -_t0*torch.pow(-torch.expm1(_t0), P.gamma)
     return loss
 
 
 def _loss_and_grad(z, t, P, out, c):
-    C = z.shape[1]
-    z_y = z.gather(1, t[:, None])
-    _m = torch.amax(z, 1, keepdim=True)
-    _e = torch.sub(z, _m, out=out).exp_()
-    _s = torch.sum(_e, 1, keepdim=True)
+    C = _num_classes(z)
+    z_y = _at_target(z, t)
+    _m = _row_max(z)
+    _e = _exp_shifted(z, _m, out)
+    _s = _row_sum(_e)
     lse = _m + torch.log(_s)
-    p_t = _e.gather(1, t[:, None]) / _s
+    p_t = _at_target(_e, t) / _s
     _t0 = -lse + z_y
     _t1 = torch.pow(-torch.expm1(_t0), P.gamma)
     _t2 = _t1*P.gamma*_logratio(_t0)*torch.exp(_t0) - _t1
@@ -53,25 +53,27 @@ class FocalLoss(torch.nn.Module):
     __doc__ = 'Focal loss: down-weights easy examples by (1 - p_t)^gamma.\n\nAdds a modulating factor (1 - p_t)^gamma to cross-entropy so that\nwell-classified examples contribute little; gamma = 0 is cross-entropy.\nThe paper tries gamma in [0, 5] and finds gamma = 2 best (with the\nalpha-balanced variant, alpha = 0.25; this multiclass form has no alpha).\nLin, Goyal, Girshick, He & Dollar, 2017, Focal Loss for Dense Object Detection.'
 
     def __init__(self, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", backend="auto",
-                 validate=True):
+                 validate=True, class_group=None):
         super().__init__()
         self.params = _params(gamma=gamma)
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index, self.reduction, self.backend, self.validate = ignore_index, reduction, backend, validate
+        self.class_group = class_group
         if reduction not in REDUCTIONS:
             raise LossParamError(f"{NAME}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
     def forward(self, input, target, sample_weight=None):
         return apply_loss(KERNEL, self.params, input, target, weight=self.weight, ignore_index=self.ignore_index,
                           reduction=self.reduction, sample_weight=sample_weight, backend=self.backend,
-                          validate=self.validate)
+                          validate=self.validate, class_group=self.class_group)
 
     def extra_repr(self):
         return f"{self.params!r}, reduction={self.reduction!r}"
 
 
 def focal_loss(input, target, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean",
-        sample_weight=None, backend="auto", validate=True):
+        sample_weight=None, backend="auto", validate=True, class_group=None):
     """Functional form of FocalLoss."""
     return apply_loss(KERNEL, _params(gamma=gamma), input, target, weight=weight, ignore_index=ignore_index,
-                      reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate)
+                      reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate,
+                      class_group=class_group)

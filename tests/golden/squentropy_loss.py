@@ -5,23 +5,23 @@ SPEC_HASH = '8df366e53e1d90bf'
 
 
 def _loss(z, t, P):
-    C = z.shape[1]
-    z_y = z.gather(1, t[:, None])
-    lse = torch.logsumexp(z, 1, keepdim=True)
-    r1 = torch.sum(torch.scatter(torch.square(z), 1, t[:, None], 0.0), 1, keepdim=True)
+    C = _num_classes(z)
+    z_y = _at_target(z, t)
+    lse = _row_lse(z)
+    r1 = _row_sum(_exclude_target(torch.square(z), t, 0.0))
     loss = r1/((C - 1)) + lse - z_y
     return loss
 
 
 def _loss_and_grad(z, t, P, out, c):
-    C = z.shape[1]
-    z_y = z.gather(1, t[:, None])
-    _m = torch.amax(z, 1, keepdim=True)
-    _e = torch.sub(z, _m, out=out).exp_()
-    _s = torch.sum(_e, 1, keepdim=True)
+    C = _num_classes(z)
+    z_y = _at_target(z, t)
+    _m = _row_max(z)
+    _e = _exp_shifted(z, _m, out)
+    _s = _row_sum(_e)
     lse = _m + torch.log(_s)
-    p_t = _e.gather(1, t[:, None]) / _s
-    r1 = torch.sum((torch.square(z)).scatter_(1, t[:, None], 0.0), 1, keepdim=True)
+    p_t = _at_target(_e, t) / _s
+    r1 = _row_sum(_exclude_target_(torch.square(z), t, 0.0))
     _t0 = (1/(C - 1))
     loss = r1*_t0 + lse - z_y
     grad = _affine(_e, torch.reciprocal(_s), (2*_t0), z, 0, c)
@@ -49,25 +49,27 @@ class SquentropyLoss(torch.nn.Module):
     __doc__ = 'Squentropy: cross-entropy plus the mean squared logit of wrong classes.\n\n-log p_y + (1/(C - 1)) sum_{j != y} z_j^2, on the raw logits. Convex in the\nlogits; a plug-in replacement for cross-entropy with better calibration.\nNo parameters (unlike the rescaled square loss).\nHui, Belkin & Wright, 2023, Cut your Losses with Squentropy.'
 
     def __init__(self, *, weight=None, ignore_index=-100, reduction="mean", backend="auto",
-                 validate=True):
+                 validate=True, class_group=None):
         super().__init__()
         self.params = _params()
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index, self.reduction, self.backend, self.validate = ignore_index, reduction, backend, validate
+        self.class_group = class_group
         if reduction not in REDUCTIONS:
             raise LossParamError(f"{NAME}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
     def forward(self, input, target, sample_weight=None):
         return apply_loss(KERNEL, self.params, input, target, weight=self.weight, ignore_index=self.ignore_index,
                           reduction=self.reduction, sample_weight=sample_weight, backend=self.backend,
-                          validate=self.validate)
+                          validate=self.validate, class_group=self.class_group)
 
     def extra_repr(self):
         return f"{self.params!r}, reduction={self.reduction!r}"
 
 
 def squentropy_loss(input, target, *, weight=None, ignore_index=-100, reduction="mean",
-        sample_weight=None, backend="auto", validate=True):
+        sample_weight=None, backend="auto", validate=True, class_group=None):
     """Functional form of SquentropyLoss."""
     return apply_loss(KERNEL, _params(), input, target, weight=weight, ignore_index=ignore_index,
-                      reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate)
+                      reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate,
+                      class_group=class_group)
