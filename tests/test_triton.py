@@ -22,16 +22,16 @@ import triton.language as tl  # noqa: E402
 
 import lossc  # noqa: E402
 from lossc.codegen import triton_supported  # noqa: E402
-from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, elementwise_input, generator, grad_output,  # noqa: E402
-                      multiclass_input)
+from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, distribution_input,  # noqa: E402
+                      elementwise_input, generator, grad_output, multiclass_input)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
     pytest.skip("no GPU, and TRITON_INTERPRET is not set", allow_module_level=True)
 
 CATALOG = {entry.name: entry.kind for entry in lossc.catalog()}
-# (losses with per-class parameters have no triton kernels yet: lossc.codegen.triton_supported)
-ROW = sorted(n for n, kind in CATALOG.items() if kind == MULTICLASS and triton_supported(lossc.parse(n)))
+DISTRIBUTION = "distribution"
+ROW = sorted(n for n, kind in CATALOG.items() if kind in (MULTICLASS, DISTRIBUTION) and triton_supported(lossc.parse(n)))
 ELEMENTWISE = sorted(n for n, kind in CATALOG.items() if kind in ELEMENTWISE_KINDS)
 BF16 = torch.bfloat16
 F16 = torch.float16
@@ -74,8 +74,8 @@ def _close(got, expected, same_dtype, rtol, atol_fraction, what):
 def _check(name_or_text, x, t, reduction, options, call, params, regime=None, seed=()):
     """The triton backend on x (its dtype, on DEVICE) against the reference backend on the same values
     in float64, with the reference's own error in x's dtype as the yardstick."""
-    kind = "row" if x.dim() >= 2 and t.dtype == torch.int64 else "elementwise"
-    shape = (x.shape[0], *x.shape[2:]) if kind == "row" else tuple(x.shape)
+    row = lossc.parse(name_or_text).form == "row"
+    shape = (x.shape[0], *x.shape[2:]) if row else tuple(x.shape)
     go = grad_output(shape if reduction == "none" else (), *seed)
     value, grad = _run(name_or_text, "triton", x.to(DEVICE), t.to(DEVICE), go,
                        {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in options.items()},
@@ -108,9 +108,11 @@ ROW_CASES = {
 }
 
 
-def _row_options(flags, shape, t, g):
+def _row_options(flags, shape, t, g, spec):
     N, C, *rest = shape
     options, call = {}, {}
+    if not spec.has_target:  # soft targets: no ignored rows; class weights only where the body reads them
+        flags = flags.replace("i", "").replace("w", "w" if "weight" in spec.class_vectors else "")
     if "w" in flags:
         options["weight"] = torch.rand(C, generator=g, dtype=torch.float64) * 2 + 0.1
     if "i" in flags:
@@ -118,7 +120,7 @@ def _row_options(flags, shape, t, g):
         drop.view(-1)[0] = True
         t = torch.where(drop, torch.full_like(t, -100), t)
     if "s" in flags:
-        call["sample_weight"] = torch.rand(t.shape, generator=g, dtype=torch.float64) * 3
+        call["sample_weight"] = torch.rand((N, *rest), generator=g, dtype=torch.float64) * 3
     return options, call, t
 
 
@@ -127,16 +129,29 @@ def _row_options(flags, shape, t, g):
 def test_row_losses(name, case):
     shape, dtype, reduction, flags, regime, alt = ROW_CASES[case]
     g = generator("triton", name, case)
-    x, t = multiclass_input(shape, g)
+    spec = lossc.parse(name)
+    if spec.has_target:
+        x, t = multiclass_input(shape, g)
+    else:  # soft targets q, given in the input's dtype
+        x, t = distribution_input(shape, g)
+        t = t.to(dtype)
     x = x.to(dtype)
-    options, call, t = _row_options(flags, shape, t, g)
-    if "weight" in options and "weight" in lossc.parse(name).class_vectors:
-        # a loss that reads weight[j] has kernels for weight = 1 only: with weights, a clear error
-        with pytest.raises(lossc.LossError, match="class weights"):
-            lossc.loss(name, backend="triton", **options, **_params(name, alt))(x.to(DEVICE), t.to(DEVICE))
-        return
-    _check(name, x, t, reduction, dict(options, reduction=reduction), call, _params(name, alt), regime,
-           seed=(name, case))
+    options, call, t = _row_options(flags, shape, t, g, spec)
+    params = _params(name, alt)
+    for p in spec.params:  # per-class parameters: C different values (the references' defaults are one number)
+        if p.type == "class":
+            params[p.name] = torch.rand(shape[1], generator=g, dtype=torch.float64) * 4 + 0.05
+    _check(name, x, t, reduction, dict(options, reduction=reduction), call, params, regime, seed=(name, case))
+
+
+@pytest.mark.parametrize("regime", [None, (16, 16)], ids=["tile", "chunked"])
+def test_soft_targets_strided_in_their_own_dtype(regime):
+    """q is read as it is: float64 probabilities for float32 logits, a transposed [N, C, d1] view."""
+    g = generator("triton-soft-targets")
+    x, q = distribution_input((3, 37, 5), g)
+    q = q.transpose(0, 2).contiguous().transpose(0, 2)  # strides (1, 3, 111): neither contiguous nor [N, C]
+    _check("soft_cross_entropy", x.float(), q, "none", {"reduction": "none", "weight": torch.rand(37, generator=g) + 0.5},
+           {}, {"eps": 0.1}, regime, seed=("soft",))
 
 
 # Class reductions the catalog lacks: a max over j != y, a logsumexp, reductions that need p (and lse),
@@ -215,11 +230,13 @@ def test_elementwise_losses(name, case):
 # no gradient, empty inputs, the backward
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, shape", [("focal", (9, 37)), ("brier", (4, 37)), ("sigmoid_focal", (50,))])
+@pytest.mark.parametrize("name, shape", [("focal", (9, 37)), ("brier", (4, 37)), ("brier_distribution", (4, 37)),
+                                         ("sigmoid_focal", (50,))])
 def test_loss_without_gradient(name, shape):
     kind = CATALOG[name]
     g = generator("nograd", name)
-    x, t = multiclass_input(shape, g) if kind == MULTICLASS else elementwise_input(kind, shape, g)
+    inputs = {MULTICLASS: multiclass_input, DISTRIBUTION: distribution_input}
+    x, t = inputs[kind](shape, g) if kind in inputs else elementwise_input(kind, shape, g)
     x = x.float().to(DEVICE)
     for reduction in ("none", "mean"):
         module = lossc.loss(name, backend="triton", reduction=reduction)
@@ -227,7 +244,7 @@ def test_loss_without_gradient(name, shape):
             got = module(x, t.to(DEVICE))
         expected = lossc.loss(name, backend="reference", reduction=reduction)(x.double().cpu(), t)
         torch.testing.assert_close(got.double().cpu(), expected, rtol=2e-5, atol=1e-6)
-        if kind == MULTICLASS:
+        if kind in inputs:
             with _launcher(name).configured(tile_classes=16, chunk=16), torch.no_grad():
                 chunked = module(x, t.to(DEVICE))
             torch.testing.assert_close(chunked.double().cpu(), expected, rtol=2e-5, atol=1e-6)
