@@ -154,6 +154,33 @@ def test_soft_targets_strided_in_their_own_dtype(regime):
            {}, {"eps": 0.1}, regime, seed=("soft",))
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "soft"])
+@pytest.mark.parametrize("shape", [(13, 7), (3, 5, 4, 2)], ids=["NC", "NCd1d2"])
+def test_matches_torch_cross_entropy_with_weights_and_smoothing(shape, soft, reduction):
+    """label_smoothing and soft_cross_entropy with class weights on triton, against F.cross_entropy (float32)."""
+    g = generator("triton ce parity", shape, soft, reduction)
+    N, C, *rest = shape
+    x = torch.randn(shape, generator=g) * 3
+    if soft:
+        t = torch.softmax(torch.randn(shape, generator=g) * 2, dim=1)
+    else:
+        t = torch.randint(0, C, (N, *rest), generator=g)
+        t = torch.where(torch.rand(t.shape, generator=g) < 0.3, torch.full_like(t, -100), t)
+    weight = torch.rand(C, generator=g) * 2 + 0.1
+    name = "soft_cross_entropy" if soft else "label_smoothing"
+    module = lossc.loss(name, eps=0.2, weight=weight.to(DEVICE), reduction=reduction, backend="triton")
+    leaf = x.to(DEVICE).detach().requires_grad_(True)
+    out = module(leaf, t.to(DEVICE))
+    out.sum().backward()
+    ref_leaf = x.detach().double().requires_grad_(True)
+    expected = torch.nn.functional.cross_entropy(ref_leaf, t.double() if soft else t, weight=weight.double(),
+                                                 reduction=reduction, label_smoothing=0.2)
+    expected.sum().backward()
+    torch.testing.assert_close(out.double().cpu(), expected.detach(), rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(leaf.grad.double().cpu(), ref_leaf.grad, rtol=2e-5, atol=1e-6)
+
+
 # Class reductions the catalog lacks: a max over j != y, a logsumexp, reductions that need p (and lse),
 # and aux reductions of the gradient that need them in turn (three sweeps of a chunked row).
 CUSTOM = {
