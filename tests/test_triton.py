@@ -137,11 +137,13 @@ def test_row_losses(name, case):
         t = t.to(dtype)
     x = x.to(dtype)
     options, call, t = _row_options(flags, shape, t, g, spec)
-    params = _params(name, alt)
-    for p in spec.params:  # per-class parameters: C different values (the references' defaults are one number)
-        if p.type == "class":
-            params[p.name] = torch.rand(shape[1], generator=g, dtype=torch.float64) * 4 + 0.05
+    params = dict(_params(name, alt), **_class_params(spec, shape[1], g))
     _check(name, x, t, reduction, dict(options, reduction=reduction), call, params, regime, seed=(name, case))
+
+
+def _class_params(spec, C, g):
+    """Per-class parameters as C different values (the references' defaults are one number for every class)."""
+    return {p.name: torch.rand(C, generator=g, dtype=torch.float64) * 4 + 0.05 for p in spec.params if p.type == "class"}
 
 
 @pytest.mark.parametrize("regime", [None, (16, 16)], ids=["tile", "chunked"])
@@ -195,6 +197,13 @@ CUSTOM = {
              "    return mean(softplus(z[j]) for j) - z[y] + tanh(z[y]) + sqrt(1 + p_t) + abs(z[y]) + min(z[y], 1)"
              " + where(z[y] > 0, 1, 2) + clamp(z[y], -1, 1) + (1 - p_t)^a + log1p(p_t) + sigmoid(z[y])"
              " + expm1(-p_t)\n",
+    # a class vector in the lse sweep, in a sweep of p with j != y, and at the target
+    "class_vector": "loss class_vector(prior[C] = 1.0) over multiclass:\n    p = softmax(z)\n"
+                    "    return logsumexp(z[j] + log(prior[j]) for j) - z[y] * prior[y]"
+                    " + sum(prior[j] * p[j]^2 for j != y)\n",
+    # soft targets in a sweep of p and in a max (its ties found again in the gradient sweep)
+    "soft_levels": "loss soft_levels() over distribution:\n    p = softmax(z)\n"
+                   "    return sum(q[j] * (1 - p[j])^2 for j) + max(q[j] * z[j] for j)\n",
 }
 
 
@@ -202,8 +211,10 @@ CUSTOM = {
 @pytest.mark.parametrize("name", list(CUSTOM))
 def test_row_reductions_beyond_the_catalog(name, regime):
     g = generator("triton-custom", name)
-    x, t = multiclass_input((5, 37), g)
-    _check(CUSTOM[name], x.float(), t, "none", {"reduction": "none"}, {}, {}, regime, seed=(name,))
+    spec = lossc.parse(CUSTOM[name])
+    x, t = (multiclass_input if spec.has_target else distribution_input)((5, 37), g)
+    _check(CUSTOM[name], x.float(), t if spec.has_target else t.float(), "none", {"reduction": "none"}, {},
+           _class_params(spec, 37, g), regime, seed=(name,))
 
 
 def test_regimes():

@@ -9,6 +9,9 @@ Sub-expressions of parameters and ``C`` alone are not computed in kernels: they 
 *constants* ``k0, k1, …``, computed on the host in float64 (``_triton_constants(P, C)``) and passed
 to the kernel as fp32 scalars.
 
+Per-class inputs besides ``z`` (soft targets ``q``, entries ``v[j]`` of class vectors) are loaded
+tile by tile in the sweeps that read them (``ClassLoads``); entries ``v[y]`` once per row.
+
 A kernel program says what the templates (``templates/triton_*.j2``) compute where; the templates
 hold the loops, loads, masks and stores and no math of any loss.
 """
