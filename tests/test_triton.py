@@ -31,7 +31,8 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
 
 CATALOG = {entry.name: entry.kind for entry in lossc.catalog()}
 DISTRIBUTION = "distribution"
-ROW = sorted(n for n, kind in CATALOG.items() if kind in (MULTICLASS, DISTRIBUTION) and triton_supported(lossc.parse(n)))
+ROW = sorted(n for n, kind in CATALOG.items()
+             if kind in (MULTICLASS, DISTRIBUTION) and triton_supported(lossc.parse(n)))
 ELEMENTWISE = sorted(n for n, kind in CATALOG.items() if kind in ELEMENTWISE_KINDS)
 BF16 = torch.bfloat16
 F16 = torch.float16
@@ -143,7 +144,8 @@ def test_row_losses(name, case):
 
 def _class_params(spec, C, g):
     """Per-class parameters as C different values (the references' defaults are one number for every class)."""
-    return {p.name: torch.rand(C, generator=g, dtype=torch.float64) * 4 + 0.05 for p in spec.params if p.type == "class"}
+    return {p.name: torch.rand(C, generator=g, dtype=torch.float64) * 4 + 0.05
+            for p in spec.params if p.type == "class"}
 
 
 @pytest.mark.parametrize("regime", [None, (16, 16)], ids=["tile", "chunked"])
@@ -152,8 +154,9 @@ def test_soft_targets_strided_in_their_own_dtype(regime):
     g = generator("triton-soft-targets")
     x, q = distribution_input((3, 37, 5), g)
     q = q.transpose(0, 2).contiguous().transpose(0, 2)  # strides (1, 3, 111): neither contiguous nor [N, C]
-    _check("soft_cross_entropy", x.float(), q, "none", {"reduction": "none", "weight": torch.rand(37, generator=g) + 0.5},
-           {}, {"eps": 0.1}, regime, seed=("soft",))
+    weight = torch.rand(37, generator=g) + 0.5
+    _check("soft_cross_entropy", x.float(), q, "none", {"reduction": "none", "weight": weight}, {}, {"eps": 0.1},
+           regime, seed=("soft",))
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean"])
