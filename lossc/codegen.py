@@ -17,7 +17,7 @@ import jinja2
 import sympy
 
 from . import __version__
-from .errors import LossKindError, LossNameError
+from .errors import LossNameError
 from .ir import WEIGHT, LossSpec, class_entry
 from .printers.torch import _ScalarPrinter, batch_programs, composite_program, program
 from .printers.triton import batch_kernel_program, elementwise_kernel_program, row_kernel_program
@@ -156,6 +156,8 @@ def triton_kernels(spec: LossSpec) -> dict:
         prog = row_kernel_program(spec)
         text = _triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix)
         launcher = f"_TritonLoss('row', _triton_constants, tile={prefix}_row_tile, chunked={prefix}_row_chunked"
+        if spec.class_vectors:  # their tensors, in the order of the kernels' pointer arguments
+            launcher += f", vectors={spec.class_vectors!r}"
     else:
         prog = elementwise_kernel_program(spec)
         text = _triton_environment().get_template("triton_elementwise.py.j2").render(program=prog, prefix=prefix)
@@ -167,13 +169,13 @@ def triton_kernels(spec: LossSpec) -> dict:
 
 
 def triton_supported(spec: LossSpec) -> bool:
-    """Whether the triton printer covers this loss (not yet: per-class parameters, soft targets; a loss
-    that reads the class weights gets kernels for calls without them, weight = 1)."""
-    return not set(spec.class_vectors) - {WEIGHT} and (spec.form != "row" or spec.has_target)
+    """Whether the triton printer covers this loss: every row (class vectors and soft targets included),
+    elementwise and batch loss; not the composite form (tasks), which runs under autograd alone."""
+    return spec.form in ("row", "elementwise", "batch")
 
 
 def unweighted(spec: LossSpec) -> LossSpec:
-    """The spec at weight = 1 (what the triton kernels of a loss reading weight[j] compute)."""
+    """The spec at weight = 1 (what the property checks analyse of a loss reading weight[j])."""
     if WEIGHT not in spec.class_vectors:
         return spec
     ones = {class_entry(WEIGHT): sympy.S.One, class_entry(WEIGHT, "y"): sympy.S.One}
@@ -212,11 +214,8 @@ def generate_module(spec: LossSpec, target: str = "torch") -> str:
     header += ["  where " + " ".join(comment_lines(r.describe())) for r in spec.gradient.aux]
     runtime = runtime_source() + _HELPERS
     triton = None
-    if target == "triton" and not triton_supported(spec):
-        raise LossKindError(f"{spec.name}: no triton kernels yet for {spec.kind} losses with class vectors "
-                            "or soft targets; compile with --target torch")
-    if target != "torch" and triton_supported(spec):
-        triton = triton_kernels(unweighted(spec))
+    if target != "torch":
+        triton = triton_kernels(spec)
         runtime = runtime.rstrip("\n") + "\n\n\n" + triton_runtime_source()
     return _environment().get_template("module.py.j2").render(
         header=header, runtime=runtime.rstrip("\n"), name=spec.name, spec_hash=spec.hash,

@@ -366,7 +366,10 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
                                  f"{list(target.shape)}")
         if ignore_index not in (None, -100):
             raise LossParamError(f"{kernel.name}: ignore_index has no meaning for probability targets")
-        q = _rows(kernel, target).to(_compute_dtype(input.dtype))
+        if convert:
+            q = _rows(kernel, target).to(_compute_dtype(input.dtype))
+        else:  # the triton kernels: [N, C, S] as it is (they load it in its own dtype)
+            q = target.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:]))
         if validate and q.numel():
             if not bool(torch.isfinite(q).all()):
                 raise LossInputError(f"{kernel.name}: target holds NaN or infinite probabilities")
@@ -453,8 +456,8 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
             den = w.sum()
         elif valid is not None:
             den = valid.sum().to(dtype)
-        elif t.shape[0]:
-            mul = 1.0 / t.shape[0]
+        elif math.prod(shape):  # (t may be soft targets [N, C, S]: count the loss's entries)
+            mul = 1.0 / math.prod(shape)
     if _uses_weight(kernel):
         w = None  # the body applies them
     if sample_weight is not None:
@@ -584,18 +587,14 @@ def _register(kernel):
     return op, scale_op
 
 
-def _engine(kernel, backend, input, weight=None):
+def _engine(kernel, backend, input):
     """The engine a backend runs on for this input: "reference", "torch" or "triton"."""
     if backend == "reference":
         return "reference"
     if _SHARD is not None:  # (apply_loss refuses triton with a class group)
         return "torch" if kernel.loss_and_grad is not None else "reference"
     can_triton = kernel.triton is not None and input.dtype in (torch.float32, torch.bfloat16, torch.float16)
-    weighted = weight is not None and _uses_weight(kernel)  # (its kernels compute weight = 1)
     if backend == "triton":
-        if weighted:
-            raise LossParamError(f"{kernel.name}: the triton kernels of this loss take no class weights yet; "
-                                 "use backend='torch' with weight=")
         if kernel.triton is None:
             raise LossParamError(f"{kernel.name}: the triton backend is not available in this module (it needs "
                                  "triton installed and a module compiled with --target triton or all)")
@@ -613,7 +612,7 @@ def _engine(kernel, backend, input, weight=None):
                                      "triton alone)")
             return "reference"
         return "torch"
-    if can_triton and not weighted and (input.device.type == "cuda" or kernel.loss_and_grad is None and
+    if can_triton and (input.device.type == "cuda" or kernel.loss_and_grad is None and
                                         _interpreting_triton()):
         return "triton"
     return "torch" if kernel.loss_and_grad is not None else "reference"
@@ -683,7 +682,7 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
     if kernel.form != "row" and ignore_index == -100:
         ignore_index = None  # elementwise targets are values, not classes: nothing ignored by default
     if isinstance(input, torch.Tensor) and input.is_floating_point():
-        engine = _engine(kernel, backend, input, weight)
+        engine = _engine(kernel, backend, input)
     else:
         engine = "reference"  # _targets says what is wrong with the input
     validate = validate and not _compiling()
@@ -714,7 +713,7 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
                 w = w.to(torch.float32).contiguous()
             if den is not None:
                 den = den.to(torch.float32)
-            t = t.contiguous()
+            t = t.contiguous() if t.dim() == 1 else t  # (soft targets [N, C, S]: the kernels take strides)
         else:
             x = _rows(kernel, input)
         need_grad = torch.is_grad_enabled() and input.requires_grad

@@ -162,8 +162,10 @@ class _TritonLoss:
     by the per-row factors, in one sweep of the logits; ``scale_`` multiplies the gradient by
     grad_output in place in the backward."""
 
-    def __init__(self, form, constants, tile=None, chunked=None, elementwise=None, exact_ties=False, batch=None):
+    def __init__(self, form, constants, tile=None, chunked=None, elementwise=None, exact_ties=False, batch=None,
+                 vectors=()):
         self.form, self.constants = form, constants
+        self.vectors = vectors  # the row kernels' class vectors: tensors [C] (float32) of the parameters P
         self.batch = batch  # the batch form: (sums kernel, gradient kernel, number of sums with N)
         self.tile, self.chunked, self.elementwise = tile, chunked, elementwise
         self.exact_ties = exact_ties
@@ -209,7 +211,9 @@ class _TritonLoss:
                 dict(HAS_VALID=valid is not None, HAS_W=w is not None, HAS_DEN=den is not None))
 
     def _row(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+        # t: the target classes [M], or soft targets q [N, C, S] (any float dtype, strided as it is)
         N, C, S = x.shape
+        soft = t.dim() == 3
         rows = N * S
         consts = self.constants(P, C)
         grad = torch.empty((N, C, S), dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
@@ -228,11 +232,13 @@ class _TritonLoss:
         if programs:
             valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
             g = grad if need_grad else x
-            args = (x, t, valid_p, w_p, den_p, out, g, rows, C, S, x.stride(0), x.stride(1), x.stride(2),
-                    C * S, S, 1, float(mul), *consts)
+            args = (x, t, valid_p, w_p, den_p, out, g, rows, C, S, *x.stride()) + (t.stride() if soft else ()) \
+                + (C * S, S, 1, *(getattr(P, name) for name in self.vectors), float(mul), *consts)
+            align = min(_alignment(x, C, S), _alignment(t, C, S)) if soft else _alignment(x, C, S)
+            stride = max(abs(x.stride(1)), abs(t.stride(1)) if soft else 0, S)
             self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
-                                                      BLOCK_C=block_c, S_GT_1=S > 1, ALIGN=_alignment(x, C, S),
-                                                      WIDE=C * max(abs(x.stride(1)), S) >= 2 ** 31), warps)
+                                                      BLOCK_C=block_c, S_GT_1=S > 1, ALIGN=align,
+                                                      WIDE=C * stride >= 2 ** 31), warps)
         return (out.sum().to(x.dtype) if reduce else out), grad
 
     def _elementwise(self, x, t, valid, w, den, mul, P, reduction, need_grad):

@@ -159,7 +159,7 @@ def cases(backends: list[str], dtypes: list[str]):
         has_triton = triton_supported(lossc.parse(name))
         for label, params in param_sets(name):
             for backend in backends:
-                if backend == "triton" and not has_triton:  # (no kernels yet for class vectors, soft targets)
+                if backend == "triton" and not has_triton:  # (none yet for any catalog loss)
                     continue
                 for dname in dtypes:
                     for reduction in REDUCTIONS:

@@ -22,16 +22,17 @@ import triton.language as tl  # noqa: E402
 
 import lossc  # noqa: E402
 from lossc.codegen import triton_supported  # noqa: E402
-from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, elementwise_input, generator, grad_output,  # noqa: E402
-                      multiclass_input)
+from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, distribution_input,  # noqa: E402
+                      elementwise_input, generator, grad_output, multiclass_input)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
     pytest.skip("no GPU, and TRITON_INTERPRET is not set", allow_module_level=True)
 
 CATALOG = {entry.name: entry.kind for entry in lossc.catalog()}
-# (losses with per-class parameters have no triton kernels yet: lossc.codegen.triton_supported)
-ROW = sorted(n for n, kind in CATALOG.items() if kind == MULTICLASS and triton_supported(lossc.parse(n)))
+DISTRIBUTION = "distribution"
+ROW = sorted(n for n, kind in CATALOG.items()
+             if kind in (MULTICLASS, DISTRIBUTION) and triton_supported(lossc.parse(n)))
 ELEMENTWISE = sorted(n for n, kind in CATALOG.items() if kind in ELEMENTWISE_KINDS)
 BF16 = torch.bfloat16
 F16 = torch.float16
@@ -74,8 +75,8 @@ def _close(got, expected, same_dtype, rtol, atol_fraction, what):
 def _check(name_or_text, x, t, reduction, options, call, params, regime=None, seed=()):
     """The triton backend on x (its dtype, on DEVICE) against the reference backend on the same values
     in float64, with the reference's own error in x's dtype as the yardstick."""
-    kind = "row" if x.dim() >= 2 and t.dtype == torch.int64 else "elementwise"
-    shape = (x.shape[0], *x.shape[2:]) if kind == "row" else tuple(x.shape)
+    row = lossc.parse(name_or_text).form == "row"
+    shape = (x.shape[0], *x.shape[2:]) if row else tuple(x.shape)
     go = grad_output(shape if reduction == "none" else (), *seed)
     value, grad = _run(name_or_text, "triton", x.to(DEVICE), t.to(DEVICE), go,
                        {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in options.items()},
@@ -108,9 +109,11 @@ ROW_CASES = {
 }
 
 
-def _row_options(flags, shape, t, g):
+def _row_options(flags, shape, t, g, spec):
     N, C, *rest = shape
     options, call = {}, {}
+    if not spec.has_target:  # soft targets: no ignored rows; class weights only where the body reads them
+        flags = flags.replace("i", "").replace("w", "w" if "weight" in spec.class_vectors else "")
     if "w" in flags:
         options["weight"] = torch.rand(C, generator=g, dtype=torch.float64) * 2 + 0.1
     if "i" in flags:
@@ -118,7 +121,7 @@ def _row_options(flags, shape, t, g):
         drop.view(-1)[0] = True
         t = torch.where(drop, torch.full_like(t, -100), t)
     if "s" in flags:
-        call["sample_weight"] = torch.rand(t.shape, generator=g, dtype=torch.float64) * 3
+        call["sample_weight"] = torch.rand((N, *rest), generator=g, dtype=torch.float64) * 3
     return options, call, t
 
 
@@ -127,16 +130,60 @@ def _row_options(flags, shape, t, g):
 def test_row_losses(name, case):
     shape, dtype, reduction, flags, regime, alt = ROW_CASES[case]
     g = generator("triton", name, case)
-    x, t = multiclass_input(shape, g)
+    spec = lossc.parse(name)
+    if spec.has_target:
+        x, t = multiclass_input(shape, g)
+    else:  # soft targets q, given in the input's dtype
+        x, t = distribution_input(shape, g)
+        t = t.to(dtype)
     x = x.to(dtype)
-    options, call, t = _row_options(flags, shape, t, g)
-    if "weight" in options and "weight" in lossc.parse(name).class_vectors:
-        # a loss that reads weight[j] has kernels for weight = 1 only: with weights, a clear error
-        with pytest.raises(lossc.LossError, match="class weights"):
-            lossc.loss(name, backend="triton", **options, **_params(name, alt))(x.to(DEVICE), t.to(DEVICE))
-        return
-    _check(name, x, t, reduction, dict(options, reduction=reduction), call, _params(name, alt), regime,
-           seed=(name, case))
+    options, call, t = _row_options(flags, shape, t, g, spec)
+    params = dict(_params(name, alt), **_class_params(spec, shape[1], g))
+    _check(name, x, t, reduction, dict(options, reduction=reduction), call, params, regime, seed=(name, case))
+
+
+def _class_params(spec, C, g):
+    """Per-class parameters as C different values (the references' defaults are one number for every class)."""
+    return {p.name: torch.rand(C, generator=g, dtype=torch.float64) * 4 + 0.05
+            for p in spec.params if p.type == "class"}
+
+
+@pytest.mark.parametrize("regime", [None, (16, 16)], ids=["tile", "chunked"])
+def test_soft_targets_strided_in_their_own_dtype(regime):
+    """q is read as it is: float64 probabilities for float32 logits, a transposed [N, C, d1] view."""
+    g = generator("triton-soft-targets")
+    x, q = distribution_input((3, 37, 5), g)
+    q = q.transpose(0, 2).contiguous().transpose(0, 2)  # strides (1, 3, 111): neither contiguous nor [N, C]
+    weight = torch.rand(37, generator=g) + 0.5
+    _check("soft_cross_entropy", x.float(), q, "none", {"reduction": "none", "weight": weight}, {}, {"eps": 0.1},
+           regime, seed=("soft",))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "soft"])
+@pytest.mark.parametrize("shape", [(13, 7), (3, 5, 4, 2)], ids=["NC", "NCd1d2"])
+def test_matches_torch_cross_entropy_with_weights_and_smoothing(shape, soft, reduction):
+    """label_smoothing and soft_cross_entropy with class weights on triton, against F.cross_entropy (float32)."""
+    g = generator("triton ce parity", shape, soft, reduction)
+    N, C, *rest = shape
+    x = torch.randn(shape, generator=g) * 3
+    if soft:
+        t = torch.softmax(torch.randn(shape, generator=g) * 2, dim=1)
+    else:
+        t = torch.randint(0, C, (N, *rest), generator=g)
+        t = torch.where(torch.rand(t.shape, generator=g) < 0.3, torch.full_like(t, -100), t)
+    weight = torch.rand(C, generator=g) * 2 + 0.1
+    name = "soft_cross_entropy" if soft else "label_smoothing"
+    module = lossc.loss(name, eps=0.2, weight=weight.to(DEVICE), reduction=reduction, backend="triton")
+    leaf = x.to(DEVICE).detach().requires_grad_(True)
+    out = module(leaf, t.to(DEVICE))
+    out.sum().backward()
+    ref_leaf = x.detach().double().requires_grad_(True)
+    expected = torch.nn.functional.cross_entropy(ref_leaf, t.double() if soft else t, weight=weight.double(),
+                                                 reduction=reduction, label_smoothing=0.2)
+    expected.sum().backward()
+    torch.testing.assert_close(out.double().cpu(), expected.detach(), rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(leaf.grad.double().cpu(), ref_leaf.grad, rtol=2e-5, atol=1e-6)
 
 
 # Class reductions the catalog lacks: a max over j != y, a logsumexp, reductions that need p (and lse),
@@ -153,6 +200,13 @@ CUSTOM = {
              "    return mean(softplus(z[j]) for j) - z[y] + tanh(z[y]) + sqrt(1 + p_t) + abs(z[y]) + min(z[y], 1)"
              " + where(z[y] > 0, 1, 2) + clamp(z[y], -1, 1) + (1 - p_t)^a + log1p(p_t) + sigmoid(z[y])"
              " + expm1(-p_t)\n",
+    # a class vector in the lse sweep, in a sweep of p with j != y, and at the target
+    "class_vector": "loss class_vector(prior[C] = 1.0) over multiclass:\n    p = softmax(z)\n"
+                    "    return logsumexp(z[j] + log(prior[j]) for j) - z[y] * prior[y]"
+                    " + sum(prior[j] * p[j]^2 for j != y)\n",
+    # soft targets in a sweep of p and in a max (its ties found again in the gradient sweep)
+    "soft_levels": "loss soft_levels() over distribution:\n    p = softmax(z)\n"
+                   "    return sum(q[j] * (1 - p[j])^2 for j) + max(q[j] * z[j] for j)\n",
 }
 
 
@@ -160,8 +214,10 @@ CUSTOM = {
 @pytest.mark.parametrize("name", list(CUSTOM))
 def test_row_reductions_beyond_the_catalog(name, regime):
     g = generator("triton-custom", name)
-    x, t = multiclass_input((5, 37), g)
-    _check(CUSTOM[name], x.float(), t, "none", {"reduction": "none"}, {}, {}, regime, seed=(name,))
+    spec = lossc.parse(CUSTOM[name])
+    x, t = (multiclass_input if spec.has_target else distribution_input)((5, 37), g)
+    _check(CUSTOM[name], x.float(), t if spec.has_target else t.float(), "none", {"reduction": "none"}, {},
+           _class_params(spec, 37, g), regime, seed=(name,))
 
 
 def test_regimes():
@@ -215,11 +271,13 @@ def test_elementwise_losses(name, case):
 # no gradient, empty inputs, the backward
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, shape", [("focal", (9, 37)), ("brier", (4, 37)), ("sigmoid_focal", (50,))])
+@pytest.mark.parametrize("name, shape", [("focal", (9, 37)), ("brier", (4, 37)), ("brier_distribution", (4, 37)),
+                                         ("sigmoid_focal", (50,))])
 def test_loss_without_gradient(name, shape):
     kind = CATALOG[name]
     g = generator("nograd", name)
-    x, t = multiclass_input(shape, g) if kind == MULTICLASS else elementwise_input(kind, shape, g)
+    inputs = {MULTICLASS: multiclass_input, DISTRIBUTION: distribution_input}
+    x, t = inputs[kind](shape, g) if kind in inputs else elementwise_input(kind, shape, g)
     x = x.float().to(DEVICE)
     for reduction in ("none", "mean"):
         module = lossc.loss(name, backend="triton", reduction=reduction)
@@ -227,7 +285,7 @@ def test_loss_without_gradient(name, shape):
             got = module(x, t.to(DEVICE))
         expected = lossc.loss(name, backend="reference", reduction=reduction)(x.double().cpu(), t)
         torch.testing.assert_close(got.double().cpu(), expected, rtol=2e-5, atol=1e-6)
-        if kind == MULTICLASS:
+        if kind in inputs:
             with _launcher(name).configured(tile_classes=16, chunk=16), torch.no_grad():
                 chunked = module(x, t.to(DEVICE))
             torch.testing.assert_close(chunked.double().cpu(), expected, rtol=2e-5, atol=1e-6)

@@ -38,7 +38,7 @@ def signature(fn, dtype, constexprs):
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
-        elif name in ("x_ptr", "u_ptr", "grad_ptr", "g_ptr"):
+        elif name in ("x_ptr", "u_ptr", "grad_ptr", "g_ptr", "q_ptr"):  # (soft targets q: as the logits here)
             sig[name] = f"*{dtype}"
         elif name == "t_ptr":
             sig[name] = "*i64" if "row" in fn.__name__ else f"*{dtype}"

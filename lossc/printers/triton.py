@@ -9,6 +9,9 @@ Sub-expressions of parameters and ``C`` alone are not computed in kernels: they 
 *constants* ``k0, k1, …``, computed on the host in float64 (``_triton_constants(P, C)``) and passed
 to the kernel as fp32 scalars.
 
+Per-class inputs besides ``z`` (soft targets ``q``, entries ``v[j]`` of class vectors) are loaded
+tile by tile in the sweeps that read them (``ClassLoads``); entries ``v[y]`` once per row.
+
 A kernel program says what the templates (``templates/triton_*.j2``) compute where; the templates
 hold the loops, loads, masks and stores and no math of any loss.
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, T, U, Z_J, Z_Y, LossSpec, Reduction
+from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry
 from .torch import _ScalarPrinter
 from . import print_piecewise
 
@@ -44,7 +47,7 @@ TL_FUNCTIONS = {
 # Integer powers up to this are products (exact); others go through _tl_pow (exp2 / log2).
 MAX_INTEGER_POWER = 8
 RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
-CLASS_SYMBOLS = frozenset({Z_J, P_J, IS_Y})
+CLASS_SYMBOLS = frozenset({Z_J, P_J, Q_J, IS_Y})
 
 
 class _Constants:
@@ -188,6 +191,19 @@ class KernelReduction:
 
 
 @dataclass(frozen=True)
+class ClassLoads:
+    """The per-class inputs besides z that a piece of a row kernel reads, loaded tile by tile: the soft
+    targets ``q`` (distribution kind: a row of the [N, C, S] target, as z) and the entries ``v[j]`` of
+    class vectors (tensors [C], the same for every row) as (pointer, tile name) pairs."""
+
+    q: bool = False
+    vectors: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.q or bool(self.vectors)
+
+
+@dataclass(frozen=True)
 class KernelPass:
     """One sweep over the classes of a row: per-class ``lines``, then the ``reductions`` (all of them
     for the gradient alone: ``grad_only``). The first pass also finds the row's max and lse."""
@@ -196,6 +212,7 @@ class KernelPass:
     reductions: tuple[KernelReduction, ...]
     needs_p: bool
     grad_only: bool
+    loads: ClassLoads = ClassLoads()          # what the chunked kernel loads in this sweep besides z
 
 
 @dataclass(frozen=True)
@@ -210,10 +227,16 @@ class RowKernelProgram:
     loss: str
     grad_row_lines: tuple[tuple[str, str], ...]
     grad_lines: tuple[tuple[str, str], ...]   # per class, in the gradient sweep
-    grad_other: str                           # dL/dz_c for c != y
-    grad_own: str                             # dL/dz_y (a row scalar)
+    grad_other: str                           # dL/dz_c for c != y (every c without a target)
+    grad_own: str | None                      # dL/dz_y (a row scalar); None: rows have no target (soft targets)
     grad_needs_p: bool
     exact_ties: bool                          # a max reduction: its argmax is found again by ==
+    has_target: bool = True                   # rows have a target class (t), else soft targets (q)
+    pointers: tuple[str, ...] = ()            # the class vectors' pointer arguments, in the launcher's order
+    targets: tuple[tuple[str, str], ...] = () # (name, pointer): class vector entries at the target, v[y]
+    tile_loads: ClassLoads = ClassLoads()     # the tile kernel's loads for the loss (and gradient) ...
+    tile_grad_loads: ClassLoads = ClassLoads()  # ... and those for the gradient alone
+    grad_loads: ClassLoads = ClassLoads()     # the chunked kernel's loads in the gradient sweep
 
 
 @dataclass(frozen=True)
@@ -226,9 +249,15 @@ class ElementwiseKernelProgram:
     exact_ties: bool = False
 
 
-ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p"}
+ROW_NAMES = {Z_Y: "z_y", LSE: "lse", P_T: "p_t", Z_J: "z", P_J: "p", Q_J: "q"}
 # Row scalars computed once the row's lse is known (z_y is loaded before).
 ROW_SETUP = ((P_T, "tl.exp(z_y - lse)"),)
+
+
+def vector_names(name: str) -> dict:
+    """Kernel names of a class vector ``name`` (a spec identifier: never with a leading ``_``): its
+    pointer argument, its tile of entries v[j] and its entry at the target v[y]."""
+    return {"pointer": f"_{name}_ptr", class_entry(name): f"{name}_j", class_entry(name, "y"): f"{name}_y"}
 
 
 class _KernelEmitter:
@@ -290,19 +319,45 @@ def _has_max(reductions: tuple[Reduction, ...]) -> bool:
     return any(r.op == "max" for r in reductions)
 
 
+def _used_aux(g: sympy.Expr, aux: tuple[Reduction, ...]) -> tuple[Reduction, ...]:
+    """The aux reductions the gradient reads (directly or through another): derive may leave some that
+    it multiplies by 0 (LDAM's margins, a max over a parameter alone)."""
+    by_symbol = {r.symbol: r for r in aux}
+    used: set = set()
+    stack = [s for s in g.free_symbols if s in by_symbol]
+    while stack:
+        s = stack.pop()
+        if s not in used:
+            used.add(s)
+            stack.extend(x for x in by_symbol[s].body.free_symbols if x in by_symbol)
+    return tuple(r for r in aux if r.symbol in used)
+
+
 def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
     """The passes of the row kernels: (1) max / lse online, with the reductions of z alone;
     then one pass per level of reductions that need p or earlier reductions (aux reductions of
     the gradient last); then the gradient sweep (the target column by the ``[j=y] = 1,
-    z_j -> z_y, p_j -> p_t`` substitution of the gradient, exactly as the torch program)."""
+    z_j -> z_y, p_j -> p_t, v[j] -> v[y]`` substitution of the gradient, exactly as the torch
+    program). Soft targets q and class vectors v[j] are loaded tile by tile where the code reads them."""
     names = dict(ROW_NAMES)
-    loss_reductions, aux = spec.reductions, spec.gradient.aux
+    vectors = {v: vector_names(v) for v in spec.class_vectors}
+    for v in vectors.values():
+        names.update({s: n for s, n in v.items() if s != "pointer"})
+    g = spec.gradient.expr
+    loss_reductions, aux = spec.reductions, _used_aux(g, spec.gradient.aux)
     for r in loss_reductions + aux:
         names[r.symbol] = r.symbol.name.lower()
     em = _KernelEmitter(spec, names)
-    g = spec.gradient.expr
+    class_symbols = CLASS_SYMBOLS | {class_entry(v) for v in vectors}
+
+    def loads(symbols: set, minus: ClassLoads = ClassLoads()) -> ClassLoads:
+        return ClassLoads(q=Q_J in symbols and not minus.q,
+                          vectors=tuple((n["pointer"], n[class_entry(v)]) for v, n in vectors.items()
+                                        if class_entry(v) in symbols and (n["pointer"], n[class_entry(v)])
+                                        not in minus.vectors))
+
     other = g.subs(IS_Y, 0)
-    own = g.subs({IS_Y: 1, Z_J: Z_Y, P_J: P_T})
+    own = at_target(g) if spec.has_target else None
 
     # the pass computing each reduction: after everything its body needs
     done = {Z_Y: 0, Z_J: 0, LSE: 1, P_T: 1, P_J: 1}
@@ -310,31 +365,42 @@ def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
     for r in loss_reductions + aux:
         deps = [done.get(s, 0) for s in r.body.free_symbols]
         level[r.symbol] = done[r.symbol] = max([0] + deps) + 1
-    everything = [spec.expr, other, own] + [r.body for r in loss_reductions + aux]
+    everything = [spec.expr, other] + ([own] if own is not None else []) + [r.body for r in loss_reductions + aux]
     used = _symbols(everything)
     needs_lse = bool(used & {LSE, P_T, P_J})
     passes = []
+    loss_side, grad_side = set(), set()   # what the tile kernel reads unconditionally, and under NEED_GRAD
     count = max(list(level.values()) + [1 if needs_lse else 0])
     for k in range(1, count + 1):
         members = [r for r in loss_reductions + aux if level[r.symbol] == k]
-        temps, bodies, _ = em.stage([r.body for r in members])
+        temps, bodies, reduced = em.stage([r.body for r in members])
         grad_only = {r.symbol for r in aux}
         reductions = tuple(KernelReduction(names[r.symbol], r.op, body, r.exclude_target, r.symbol in grad_only)
                            for r, body in zip(members, bodies))
+        pass_grad_only = (bool(members) and all(r.grad_only for r in reductions)
+                          and not (k == 1 and needs_lse))  # the first pass also finds the lse, which the loss needs
+        symbols = _symbols([value for _, value, _ in temps] + reduced)
+        (grad_side if pass_grad_only else loss_side).update(_symbols([value for _, value, _ in temps]))
+        for r, body in zip(reductions, reduced):
+            (grad_side if pass_grad_only or r.grad_only else loss_side).update(body.free_symbols)
         passes.append(KernelPass(lines=_lines(temps), reductions=reductions,
                                  needs_p=P_J in _symbols([r.body for r in members]),
-                                 # the first pass also finds the lse, which the loss needs
-                                 grad_only=bool(members) and all(r.grad_only for r in reductions)
-                                 and not (k == 1 and needs_lse)))
+                                 grad_only=pass_grad_only, loads=loads(symbols)))
     setup = tuple((names[s], code) for s, code in ROW_SETUP if s in used)
-    temps, (loss, other_code, own_code), reduced = em.stage([spec.expr, other, own])
-    loss_temps, row_temps, class_temps = _split(temps, reduced[:1])
+    temps, (loss, other_code, *own_code), reduced = em.stage([spec.expr, other] + ([own] if own is not None else []))
+    loss_temps, row_temps, class_temps = _split(temps, reduced[:1], class_symbols)
     grad_symbols = _symbols([other] + [v for _, v, _ in class_temps])
+    grad_side |= grad_symbols
+    tile_loads = loads(loss_side)
     return RowKernelProgram(
         constants=tuple(em.constants.lines), needs_lse=needs_lse, setup=setup, passes=tuple(passes),
         loss_lines=_lines(loss_temps), loss=loss, grad_row_lines=_lines(row_temps),
-        grad_lines=_lines(class_temps), grad_other=other_code, grad_own=own_code,
-        grad_needs_p=P_J in grad_symbols, exact_ties=_has_max(loss_reductions + aux))
+        grad_lines=_lines(class_temps), grad_other=other_code, grad_own=own_code[0] if own_code else None,
+        grad_needs_p=P_J in grad_symbols, exact_ties=_has_max(loss_reductions + aux),
+        has_target=spec.has_target, pointers=tuple(n["pointer"] for n in vectors.values()),
+        targets=tuple((n[class_entry(v, "y")], n["pointer"]) for v, n in vectors.items()
+                      if class_entry(v, "y") in used),
+        tile_loads=tile_loads, tile_grad_loads=loads(grad_side, minus=tile_loads), grad_loads=loads(grad_symbols))
 
 
 def elementwise_kernel_program(spec: LossSpec) -> ElementwiseKernelProgram:
