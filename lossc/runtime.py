@@ -312,9 +312,10 @@ def _uses_weight(kernel):
     return ("weight", "class") in kernel.layout
 
 
-def _class_tensors(kernel, params, weight, input):
+def _class_tensors(kernel, params, weight, input, engine="torch"):
     """The class vectors of kernel.layout as tensors [1, C] in the compute dtype, on the input's device:
-    per-class parameters (a number stands for every class) and the call's class weights (1 if none)."""
+    per-class parameters (a number stands for every class) and the call's class weights (1 if none;
+    for the torch engines an empty tensor, which selects the module's plain functions)."""
     if input.dim() < 2:
         return []
     C, dtype = _num_classes(input), _compute_dtype(input.dtype)
@@ -323,7 +324,7 @@ def _class_tensors(kernel, params, weight, input):
         if size != "class":
             continue
         value = weight if name == "weight" else getattr(params, name)
-        if value is None and kernel.plain is not None:
+        if value is None and kernel.plain is not None and engine != "triton":
             out.append(torch.empty(0, dtype=dtype, device=input.device))  # no weights: the plain functions
             continue
         if value is None:
@@ -717,8 +718,8 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         else:
             x = _rows(kernel, input)
         need_grad = torch.is_grad_enabled() and input.requires_grad
-        out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), _class_tensors(kernel, params, weight, input),
-                           reduction, engine, need_grad)
+        classes = _class_tensors(kernel, params, weight, input, engine)
+        out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine, need_grad)
     return out.reshape(shape) if reduction == "none" else out
 
 
