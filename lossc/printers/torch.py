@@ -215,17 +215,42 @@ class _Emitter:
     def printer(self) -> TorchCodePrinter:
         return TorchCodePrinter(self.names, self.scalars)
 
+    def plan(self, exprs: list[sympy.Expr]) -> None:
+        """One CSE over every expression the later stages will ask for: a subexpression shared by a
+        reduction's body and the gradient is then computed once, when the first of them needs it."""
+        temps = sympy.numbered_symbols("_t", start=self.counter)
+        replacements, reduced = sympy.cse(exprs, symbols=temps, order="none")
+        self.counter += len(replacements)
+        self.planned = dict(replacements)
+        self.order = [symbol for symbol, _ in replacements]
+        self.reduced = dict(zip(exprs, reduced))
+
+    def _emit(self, symbol: sympy.Symbol, value: sympy.Expr) -> None:
+        if value.free_symbols <= self.scalars:
+            self.scalars.add(symbol)
+        self.names[symbol] = symbol.name
+        self.lines.append((symbol.name, self.printer().doprint(value)))
+
     def stage(self, exprs: list[sympy.Expr]) -> list[str]:
-        """Emit CSE temporaries for exprs, reusing those of earlier stages; return the code of each."""
+        """Emit CSE temporaries for exprs (the planned ones they need, else their own, reusing those of
+        earlier stages); return the code of each."""
+        if getattr(self, "planned", None) is not None and all(e in self.reduced for e in exprs):
+            reduced = [self.reduced[e] for e in exprs]
+            needed, stack = set(), [s for e in reduced for s in e.free_symbols]
+            while stack:
+                symbol = stack.pop()
+                if symbol in self.planned and symbol not in needed:
+                    needed.add(symbol)
+                    stack.extend(self.planned[symbol].free_symbols)
+            for symbol in [s for s in self.order if s in needed and s not in self.names]:
+                self._emit(symbol, self.planned[symbol])
+            return [self.printer().doprint(e) for e in reduced]
         exprs = [e.xreplace(self.known) for e in exprs]
         temps = sympy.numbered_symbols("_t", start=self.counter)
         replacements, reduced = sympy.cse(exprs, symbols=temps, order="none")
         for symbol, value in replacements:
             self.counter += 1
-            if value.free_symbols <= self.scalars:
-                self.scalars.add(symbol)
-            self.names[symbol] = symbol.name
-            self.lines.append((symbol.name, self.printer().doprint(value)))
+            self._emit(symbol, value)
             self.expanded[symbol] = value.xreplace(self.expanded)
             self.known[self.expanded[symbol]] = symbol
         return [self.printer().doprint(e) for e in reduced]
@@ -358,30 +383,28 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     if P_T in needed:
         em.assign("p_t", "_at_target(p, t)" if normalize else "_at_target(_e, t) / _s")
     _class_setup(em, spec, needed)
-    _reductions(em, spec.reductions + aux, in_place=True)
     if affine is not None:
         k, m, l = affine
-        loss, k_code, m_code, l_code, *own_code = em.stage([spec.expr, k if normalize else k / sympy.Symbol("_s"),
-                                                            m, l] + ([own] if own is not None else []))
-        em.assign("loss", loss)
-        em.assign("grad", f"_affine({'p' if normalize else '_e'}, {k_code}, {m_code}, z, {l_code}, c)")
+        final = [k if normalize else k / sympy.Symbol("_s"), m, l]
+        base = "p" if normalize else "_e"
+        grad_line = lambda k, m, l: f"_affine({base}, {k}, {m}, z, {l}, c)"  # noqa: E731
     elif exp_affine is not None:
-        k, m, l_class, l_row = exp_affine
-        loss, k_code, m_code, lc_code, lr_code, *own_code = em.stage([spec.expr, k, m, l_class, l_row]
-                                                                     + ([own] if own is not None else []))
-        em.assign("loss", loss)
-        em.assign("grad", f"_exp_affine(out, z, {m_code}, {lc_code}, {lr_code}, {k_code}, c)")
+        final = list(exp_affine)
+        grad_line = lambda k, m, lc, lr: f"_exp_affine(out, z, {m}, {lc}, {lr}, {k}, c)"  # noqa: E731
     elif linear is not None:
-        _, m, l = linear
-        loss, m_code, l_code, *own_code = em.stage([spec.expr, m, l] + ([own] if own is not None else []))
-        em.assign("loss", loss)
-        em.assign("grad", f"_affine(torch.mul(z, {m_code}, out=out), 1, 0, z, {l_code}, c)")
+        final = [linear[1], linear[2]]
+        grad_line = lambda m, l: f"_affine(torch.mul(z, {m}, out=out), 1, 0, z, {l}, c)"  # noqa: E731
     else:
-        loss, other_code, *own_code = em.stage([spec.expr, other] + ([own] if own is not None else []))
-        em.assign("loss", loss)
-        em.assign("grad", f"_into(out, {other_code}, c)")
+        final = [other]
+        grad_line = lambda o: f"_into(out, {o}, c)"  # noqa: E731
+    tail = [spec.expr] + final + ([own] if own is not None else [])
+    em.plan([r.body for r in spec.reductions + aux] + tail)
+    _reductions(em, spec.reductions + aux, in_place=True)
+    loss, *codes = em.stage(tail)
+    em.assign("loss", loss)
+    em.assign("grad", grad_line(*codes[:len(final)]))
     if own is not None:
-        em.assign("grad", f"_set_target(grad, t, {own_code[0]}, c)")
+        em.assign("grad", f"_set_target(grad, t, {codes[-1]}, c)")
     return Program(tuple(em.lines), ("loss", "grad"))
 
 
