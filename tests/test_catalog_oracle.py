@@ -525,11 +525,6 @@ _SATURATED_NONFINITE = {
                                            "pow(0, 0.5) is inf * 0",
     ("nfl", "default", "reference"): "lossc bug: backend='reference' nfl(gamma=0.5) has NaN gradients once a p_j "
                                      "rounds to 1 (autograd of pow(1 - p_j, 0.5) at 0), like focal",
-    ("nfl", "alt", "torch"): "lossc limitation: the fused nfl(gamma=2) gradient is not finite on rows where some "
-                             "p_j rounds to 1 (z = [0, 1e4, 0, 0, 0], y = 1)",
-    ("nfl", "default", "torch"): "lossc limitation: the fused nfl(gamma=0.5) gradient is NaN on rows where some "
-                                 "p_j rounds to 1: (1 - p_j)^(gamma - 1) is inf times a factor that is 0 (the "
-                                 "stable x^(a-1) log(1-x) rewrite covers p_t, not terms of class reductions)",
 }
 
 

@@ -142,3 +142,24 @@ def test_abs_of_an_argument_sympy_cannot_prove_real_differentiates_to_sign():
     out.backward()
     assert torch.isfinite(f.grad).all()  # at m = 1, the kink, sign(0) = 0 rather than 0/0
     torch.testing.assert_close(f.grad, torch.tensor([-2.0, 0.0, 1 / 3], dtype=torch.float64))
+
+
+def test_power_times_log_reaches_into_a_sum():
+    """nfl's aux reduction holds x^(a-1) (g (-d) e^d - x): distributed, each term is finite as x -> 0."""
+    d, g = Z_J - LSE, sympy.Symbol("g", positive=True)
+    x_ = -expm1(d)
+    out = rewrite(x_ ** (a - 1) * (g * (-d) * sympy.exp(d) - x_), rules=GRADIENT_RULES)
+    assert out == -g * x_ ** a * logratio(d) * sympy.exp(d) - x_ ** a
+    assert not any(isinstance(p, sympy.Pow) and p.exp == a - 1 for p in out.atoms(sympy.Pow))
+
+
+def test_exponentials_are_combined():
+    d = Z_J - LSE
+    assert rewrite(x * sympy.exp(d) * sympy.exp(-d), rules=GRADIENT_RULES) == x
+    assert rewrite(sympy.exp(x) * sympy.exp(a), rules=GRADIENT_RULES) == sympy.exp(x + a)
+
+
+def test_nfl_below_one_stays_finite_when_a_class_saturates():
+    for dtype in (torch.float32, torch.bfloat16):
+        out, grad = _grad_at_saturation("nfl", dtype, gamma=0.5)
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all()

@@ -34,4 +34,5 @@ assert torch.allclose(loss, expected, rtol=1e-12, atol=0)
 assert torch.allclose(shard.grad, whole.grad[:, block], rtol=1e-12, atol=1e-15)
 print(f"rank {rank}: classes {block.start}..{block.stop - 1}, loss {loss.item():.12f} = unsharded "
       f"{expected.item():.12f}, gradient of its block matches")
+dist.barrier()                                        # every rank done before the group goes away
 dist.destroy_process_group()

@@ -136,10 +136,17 @@ def power_times_log(e, ctx):
     for factor in e.args:
         if isinstance(factor, sympy.Pow) and not (factor.exp.is_integer and factor.exp.is_nonnegative):
             d = _minus_expm1_arg(factor.base)
-            if d is None or d not in e.args:
+            if d is None:
                 continue
-            rest = e / (factor * d)
-            return rest * factor.base ** (factor.exp + 1) * logratio(d)
+            if d in e.args or -d in e.args:
+                sign = 1 if d in e.args else -1  # (log p as d, or as -d = lse - z)
+                rest = e / (factor * sign * d)
+                return sign * rest * factor.base ** (factor.exp + 1) * logratio(d)
+            # the log inside a sum (nfl's aux reduction: x^(g-1) (g d e^d - x)): distribute, so that each
+            # term meets this rule (or combine_powers) on its own
+            if any(isinstance(f, sympy.Add) and any({d, -d} & set(sympy.Mul.make_args(term)) for term in f.args)
+                   for f in e.args):
+                return sympy.expand_mul(e, deep=False)
     return None
 
 
@@ -203,6 +210,17 @@ def split_hard_targets(expr: sympy.Expr, ctx: Context) -> sympy.Expr:
                         lambda n: sympy.Piecewise((_power_times_its_base(n, t), hard), (n, True)))
 
 
+def combine_exps(e, ctx):
+    # exp(a) * exp(b) -> exp(a + b): exp(d) exp(-d) is 1, not 0 * inf once exp(d) underflows (nfl)
+    if not isinstance(e, sympy.Mul):
+        return None
+    exps = [f for f in e.args if isinstance(f, sympy.exp)]
+    if len(exps) < 2:
+        return None
+    rest = [f for f in e.args if not isinstance(f, sympy.exp)]
+    return sympy.Mul(*rest) * sympy.exp(sympy.Add(*[f.args[0] for f in exps]))
+
+
 # (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
@@ -219,7 +237,9 @@ RULES = (
 )
 # Gradients also get the rule that keeps x^(a-1) * log(1 - x) finite at x = 0.
 GRADIENT_RULES = RULES + (
-    ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..)", power_times_log),
+    ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..); distributes x^a over a sum holding it",
+     power_times_log),
+    ("combine_exps", "exp(a) * exp(b) -> exp(a + b)", combine_exps),
 )
 
 
