@@ -125,6 +125,22 @@ def distribution_input(shape, g, dtype=torch.float64, scale=2.0):
     return z.to(dtype), q.to(dtype)
 
 
+def elementwise_options(flags, shape, t, g):
+    """(module options, call options, target) for an elementwise loss from option flags: w = weight
+    (broadcast over the leading dimensions), k = ignore_index 7 (about 30% of the targets set to it),
+    s = sample_weight."""
+    options, call = {}, {}
+    if "w" in flags:
+        options["weight"] = torch.rand(shape[-1], generator=g, dtype=torch.float64) * 2 + 0.1
+    if "k" in flags:
+        options["ignore_index"] = 7
+        drop = torch.rand(t.shape, generator=g) < 0.3
+        t = torch.where(drop, torch.full_like(t, 7.0), t)
+    if "s" in flags:
+        call["sample_weight"] = torch.rand(t.shape, generator=g, dtype=torch.float64) * 3
+    return options, call, t
+
+
 def make_input(kind, shape, g, dtype=torch.float64):
     if kind == "distribution":
         return distribution_input(shape, g, dtype)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import lossc
-from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, elementwise_input, elementwise_target,
-                      generator, grad_output, loss_shape, make_input, multiclass_input, param_sets,
-                      reduce_reference, reference_unreduced, run_with_grad)
+from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, elementwise_input, elementwise_options,
+                      elementwise_target, generator, grad_output, loss_shape, make_input, multiclass_input,
+                      param_sets, reduce_reference, reference_unreduced, run_with_grad)
 
 NAMES = sorted(REFERENCES)
 MULTICLASS_NAMES = [n for n in NAMES if REFERENCES[n].kind == MULTICLASS]
@@ -177,20 +177,6 @@ def test_multiclass_weight_ignore_sample_weight(name, shape, combo, reduction, b
 ELEMENTWISE_COMBOS = {"weight": "w", "ignore": "k", "sample_weight": "s", "weight_ignore_sample": "wks"}
 
 
-def _elementwise_options(combo, shape, t, g):
-    options, call = {}, {}
-    flags = ELEMENTWISE_COMBOS[combo]
-    if "w" in flags:  # broadcasts over the leading dimensions
-        options["weight"] = torch.rand(shape[-1], generator=g, dtype=torch.float64) * 2 + 0.1
-    if "k" in flags:
-        options["ignore_index"] = 7
-        drop = torch.rand(t.shape, generator=g) < 0.3
-        t = torch.where(drop, torch.full_like(t, 7.0), t)
-    if "s" in flags:
-        call["sample_weight"] = torch.rand(t.shape, generator=g, dtype=torch.float64) * 3
-    return options, call, t
-
-
 def _elementwise_combo_params():
     for name in ELEMENTWISE_NAMES:
         for combo in ELEMENTWISE_COMBOS:
@@ -208,7 +194,7 @@ def test_elementwise_weight_ignore_sample_weight(name, combo, reduction, backend
     shape = (6, 5, 7)
     g = generator("options", name, combo)
     x, t = elementwise_input(kind, shape, g)
-    options, call, t = _elementwise_options(combo, shape, t, g)
+    options, call, t = elementwise_options(ELEMENTWISE_COMBOS[combo], shape, t, g)
     out_shape = shape if reduction == "none" else ()
     go = grad_output(out_shape, name, combo, reduction)
 

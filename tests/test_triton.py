@@ -23,7 +23,7 @@ import triton.language as tl  # noqa: E402
 import lossc  # noqa: E402
 from lossc.codegen import triton_supported  # noqa: E402
 from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, distribution_input,  # noqa: E402
-                      elementwise_input, generator, grad_output, multiclass_input)
+                      elementwise_input, elementwise_options, generator, grad_output, multiclass_input)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
@@ -233,27 +233,15 @@ def test_regimes():
 # elementwise form
 # --------------------------------------------------------------------------
 
+# id -> (shape, dtype, reduction, option flags (conftest.elementwise_options: w, k, s), alt params)
 ELEMENTWISE_CASES = {
     "d3-mean": ((5, 7, 3), F32, "mean", "", False),
-    "weight-ignore-sample-none": ((41, 17), F32, "none", "wis", False),
+    "weight-ignore-sample-none": ((41, 17), F32, "none", "wks", False),
     "programs-sum-alt": ((2500,), F32, "sum", "", True),
     "bf16-mean": ((6, 9), BF16, "mean", "", False),
-    "bf16-ignore-none": ((5, 13), BF16, "none", "i", True),
+    "bf16-ignore-none": ((5, 13), BF16, "none", "k", True),
     "fp16-weight-mean": ((3, 11), F16, "mean", "w", False),
 }
-
-
-def _elementwise_options(flags, shape, t, g):
-    options, call = {}, {}
-    if "w" in flags:
-        options["weight"] = torch.rand(shape[-1], generator=g, dtype=torch.float64) * 2 + 0.1
-    if "i" in flags:
-        options["ignore_index"] = 7
-        drop = torch.rand(t.shape, generator=g) < 0.3
-        t = torch.where(drop, torch.full_like(t, 7.0), t)
-    if "s" in flags:
-        call["sample_weight"] = torch.rand(t.shape, generator=g, dtype=torch.float64) * 3
-    return options, call, t
 
 
 @pytest.mark.parametrize("case", list(ELEMENTWISE_CASES))
@@ -262,7 +250,7 @@ def test_elementwise_losses(name, case):
     shape, dtype, reduction, flags, alt = ELEMENTWISE_CASES[case]
     g = generator("triton", name, case)
     x, t = elementwise_input(CATALOG[name], shape, g, dtype)
-    options, call, t = _elementwise_options(flags, shape, t.double(), g)
+    options, call, t = elementwise_options(flags, shape, t.double(), g)
     _check(name, x, t.to(dtype), reduction, dict(options, reduction=reduction), call, _params(name, alt),
            seed=(name, case))
 
