@@ -9,6 +9,8 @@ dtypes; saturated logits; and hand-written ``.loss`` text outside the catalog.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +20,9 @@ import lossc
 from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, elementwise_input, elementwise_options,
                       elementwise_target, generator, grad_output, loss_shape, make_input, multiclass_input,
                       param_sets, reduce_reference, reference_unreduced, run_with_grad)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import extreme_sweep as sweep  # noqa: E402
 
 NAMES = sorted(REFERENCES)
 MULTICLASS_NAMES = [n for n in NAMES if REFERENCES[n].kind == MULTICLASS]
@@ -515,28 +520,9 @@ _SATURATED_NONFINITE = {
 
 
 def _saturated_inputs(kind, dtype):
-    levels = (20.0, 100.0, 1e4)
-    if kind == "distribution":  # the multiclass rows; targets one-hot on even rows, smoothed on odd ones
-        z, t = _saturated_inputs(MULTICLASS, dtype)
-        q = torch.nn.functional.one_hot(t, z.shape[1]).double()
-        q[1::2] = 0.9 * q[1::2] + 0.1 / z.shape[1]
-        return z, q.to(dtype)
-    if kind == MULTICLASS:
-        C, rows, targets = 5, [], []
-        g = generator("saturated rows")
-        for level in levels:
-            for sign in (1.0, -1.0):
-                row = torch.zeros(C, dtype=torch.float64)
-                row[len(rows) % C] = sign * level
-                rows.append(row)
-                targets.append(len(targets) % C)
-            rows.append(level * (torch.randint(0, 2, (C,), generator=g).double() * 2 - 1))
-            targets.append(int(torch.randint(0, C, (1,), generator=g)))
-        return torch.stack(rows).to(dtype), torch.tensor(targets)
-    values = {"binary": (0.0, 1.0), "margin": (-1.0, 1.0), "regression": (0.0, 1.0)}[kind]
-    f = [s * level for level in levels for s in (1.0, -1.0) for _ in values]
-    y = [v for _ in levels for _ in (1.0, -1.0) for v in values]
-    return torch.tensor(f, dtype=torch.float64).to(dtype), torch.tensor(y, dtype=torch.float64).to(dtype)
+    """scripts/extreme_sweep.py's saturated inputs (the table of docs/robustness.md), in dtype."""
+    x, t = sweep.saturated_inputs(kind)
+    return x.to(dtype), (t if kind == MULTICLASS else t.to(dtype))
 
 
 def _saturated_cases():
