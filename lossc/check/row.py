@@ -68,28 +68,41 @@ def class_sums(spec, values: dict):
     """
     sums: dict = {}
     repl = {}
-    for r in spec.reductions:
-        if r.op != "sum":
-            return None
-        parts = _body_parts(r.body.xreplace(values))
-        if parts is None:
-            return None
-        a, h0 = parts
+    parts = _sum_parts(spec, values)
+    if parts is None:
+        return None
+    for r, a, h0, count in parts:
         S = _intern(sums, h0.xreplace({P_J: P}))
-        count = NUM_CLASSES - 1 if r.exclude_target else NUM_CLASSES
         value = a * count * LSE + S
         if r.exclude_target:
             value -= h0.xreplace({P_J: P_T})
         repl[r.symbol] = value
-    e = pform(spec.expr.xreplace(values)).xreplace(repl)
+    e = _without_lse(pform(spec.expr.xreplace(values)).xreplace(repl))
+    if e is None or e.free_symbols - ({P_T, NUM_CLASSES} | set(sums)):
+        return None
+    return e.xreplace({P_T: P}), sums
+
+
+def _sum_parts(spec, values: dict):
+    """[(reduction, a, h0, count)] for each class reduction, a sum whose body is a * lse + h0(p[j])
+    over count classes; None when one is not of that form."""
+    out = []
+    for r in spec.reductions:
+        parts = _body_parts(r.body.xreplace(values)) if r.op == "sum" else None
+        if parts is None:
+            return None
+        out.append((r, *parts, NUM_CLASSES - 1 if r.exclude_target else NUM_CLASSES))
+    return out
+
+
+def _without_lse(e: sympy.Expr):
+    """e with its lse terms cancelled, or None when lse does not cancel."""
     if e.has(LSE):
         e = sympy.expand(e)
         if sympy.simplify(sympy.diff(e, LSE)) != 0:
             return None
         e = e.subs(LSE, 0)
-    if e.free_symbols - ({P_T, NUM_CLASSES} | set(sums)):
-        return None
-    return e.xreplace({P_T: P}), sums
+    return e
 
 
 def _intern(sums: dict, h: sympy.Expr) -> sympy.Symbol:
@@ -160,30 +173,21 @@ def sign_form(spec, values: dict):
     """(expr, box) for range analysis: expr in P and one symbol T_k per class reduction, with
     T_k = sum_{j in J_k} h_k(p[j]) enclosed by |J_k| * range(h_k); lse must cancel. Or None."""
     from .interval import Interval, enclose_on
+    from .interval import _mul
     box = {}
     repl = {}
-    for i, r in enumerate(spec.reductions):
-        if r.op != "sum":
-            return None
-        parts = _body_parts(r.body.xreplace(values))
-        if parts is None:
-            return None
-        a, h0 = parts
+    parts = _sum_parts(spec, values)
+    if parts is None:
+        return None
+    for i, (r, a, h0, count) in enumerate(parts):
         T = sympy.Symbol(f"T{i + 1}")
-        count = NUM_CLASSES - 1 if r.exclude_target else NUM_CLASSES
         repl[r.symbol] = a * count * LSE + T
         h = enclose_on(h0.xreplace({P_J: P}), P, 0, 1)
         n = Interval(1 if r.exclude_target else 2, "inf")
-        from .interval import _mul
         box[T] = _mul(n, h)
-    e = pform(spec.expr.xreplace(values)).xreplace(repl)
-    if e.has(LSE):
-        e = sympy.expand(e)
-        if sympy.simplify(sympy.diff(e, LSE)) != 0:
-            return None
-        e = e.subs(LSE, 0)
+    e = _without_lse(pform(spec.expr.xreplace(values)).xreplace(repl))
     box[NUM_CLASSES] = Interval(2, "inf")
-    if e.free_symbols - ({P_T} | set(box)):
+    if e is None or e.free_symbols - ({P_T} | set(box)):
         return None
     return e.xreplace({P_T: P}), box
 
