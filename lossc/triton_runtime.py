@@ -156,6 +156,13 @@ if triton is not None:
         tl.store(g_ptr + offs, (g * go).to(g_ptr.dtype.element_ty), mask=mask)
 
 
+def _loss_buffer(x, programs, count, reduce):
+    """Where the kernels write the loss: one float32 partial sum per program (reduced), else one value
+    per row or element in the input's dtype."""
+    return torch.empty((programs if reduce else count,), dtype=torch.float32 if reduce else x.dtype,
+                       device=x.device)
+
+
 class _TritonLoss:
     """Launches the triton kernels of one loss (generated with it): ``forward`` computes the loss
     (per row, or the per-program partial sums of its reduction) and the gradient, already scaled
@@ -227,8 +234,7 @@ class _TritonLoss:
         warps = _warps(block_r, block_c)
         programs = triton.cdiv(rows, block_r) if rows else 0
         reduce = reduction != "none"
-        out = torch.empty((programs if reduce else rows,), dtype=torch.float32 if reduce else x.dtype,
-                          device=x.device)
+        out = _loss_buffer(x, programs, rows, reduce)
         if programs:
             valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
             g = grad if need_grad else x
@@ -247,8 +253,7 @@ class _TritonLoss:
         grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else x.new_empty(0)
         programs = triton.cdiv(n, _BLOCK) if n else 0
         reduce = reduction != "none"
-        out = torch.empty((programs if reduce else n,), dtype=torch.float32 if reduce else x.dtype,
-                          device=x.device)
+        out = _loss_buffer(x, programs, n, reduce)
         if programs:
             valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
             args = (x, t, valid_p, w_p, den_p, out, grad if need_grad else x, n, float(mul), *consts)
