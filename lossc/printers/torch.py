@@ -209,8 +209,7 @@ class _Emitter:
         self.names, self.scalars = _names(spec)
         self.lines: list[tuple[str, str]] = []
         self.counter = 0
-        self.expanded: dict = {}   # temporary -> its value in the spec's symbols
-        self.known: dict = {}      # that value -> the temporary (reused by later stages)
+        self.planned: dict | None = None
 
     def printer(self) -> TorchCodePrinter:
         return TorchCodePrinter(self.names, self.scalars)
@@ -232,9 +231,9 @@ class _Emitter:
         self.lines.append((symbol.name, self.printer().doprint(value)))
 
     def stage(self, exprs: list[sympy.Expr]) -> list[str]:
-        """Emit CSE temporaries for exprs (the planned ones they need, else their own, reusing those of
-        earlier stages); return the code of each."""
-        if getattr(self, "planned", None) is not None and all(e in self.reduced for e in exprs):
+        """Emit the CSE temporaries exprs need (the planned ones not emitted yet, else their own);
+        return the code of each."""
+        if self.planned is not None and all(e in self.reduced for e in exprs):
             reduced = [self.reduced[e] for e in exprs]
             needed, stack = set(), [s for e in reduced for s in e.free_symbols]
             while stack:
@@ -245,14 +244,11 @@ class _Emitter:
             for symbol in [s for s in self.order if s in needed and s not in self.names]:
                 self._emit(symbol, self.planned[symbol])
             return [self.printer().doprint(e) for e in reduced]
-        exprs = [e.xreplace(self.known) for e in exprs]
         temps = sympy.numbered_symbols("_t", start=self.counter)
         replacements, reduced = sympy.cse(exprs, symbols=temps, order="none")
         for symbol, value in replacements:
             self.counter += 1
             self._emit(symbol, value)
-            self.expanded[symbol] = value.xreplace(self.expanded)
-            self.known[self.expanded[symbol]] = symbol
         return [self.printer().doprint(e) for e in reduced]
 
     def assign(self, name: str, code: str) -> None:
@@ -349,6 +345,7 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     em = _Emitter(spec)
     if not with_grad:
         _row_setup(em, spec, _needed([spec.expr] + [r.body for r in spec.reductions]))
+        em.plan([r.body for r in spec.reductions] + [spec.expr])
         _reductions(em, spec.reductions, in_place=False)
         (loss,) = em.stage([spec.expr])
         em.assign("loss", loss)
@@ -412,10 +409,11 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
     """Loss per element from ``u`` and ``t`` of the same shape; with the gradient, also ``grad``
     times the coefficients ``c`` (``[m]`` or None), written into ``out`` (u's shape and dtype)."""
     em = _Emitter(spec)
+    exprs = [spec.expr] + ([spec.gradient.expr] if with_grad else [])
+    em.plan([definition for _, definition in spec.features] + exprs)
     for feature, definition in spec.features:
         (code,) = em.stage([definition])
         em.assign(feature.name, code)
-    exprs = [spec.expr] + ([spec.gradient.expr] if with_grad else [])
     codes = em.stage(exprs)
     em.assign("loss", codes[0])
     if with_grad:
