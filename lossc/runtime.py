@@ -39,6 +39,35 @@ def _logratio(d):
     return torch.where(zero, -1.0, d / torch.where(zero, 1.0, den))
 
 
+class _PowFinite(torch.autograd.Function):
+    """x ** g whose derivative at x = 0, infinite for g < 1, is taken at the smallest normal number instead:
+    finite, so that autograd of (1 - p) ** 0.5 where p rounds to 1 gives 0 (the limit), not inf * 0."""
+
+    @staticmethod
+    def forward(ctx, x, g):
+        ctx.save_for_backward(x)
+        ctx.g = g
+        return torch.pow(x, g)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        at = torch.where(x == 0, torch.finfo(x.dtype).tiny, x)
+        return grad * ctx.g * torch.pow(at, ctx.g - 1), None
+
+
+def _pow(x, g):
+    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0
+    if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
+        return _PowFinite.apply(x, g)
+    return torch.pow(x, g)
+
+
+def _constant(x, like):
+    # x (a number) as a 0-d tensor of like's dtype and device
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
 def _detach(x):
     return x.detach() if isinstance(x, torch.Tensor) else x
 

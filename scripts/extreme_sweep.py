@@ -35,20 +35,7 @@ REDUCTIONS = ("none", "mean")
 LEVELS = (20.0, 100.0, 1e4)
 
 # (loss, setting, backend) -> why its gradient is not finite at saturation (strict xfails in the tests)
-KNOWN = {
-    ("focal", "alt", "reference"): "lossc bug: backend='reference' focal(gamma=0.5) has NaN gradients once p_t "
-                                   "rounds to 1 (autograd of pow(-expm1(z_y - lse), 0.5) at 0)",
-    ("nfl", "default", "reference"): "lossc limitation: backend='reference' nfl(gamma=0.5) has NaN gradients once "
-                                     "some p_j rounds to 1 (autograd of pow(1 - p_j, 0.5) at 0), like focal",
-    ("tweedie", "default", "reference"): "not a lossc failure: at yhat = +-1e4 the true gradient overflows (+-inf, which lossc returns; at y = 0, yhat = -1e4 the loss and gradient are 0), but this sweep's float64 reference is NaN there (autograd of mu ** (1 - rho) at mu = exp(1e4) = inf) and a NaN truth counts as must-be-finite",
-    ("tweedie", "default", "torch"): "not a lossc failure: at yhat = +-1e4 the true gradient overflows (+-inf, which lossc returns; at y = 0, yhat = -1e4 the loss and gradient are 0), but this sweep's float64 reference is NaN there (autograd of mu ** (1 - rho) at mu = exp(1e4) = inf) and a NaN truth counts as must-be-finite",
-    ("tweedie", "default", "triton"): "not a lossc failure: at yhat = +-1e4 the true gradient overflows (+-inf, which lossc returns; at y = 0, yhat = -1e4 the loss and gradient are 0), but this sweep's float64 reference is NaN there (autograd of mu ** (1 - rho) at mu = exp(1e4) = inf) and a NaN truth counts as must-be-finite",
-    ("tweedie", "alt", "reference"): "not a lossc failure: at yhat = +-1e4 the true gradient overflows (+-inf, which lossc returns; at y = 0, yhat = -1e4 the loss and gradient are 0), but this sweep's float64 reference is NaN there (autograd of mu ** (1 - rho) at mu = exp(1e4) = inf) and a NaN truth counts as must-be-finite",
-    ("tweedie", "alt", "torch"): "not a lossc failure: at yhat = +-1e4 the true gradient overflows (+-inf, which lossc returns; at y = 0, yhat = -1e4 the loss and gradient are 0), but this sweep's float64 reference is NaN there (autograd of mu ** (1 - rho) at mu = exp(1e4) = inf) and a NaN truth counts as must-be-finite",
-    ("tweedie", "alt", "triton"): "not a lossc failure: at yhat = +-1e4 the true gradient overflows (+-inf, which lossc returns; at y = 0, yhat = -1e4 the loss and gradient are 0), but this sweep's float64 reference is NaN there (autograd of mu ** (1 - rho) at mu = exp(1e4) = inf) and a NaN truth counts as must-be-finite",
-    ("sigmoid_focal", "alt", "reference"): "lossc bug: sigmoid_focal(gamma=0.5) has NaN gradients on well "
-                                           "classified elements: autograd of pow(0, 0.5) is inf * 0",
-}
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 def backends_available() -> list[str]:

@@ -403,20 +403,11 @@ def test_by_hand_formulas_agree_with_autograd_where_float64_is_accurate():
     torch.testing.assert_close(grad, exp_grad, **F64)
 
 
-_REFERENCE_FOCAL_NAN = pytest.mark.xfail(
-    strict=True,
-    reason="lossc bug: backend='reference' focal(gamma=0.5) gives NaN gradients once p_t rounds to 1 in the "
-           "compute dtype (z_y - z_j >= ~17 in float32, ~37 in float64): its loss is "
-           "-l * pow(-expm1(l), gamma) with l = z_y - lse = 0, and autograd of pow(0, 0.5) is inf * 0")
-
-
 def _focal_cases():
     for dname, dtype in SAT_DTYPES.items():
         for level in (20.0, 100.0, 1e4):
             for backend in BACKENDS:
-                rounds_to_one = level >= (40 if dtype == torch.float64 else 20)
-                marks = [_REFERENCE_FOCAL_NAN] if backend == "reference" and rounds_to_one else []
-                yield pytest.param(dtype, level, backend, marks=marks, id=f"{dname}-{level:g}-{backend}")
+                yield pytest.param(dtype, level, backend, id=f"{dname}-{level:g}-{backend}")
 
 
 @pytest.mark.parametrize("dtype, level, backend", list(_focal_cases()))
@@ -508,17 +499,6 @@ def test_huge_logits_cross_entropy_as_accurate_as_torch(backend):
 
 # every catalog loss at saturated inputs: loss and gradient finite (where the loss is representable)
 
-_SATURATED_NONFINITE = {
-    ("focal", "alt", "reference"): "lossc bug: backend='reference' focal(gamma=0.5) has NaN gradients once "
-                                   "p_t rounds to 1 (autograd of pow(-expm1(z_y - lse), 0.5) at 0)",
-    ("sigmoid_focal", "alt", "reference"): "lossc bug: sigmoid_focal(gamma=0.5) has NaN gradients on well "
-                                           "classified elements: 1 - p_t underflows to 0 and autograd of "
-                                           "pow(0, 0.5) is inf * 0",
-    ("nfl", "default", "reference"): "lossc bug: backend='reference' nfl(gamma=0.5) has NaN gradients once a p_j "
-                                     "rounds to 1 (autograd of pow(1 - p_j, 0.5) at 0), like focal",
-}
-
-
 def _saturated_inputs(kind, dtype):
     """scripts/extreme_sweep.py's saturated inputs (the table of docs/robustness.md), in dtype."""
     x, t = sweep.saturated_inputs(kind)
@@ -530,9 +510,7 @@ def _saturated_cases():
         for label, params in param_sets(name):
             for dname in ("float64", "float32", "bfloat16"):
                 for backend in BACKENDS:
-                    reason = _SATURATED_NONFINITE.get((name, label, backend))
-                    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-                    yield pytest.param(name, params, SAT_DTYPES[dname], backend, marks=marks,
+                    yield pytest.param(name, params, SAT_DTYPES[dname], backend,
                                        id=f"{name}-{label}-{dname}-{backend}")
 
 

@@ -108,3 +108,30 @@ def test_parameters_may_share_names_with_generated_locals():
     by_hand = (-logp + 2 * (1 - logp.exp()) + 0.5 * zz.gather(1, y[:, None]).squeeze(1) ** 2 + 0.1 * zz.sum(1)).sum()
     by_hand.backward()
     assert torch.allclose(fused, by_hand) and torch.allclose(z.grad, zz.grad)
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_a_where_of_numbers_keeps_the_input_dtype(backend):
+    """torch.where of two numbers gives the default dtype (float32); the generated code keeps float64."""
+    import torch
+    module = lossc.loss("where(y > 0, 1/3, 2/3) * yhat^2", over="regression", backend=backend, reduction="none")
+    yhat = torch.tensor([0.5, -1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    value = module(yhat, y)
+    value.sum().backward()
+    factor = torch.tensor([1 / 3, 2 / 3, 1 / 3], dtype=torch.float64)
+    assert value.dtype == torch.float64
+    torch.testing.assert_close(value, factor * yhat.detach() ** 2, rtol=1e-15, atol=0)
+    torch.testing.assert_close(yhat.grad, 2 * factor * yhat.detach(), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("target", ["torch", "all"])
+def test_no_top_level_name_is_defined_twice(target):
+    """The runtime, the helpers and the generated functions share one namespace: a second definition of
+    a name would silently replace the first."""
+    import ast
+    tree = ast.parse(lossc.generate("focal", target=target))
+    names = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    names += [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+              if isinstance(t, ast.Name)]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

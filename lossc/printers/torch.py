@@ -66,10 +66,11 @@ class _ScalarPrinter(PythonCodePrinter):
 class TorchCodePrinter(TorchPrinter):
     """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
 
-    def __init__(self, names: dict, scalars: set):
+    def __init__(self, names: dict, scalars: set, like: str | None = None):
         super().__init__({"strict": True})
         self.names = names
         self.scalars = scalars
+        self.like = like  # a tensor of the compute dtype: numbers alone take it (see _print_Piecewise)
         self.scalar_printer = _ScalarPrinter(names)
 
     def _is_scalar(self, expr) -> bool:
@@ -115,20 +116,24 @@ class TorchCodePrinter(TorchPrinter):
         return self._pairwise(expr, "torch.minimum", "torch.clamp_max")
 
     def _print_Piecewise(self, expr):
-        return print_piecewise(self, expr, "torch.where")
+        last = None
+        if self.like and all(self._is_scalar(value) for value, _ in expr.args):
+            # torch.where of numbers alone gives the default dtype: the last one takes the input's instead
+            last = f"_constant({self._print(expr.args[-1][0])}, {self.like})"
+        return print_piecewise(self, expr, "torch.where", last)
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
-        if exp == sympy.S.Half:
-            return f"torch.sqrt({self._print(base)})"
         if exp == -1:
             return f"torch.reciprocal({self._print(base)})"
         if exp == 2:
             return f"torch.square({self._print(base)})"
         if self._is_scalar(base):
             return f"torch.pow({self.scalar_printer.doprint(base)}, {self._print(exp)})"
-        exponent = self.scalar_printer.doprint(exp) if self._is_scalar(exp) else self._print(exp)
-        return f"torch.pow({self._print(base)}, {exponent})"
+        if not self._is_scalar(exp):
+            return f"torch.pow({self._print(base)}, {self._print(exp)})"
+        fn = "torch.pow" if exp.is_integer else "_pow"  # _pow: a finite derivative at 0
+        return f"{fn}({self._print(base)}, {self.scalar_printer.doprint(exp)})"
 
     def _print_Rational(self, expr):
         return repr(float(expr)) if expr.q != 1 else str(expr.p)
@@ -205,14 +210,15 @@ def _names(spec: LossSpec) -> tuple[dict, set]:
 class _Emitter:
     """Collects assignments, with common subexpressions shared within each stage."""
 
-    def __init__(self, spec: LossSpec):
+    def __init__(self, spec: LossSpec, like: str | None = None):
         self.names, self.scalars = _names(spec)
+        self.like = like or {"row": "z", "elementwise": "u"}.get(spec.form)
         self.lines: list[tuple[str, str]] = []
         self.counter = 0
         self.planned: dict | None = None
 
     def printer(self) -> TorchCodePrinter:
-        return TorchCodePrinter(self.names, self.scalars)
+        return TorchCodePrinter(self.names, self.scalars, self.like)
 
     def plan(self, exprs: list[sympy.Expr]) -> None:
         """One CSE over every expression the later stages will ask for: a subexpression shared by a
@@ -436,7 +442,7 @@ def batch_programs(spec: LossSpec) -> dict[str, Program]:
     """The programs of the batch form's three generated functions, by function name."""
     sums = [b.symbol for b in spec.reductions]
     unpack = [(b.name.lower(), f"B[{i}]") for i, b in enumerate(sums)]
-    terms = _Emitter(spec)
+    terms = _Emitter(spec, like="u")
     codes = terms.stage([b.body for b in spec.reductions])
     names = tuple(f"g{i + 1}" for i in range(len(codes)))
     for name, code in zip(names, codes):
@@ -445,7 +451,7 @@ def batch_programs(spec: LossSpec) -> dict[str, Program]:
     value.lines += unpack
     (loss,) = value.stage([spec.expr])
     value.assign("loss", loss)
-    grad = _Emitter(spec)
+    grad = _Emitter(spec, like="u")
     grad.lines += unpack
     (g,) = grad.stage([spec.gradient.expr])
     grad.assign("grad", f"_into(out, {g}, c)")

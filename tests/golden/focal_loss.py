@@ -8,7 +8,7 @@ def _loss(z, t, P):
     z_y = _at_target(z, t)
     lse = _row_lse(z)
     _t0 = -lse + z_y
-    loss = -_t0*torch.pow(-torch.expm1(_t0), P.gamma)
+    loss = -_t0*_pow(-torch.expm1(_t0), P.gamma)
     return loss
 
 
@@ -21,7 +21,7 @@ def _loss_and_grad(z, t, P, out, c):
     lse = _m + torch.log(_s)
     p_t = _at_target(_e, t) / _s
     _t0 = -lse + z_y
-    _t1 = torch.pow(-torch.expm1(_t0), P.gamma)
+    _t1 = _pow(-torch.expm1(_t0), P.gamma)
     _t2 = _t1*P.gamma*_logratio(_t0)*torch.exp(_t0) - _t1
     _t3 = -_t2
     loss = -_t0*_t1
