@@ -170,7 +170,7 @@ def brier(logits, target):
     return ((p - _one_hot(logits, target)) ** 2).sum(dim=1)
 
 
-def nce_mae(logits, target, alpha=1.0, beta=1.0):
+def nce_mae(logits, target, alpha=1.0, beta=0.5):
     """Ma et al. 2020, APL: alpha * NCE + beta * MAE, MAE = ||e_y - p||_1 as in the paper."""
     return alpha * nce(logits, target) + beta * mae(logits, target)
 
@@ -342,9 +342,11 @@ def poisson_nll(yhat, y):
 
 
 def tweedie(yhat, y, rho=1.5):
-    """Tweedie deviance, log link (as XGBoost's reg:tweedie): -y mu^(1-rho)/(1-rho) + mu^(2-rho)/(2-rho)."""
-    mu = torch.exp(yhat)
-    return -y * mu ** (1 - rho) / (1 - rho) + mu ** (2 - rho) / (2 - rho)
+    """Tweedie negative log-likelihood, log link, as XGBoost's reg:tweedie writes it with mu = exp(yhat):
+    -y mu^(1-rho)/(1-rho) + mu^(2-rho)/(2-rho), each power taken as exp((k - rho) yhat); the first term
+    is 0 at y = 0 (exp at 0 there, so that an overflowing exp cannot make it 0 * inf under autograd)."""
+    first = y * torch.exp(torch.where(y == 0, 0.0, (1 - rho) * yhat))
+    return -first / (1 - rho) + torch.exp((2 - rho) * yhat) / (2 - rho)
 
 
 def tukey(yhat, y, c=4.685):
@@ -446,7 +448,7 @@ REFERENCES: dict[str, Reference] = {
     ),
     "taylor_ce": Reference("multiclass", taylor_ce, {"t": 2}, {"t": 6}),
     "brier": Reference("multiclass", brier),
-    "nce_mae": Reference("multiclass", nce_mae, {"alpha": 1.0, "beta": 1.0}, {"alpha": 10.0, "beta": 0.1}),
+    "nce_mae": Reference("multiclass", nce_mae, {"alpha": 1.0, "beta": 0.5}, {"alpha": 10.0, "beta": 0.1}),
     "z_loss": Reference("multiclass", z_loss, {"a": 1.0, "b": 2.0, "eps": 1e-6}, {"a": 0.3, "b": -1.0, "eps": 0.01}),
     "crammer_singer": Reference("multiclass", crammer_singer),
     "weston_watkins": Reference("multiclass", weston_watkins),
