@@ -209,7 +209,7 @@ def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torc
 
 def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
          reduction: str = "mean", backend: str = "auto", validate: bool = True, batch_group=None,
-         class_group=None, from_logits: bool = False, **params) -> torch.nn.Module:
+         class_group=None, from_logits: bool = False, inplace_grad: bool = False, **params) -> torch.nn.Module:
     """A ``torch.nn.Module`` computing the loss: ``lossc.loss("focal", gamma=2.0)``.
 
     ``spec`` is a catalog name, a path to a ``.loss`` file, ``.loss`` source text, or a
@@ -218,6 +218,8 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     ``batch_group`` (a ``torch.distributed`` process group: the batch sums are all-reduced over it).
     Row losses (multiclass, distribution) take ``class_group`` (a process group over which each row's
     classes are split: the input is this rank's contiguous block of the classes; see docs/distributed.md).
+    Row and elementwise losses take ``inplace_grad``: the forward writes the gradient over the input (no
+    gradient buffer; the input's values are gone after it — see docs/semantics.md).
     A tasks loss takes its parameters alone.
     """
     entry = _compiled_entry(spec, over, params, _target_for(backend))
@@ -226,6 +228,9 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     runtime = {} if over is not None else params
     if form != "batch" and (batch_group is not None or from_logits):
         raise LossParamError(f"{name}: batch_group and from_logits are options of batch losses, not of "
+                             f"{entry['kind']} losses")
+    if form in ("batch", "composite") and inplace_grad:
+        raise LossParamError(f"{name}: inplace_grad is an option of row and elementwise losses, not of "
                              f"{entry['kind']} losses")
     if form != "row" and class_group is not None:
         raise LossParamError(f"{name}: class_group splits the classes of row losses (multiclass, distribution), "
@@ -237,11 +242,11 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
             return cls(**runtime, weight=weight, ignore_index=None if ignore_index == -100 else ignore_index,
                        reduction=reduction, backend=backend, validate=validate, from_logits=from_logits,
                        batch_group=batch_group)
-        if class_group is not None:
-            return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
-                       validate=validate, class_group=class_group)
+        options = dict(class_group=class_group) if class_group is not None else {}
+        if inplace_grad:
+            options["inplace_grad"] = True
         return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
-                   validate=validate)
+                   validate=validate, **options)
     except LossError:
         raise
     except TypeError as err:

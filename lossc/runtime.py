@@ -513,10 +513,11 @@ def _scale_of(w, den, mul, rows, dtype, device):
     return scale if den is None else scale / den
 
 
-def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad):
+def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad, into=None):
     """Loss and gradient with the generated torch functions, chunk by chunk of rows. The gradient of
     each chunk is written straight into the result (or, for half-precision inputs, into one float32
-    scratch buffer), already multiplied by the rows' weights and the mean's divisor."""
+    scratch buffer), already multiplied by the rows' weights and the mean's divisor. ``into``: the
+    gradient's buffer (x itself for inplace_grad: each chunk then goes through the scratch buffer)."""
     dtype = _compute_dtype(x.dtype)
     rows = x.shape[0]
     loss_fn, loss_and_grad = kernel.functions(params)
@@ -527,9 +528,10 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     width = _num_classes(x) if x.dim() == 2 else 1  # (the same chunks on every rank of a class group)
     step = max(1, CHUNK_ELEMENTS // max(width, 1))
     losses = torch.empty(rows, dtype=dtype, device=x.device)
-    grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
+    grad = into if into is not None else \
+        torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
     scratch = None
-    if need_grad and grad.dtype != dtype:
+    if need_grad and (grad.dtype != dtype or into is not None):
         scratch = torch.empty((min(step, rows),) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
     for start in range(0, rows, step):
         end = min(start + step, rows)
@@ -654,21 +656,22 @@ def _interpreting_triton():
 
 
 def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100, reduction="mean",
-               sample_weight=None, backend="auto", validate=True, class_group=None):
+               sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
     """Run a generated loss with nn.CrossEntropyLoss's weight / ignore_index / reduction semantics. With
     ``class_group`` (a torch.distributed process group; row losses) the input holds this rank's contiguous
     block of the classes (ranks in group order hold consecutive blocks), the targets are global class
     indices (or this rank's block of the probabilities), ``weight`` and per-class parameters are the whole
-    C-vectors; every rank gets the whole rows' loss and the gradient of its own block."""
+    C-vectors; every rank gets the whole rows' loss and the gradient of its own block. With
+    ``inplace_grad`` the forward writes the gradient over the input (see _InplaceGrad)."""
     global _SHARD
     if class_group is None:
         return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
-                           backend, validate)
+                           backend, validate, inplace_grad)
     shard = _class_shard(kernel, class_group, input, backend)
     previous, _SHARD = _SHARD, shard
     try:
         return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
-                           backend, validate)
+                           backend, validate, inplace_grad)
     finally:
         _SHARD = previous
 
@@ -704,7 +707,8 @@ def _class_shard(kernel, group, input, backend):
     return _Shard(group, sum(widths[:rank]), sum(widths))
 
 
-def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight, backend, validate):
+def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight, backend, validate,
+                inplace_grad=False):
     if reduction not in REDUCTIONS:
         raise LossParamError(f"{kernel.name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if backend not in BACKENDS:
@@ -716,6 +720,9 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
     else:
         engine = "reference"  # _targets says what is wrong with the input
     validate = validate and not _compiling()
+    if inplace_grad and engine == "reference" and torch.is_grad_enabled() and input.requires_grad:
+        raise LossParamError(f"{kernel.name}: inplace_grad needs the torch or triton engine (the reference "
+                             "backend differentiates the input under autograd)")
     t, valid, shape = _targets(kernel, input, target, ignore_index, validate, convert=engine != "triton")
     dtype = _compute_dtype(input.dtype)
     if valid is not None and input.device.type == "cpu" and not _compiling() and bool(valid.all()):
@@ -748,8 +755,64 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
             x = _rows(kernel, input)
         need_grad = torch.is_grad_enabled() and input.requires_grad
         classes = _class_tensors(kernel, params, weight, input, engine)
-        out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine, need_grad)
+        if inplace_grad and need_grad:
+            _check_inplace(kernel, input)
+            run = (kernel, x, t, valid, w, den, mul, _Values(kernel.layout, _flat(kernel, params), classes),
+                   reduction, engine)
+            out = _InplaceGrad.apply(input, run)
+        else:
+            out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine,
+                               need_grad)
     return out.reshape(shape) if reduction == "none" else out
+
+
+def _check_inplace(kernel, input):
+    if _compiling():
+        raise LossParamError(f"{kernel.name}: inplace_grad is not supported under torch.compile")
+    if input.is_leaf:
+        raise LossInputError(f"{kernel.name}: inplace_grad writes the gradient over the input, so the input "
+                             "must be computed by the model (not a leaf tensor that requires grad, such as "
+                             "a Parameter)")
+
+
+class _InplaceGrad(torch.autograd.Function):
+    """The fused loss with its gradient written over the input in the forward (``inplace_grad=True``),
+    saving the gradient buffer where the engine works on the input's own memory (the torch engine on
+    [N, C] rows and on elementwise inputs, the triton kernels on any contiguous input; else the gradient
+    is computed apart and copied over the input). The input's values are gone after the forward: any
+    autograd node that saved them raises at its backward (the version counter is bumped), and any other
+    later use of them reads the gradient. The backward scales that buffer by grad_output in place and
+    returns it; a second backward (retain_graph=True) is refused by autograd."""
+
+    @staticmethod
+    def forward(ctx, input, run):
+        kernel, x, t, valid, w, den, mul, values, reduction, engine = run
+        own = x.data_ptr() == input.data_ptr() and input.is_contiguous() and x.is_contiguous()
+        into = x if own else None
+        if engine == "triton":
+            out, grad = kernel.triton.forward(x, t, valid, w, den, mul, values, reduction, True, into=into)
+        else:
+            out, grad = _torch_engine(kernel, x, t, valid, w, den, mul, values, reduction, True, into=into)
+        if not own:  # the engine's layout is not the input's: copy the gradient over it
+            if kernel.form == "row" and engine == "torch":
+                grad = grad.reshape(input.movedim(1, -1).shape).movedim(-1, 1)
+            input.copy_(grad.reshape(input.shape))
+            del grad
+        torch.autograd.graph.increment_version(input)  # (the kernels write through pointers)
+        ctx.reduction, ctx.row = reduction, kernel.form == "row"
+        ctx.save_for_backward(input)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none":
+            go = grad_output.reshape(grad.shape[:1] + grad.shape[2:]).unsqueeze(1) if ctx.row else \
+                grad_output.reshape(grad.shape)
+            grad.mul_(go)
+        elif _compiling() or grad_output.device.type != "cpu" or float(grad_output) != 1.0:
+            grad.mul_(grad_output)
+        return grad, None
 
 
 # ---------------------------------------------------------------------------------------------

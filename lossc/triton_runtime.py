@@ -205,10 +205,12 @@ class _TritonLoss:
             # way in both sweeps, so no contraction to fma there
             fn[grid](*args, **meta, num_warps=num_warps, enable_fp_fusion=not self.exact_ties)
 
-    def forward(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+    def forward(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):
+        """(loss, gradient); ``into``: the gradient's buffer (x itself for inplace_grad: every element
+        is read before the same program writes its gradient there, in the last sweep)."""
         if self.form == "row":
-            return self._row(x, t, valid, w, den, mul, P, reduction, need_grad)
-        return self._elementwise(x, t, valid, w, den, mul, P, reduction, need_grad)
+            return self._row(x, t, valid, w, den, mul, P, reduction, need_grad, into)
+        return self._elementwise(x, t, valid, w, den, mul, P, reduction, need_grad, into)
 
     @staticmethod
     def _flags(x, valid, w, den):
@@ -217,13 +219,14 @@ class _TritonLoss:
                 (dummy if den is None else den),
                 dict(HAS_VALID=valid is not None, HAS_W=w is not None, HAS_DEN=den is not None))
 
-    def _row(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+    def _row(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):
         # t: the target classes [M], or soft targets q [N, C, S] (any float dtype, strided as it is)
         N, C, S = x.shape
         soft = t.dim() == 3
         rows = N * S
         consts = self.constants(P, C)
-        grad = torch.empty((N, C, S), dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
+        grad = into if into is not None else \
+            torch.empty((N, C, S), dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
         if self.regime(C) == "tile":
             block_c = _next_power_of_2(C)
             block_r = max(1, min(_MAX_ROWS, _TILE_ELEMENTS // block_c))
@@ -239,7 +242,8 @@ class _TritonLoss:
             valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
             g = grad if need_grad else x
             args = (x, t, valid_p, w_p, den_p, out, g, rows, C, S, *x.stride()) + (t.stride() if soft else ()) \
-                + (C * S, S, 1, *(getattr(P, name) for name in self.vectors), float(mul), *consts)
+                + ((*grad.stride(),) if need_grad else (C * S, S, 1)) \
+                + (*(getattr(P, name) for name in self.vectors), float(mul), *consts)
             align = min(_alignment(x, C, S), _alignment(t, C, S)) if soft else _alignment(x, C, S)
             stride = max(abs(x.stride(1)), abs(t.stride(1)) if soft else 0, S)
             self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
@@ -247,10 +251,11 @@ class _TritonLoss:
                                                       WIDE=C * stride >= 2 ** 31), warps)
         return (out.sum().to(x.dtype) if reduce else out), grad
 
-    def _elementwise(self, x, t, valid, w, den, mul, P, reduction, need_grad):
+    def _elementwise(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):
         n = x.numel()
         consts = self.constants(P, None)
-        grad = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else x.new_empty(0)
+        grad = into if into is not None else \
+            torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else x.new_empty(0)
         programs = triton.cdiv(n, _BLOCK) if n else 0
         reduce = reduction != "none"
         out = _loss_buffer(x, programs, n, reduce)

@@ -53,27 +53,27 @@ class FocalLoss(torch.nn.Module):
     __doc__ = 'Focal loss: down-weights easy examples by (1 - p_t)^gamma.\n\nAdds a modulating factor (1 - p_t)^gamma to cross-entropy so that\nwell-classified examples contribute little; gamma = 0 is cross-entropy.\nThe paper tries gamma in [0, 5] and finds gamma = 2 best (with the\nalpha-balanced variant, alpha = 0.25; this multiclass form has no alpha).\nLin, Goyal, Girshick, He & Dollar, 2017, Focal Loss for Dense Object Detection.'
 
     def __init__(self, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", backend="auto",
-                 validate=True, class_group=None):
+                 validate=True, class_group=None, inplace_grad=False):
         super().__init__()
         self.params = _params(gamma=gamma)
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index, self.reduction, self.backend, self.validate = ignore_index, reduction, backend, validate
-        self.class_group = class_group
+        self.class_group, self.inplace_grad = class_group, inplace_grad
         if reduction not in REDUCTIONS:
             raise LossParamError(f"{NAME}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
     def forward(self, input, target, sample_weight=None):
         return apply_loss(KERNEL, self.params, input, target, weight=self.weight, ignore_index=self.ignore_index,
                           reduction=self.reduction, sample_weight=sample_weight, backend=self.backend,
-                          validate=self.validate, class_group=self.class_group)
+                          validate=self.validate, class_group=self.class_group, inplace_grad=self.inplace_grad)
 
     def extra_repr(self):
         return f"{self.params!r}, reduction={self.reduction!r}"
 
 
 def focal_loss(input, target, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean",
-        sample_weight=None, backend="auto", validate=True, class_group=None):
+        sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
     """Functional form of FocalLoss."""
     return apply_loss(KERNEL, _params(gamma=gamma), input, target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate,
-                      class_group=class_group)
+                      class_group=class_group, inplace_grad=inplace_grad)
