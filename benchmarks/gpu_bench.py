@@ -11,7 +11,8 @@ For each workload (a loss on a shape and dtype) and each variant this script
 3. measures the peak extra memory of one step (``torch.cuda.max_memory_allocated`` above what the
    inputs hold; it includes the gradient ``x.grad`` every variant must produce).
 
-Variants: ``lossc`` (``lossc.loss(name, backend="triton", validate=False)``), ``eager`` (PyTorch's
+Variants: ``lossc`` (``lossc.loss(name, backend="triton", validate=False)``), ``lossc_inplace`` (the same
+with ``inplace_grad=True``: the gradient written over the logits; row and elementwise), ``eager`` (PyTorch's
 ``F.cross_entropy`` for cross_entropy and label_smoothing, the hand-written reference otherwise: what a
 careful user writes), ``compile`` (``torch.compile`` of exactly that eager function), ``liger``
 (Liger-Kernel's cross-entropy, for cross_entropy and label_smoothing, when it imports).
@@ -23,7 +24,8 @@ the gradient once.
 
 Workloads: cross_entropy, focal, poly1, squentropy, label_smoothing (and any catalog row loss named
 with ``--losses``) on vision 65536x1000 fp32, LLM 8192x128256 bf16, segmentation 2097152x19 fp32;
-sigmoid_focal on 76.8M logits, fp32 and bf16. Besides, unless ``--no-int64``: cross_entropy on
+sigmoid_focal on 76.8M logits, fp32 and bf16; anyloss_f1 (batch form: two passes, the sums then the
+gradient) on 16M probabilities fp32. Besides, unless ``--no-int64``: cross_entropy on
 16640x131072 bf16 (2.2e9 logits > 2^31) checked on its last rows (int64 offsets).
 
 Usage::
@@ -65,7 +67,7 @@ import lossc  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 DEFAULT_ROW_LOSSES = ("cross_entropy", "focal", "poly1", "squentropy", "label_smoothing")
-VARIANTS = ("lossc", "eager", "compile", "liger")
+VARIANTS = ("lossc", "lossc_inplace", "eager", "compile", "liger")
 # name -> (rows, classes, dtype); the dry run's shapes keep C's regime where it can (the LLM row is
 # chunked there by lowering the tile limit)
 ROW_SHAPES = {"vision": (65536, 1000, torch.float32), "llm": (8192, 128256, torch.bfloat16),
@@ -74,6 +76,8 @@ DRY_ROW_SHAPES = {"vision": (64, 100, torch.float32), "llm": (8, 3000, torch.bfl
                   "segmentation": (512, 19, torch.float32)}
 ELEMENTWISE_SHAPES = {"detection-fp32": (76_800_000, torch.float32), "detection-bf16": (76_800_000, torch.bfloat16)}
 DRY_ELEMENTWISE_SHAPES = {"detection-fp32": (5000, torch.float32), "detection-bf16": (5000, torch.bfloat16)}
+BATCH_SHAPES = {"anyloss-fp32": (16_777_216, torch.float32)}
+DRY_BATCH_SHAPES = {"anyloss-fp32": (5000, torch.float32)}
 INT64_SHAPE = (16640, 131072)
 CHECK_ROWS, CHECK_ELEMENTS = 256, 1 << 20
 
@@ -84,7 +88,7 @@ def _references():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.REFERENCES
+    return {**module.REFERENCES, **module.BATCH_REFERENCES}
 
 
 REFERENCES = _references()
@@ -96,7 +100,7 @@ class Workload:
     label: str
     shape: tuple            # (N, C) or (n,)
     dtype: torch.dtype
-    kind: str               # "row" | "elementwise"
+    kind: str               # "row" | "elementwise" | "batch"
     params: dict = field(default_factory=dict)
 
     @property
@@ -130,9 +134,32 @@ def make_data(w: Workload, device, rows=None, seed=0):
         return x.to(w.dtype), t
     (n,) = w.shape
     n = n if rows is None else min(rows, n)
-    x = (torch.randn(n, generator=g, device=device, dtype=torch.float32) * 2).to(w.dtype)
+    x = torch.randn(n, generator=g, device=device, dtype=torch.float32) * 2
+    if w.kind == "batch":  # probabilities, and a third of the labels positive
+        return torch.sigmoid(x).to(w.dtype), (torch.rand(n, generator=g, device=device) < 0.3).to(w.dtype)
     t = (torch.rand(n, generator=g, device=device) < 0.1).to(w.dtype)
-    return x, t
+    return x.to(w.dtype), t
+
+
+def _reference(w: Workload, x, t):
+    """The hand-written reference's mean loss (batch losses: the loss of the batch, unit weights)."""
+    ref = REFERENCES[w.loss]
+    if w.kind == "batch":
+        return ref.fn(x, t, torch.ones_like(x), **w.params)
+    return ref.fn(x, t, **w.params).mean()
+
+
+class _Fresh(torch.autograd.Function):
+    """The input as a fresh non-leaf tensor on the same memory (what a model's logits are), so that the
+    in-place variant can take the benchmark's leaf: lossc refuses to overwrite a leaf."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
 
 
 def eager_fn(w: Workload):
@@ -141,8 +168,7 @@ def eager_fn(w: Workload):
     if w.loss == "label_smoothing":
         eps = w.params.get("eps", 0.1)
         return lambda x, t: F.cross_entropy(x, t, label_smoothing=eps)
-    ref = REFERENCES[w.loss]
-    return lambda x, t: ref.fn(x, t, **w.params).mean()
+    return lambda x, t: _reference(w, x, t)
 
 
 def liger_fn(w: Workload):
@@ -157,11 +183,16 @@ def liger_fn(w: Workload):
 
 
 def variant_fn(name, w: Workload):
-    if name == "lossc":
-        module = lossc.loss(w.loss, backend="triton", validate=False, **w.params)
+    if name in ("lossc", "lossc_inplace"):
+        if name == "lossc_inplace" and w.kind == "batch":
+            return None
+        module = lossc.loss(w.loss, backend="triton", validate=False, inplace_grad=name == "lossc_inplace",
+                            **w.params)
         if DRY_RUN and w.label == "llm":  # the chunked regime at a C the interpreter gets through
             launcher = lossc.module(w.loss, target="all", **w.params).KERNEL.triton
             launcher.tile_classes, launcher.chunk = 1024, 512
+        if name == "lossc_inplace":
+            return lambda x, t: module(_Fresh.apply(x), t)
         return lambda x, t: module(x, t)
     if name == "eager":
         return eager_fn(w)
@@ -183,7 +214,7 @@ def check(fn, w: Workload, device, seed):
     out = fn(leaf, t)
     out.backward()
     truth_leaf = x.detach().double().requires_grad_(True)
-    ref = REFERENCES[w.loss].fn(truth_leaf, t.double() if w.kind == "elementwise" else t, **w.params).mean()
+    ref = _reference(w, truth_leaf, t if w.kind == "row" else t.double())
     ref.backward()
     rtol = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}[w.dtype]
     value, truth = float(out.detach()), float(ref.detach())
@@ -267,6 +298,7 @@ def int64_check(device):
 def workloads(args):
     row_shapes = DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES
     el_shapes = DRY_ELEMENTWISE_SHAPES if DRY_RUN else ELEMENTWISE_SHAPES
+    batch_shapes = DRY_BATCH_SHAPES if DRY_RUN else BATCH_SHAPES
     names = list(DEFAULT_ROW_LOSSES) + [n for n in args.losses.split(",") if n and n not in DEFAULT_ROW_LOSSES]
     chosen = set(args.workloads.split(",")) if args.workloads else None
     out = []
@@ -277,6 +309,9 @@ def workloads(args):
         if chosen is None or label in chosen or "detection" in chosen:
             out.append(Workload("sigmoid_focal", label, (n,), dtype, "elementwise",
                                 dict(REFERENCES["sigmoid_focal"].params)))
+    for label, (n, dtype) in batch_shapes.items():
+        if chosen is None or label in chosen:
+            out.append(Workload("anyloss_f1", label, (n,), dtype, "batch", dict(REFERENCES["anyloss_f1"].params)))
     return out
 
 
@@ -336,6 +371,9 @@ def run(args):
                 if device == "cuda":
                     torch.cuda.empty_cache()
             rows.append(record)
+            if args.json:  # so far: a run cut at its time limit keeps what it measured
+                Path(args.json).write_text(json.dumps(dict(header, bandwidth_bytes_per_ms=bandwidth, results=rows),
+                                                      indent=1))
     extra = {}
     if device == "cuda" and not args.no_int64:
         try:

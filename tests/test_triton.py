@@ -527,11 +527,13 @@ def test_kernels_compile_for_the_gpu(group, tmp_path):
 def test_gpu_bench_dry_run():
     """benchmarks/gpu_bench.py runs end to end (checks, timing, table) on tiny shapes."""
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_bench.py")
-    result = subprocess.run([sys.executable, script, "--dry-run", "--workloads", "llm,detection-bf16",
-                             "--variants", "lossc,eager", "--losses", "brier"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, script, "--dry-run", "--workloads", "llm,detection-bf16,anyloss-fp32",
+                             "--variants", "lossc,lossc_inplace,eager", "--losses", "brier"],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "| variant |" not in line]
-    assert len(table) == 6 * 2 + 2  # 6 row losses x 2 variants on the llm shape, sigmoid_focal bf16 x 2
+    # 6 row losses x 3 variants on the llm shape, sigmoid_focal bf16 x 3, anyloss_f1 x 2 (no in-place form)
+    assert len(table) == 6 * 3 + 3 + 2
     assert not any("WRONG" in line or "error" in line for line in table)
 
 

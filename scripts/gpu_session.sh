@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole GPU check of issue 4 as one command for the lent GPU machine (about 15 minutes of device time
+# per session, all calls together). Prepare the wheels here first (the GPU image has torch, triton, sympy,
+# jinja2, rich, pytest-xdist and hypothesis, but neither lark nor Liger-Kernel, and no internet):
+#
+#   scripts/gpu_session.sh --wheels          # here: downloads them into .whl/ (git-ignored)
+#
+# then run it there with `.whl` carried, e.g. device run: `scripts/gpu_session.sh` (timeout_s 570).
+# Logs and the benchmark's JSON land in $OUT (or ./gpu_out). Budget: the triton tests on CUDA at most
+# 150 s, the benchmark without torch.compile at most 240 s, then torch.compile (inductor compiles each
+# workload) at most 150 s; each part is cut at its limit (its log and JSON so far kept) and the next runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--wheels" ]]; then
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl lark liger-kernel
+    ls -l .whl
+    exit
+fi
+
+OUT="${OUT:-$PWD/gpu_out}"
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/card.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/card.txt"
+
+echo "== triton tests on CUDA"
+timeout 150 python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_triton.py tests/test_triton_batch.py \
+    tests/test_inplace_grad.py 2>&1 | tee "$OUT/tests.log" | tail -15
+
+echo "== benchmark"
+timeout 240 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,eager,liger \
+    --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | tail -45
+echo "== benchmark, torch.compile"
+timeout 150 python3 benchmarks/gpu_bench.py --variants compile --no-int64 \
+    --json "$OUT/bench_compile.json" 2>&1 | tee "$OUT/bench_compile.log" | tail -25
