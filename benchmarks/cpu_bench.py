@@ -7,6 +7,9 @@ measures its peak extra memory, for three implementations:
 ``fused``
     ``lossc.loss(name, backend="torch")`` with its catalog defaults: the fused
     op whose forward computes loss and gradient chunk by chunk of rows.
+``fused_inplace`` (only when asked for with ``--variants``)
+    The same with ``inplace_grad=True``: the gradient written over the logits
+    (which the worker passes as a model output on the same memory).
 ``eager``
     The hand-written reference of ``tests/references.py``:
     ``REFERENCES[name].fn(logits, target, **REFERENCES[name].params).mean()``
@@ -96,7 +99,8 @@ sys.path.insert(0, str(ROOT))  # the lossc of this checkout (lossc_fingerprint h
 
 from lossc.bench import proc_status_kb, reset_hiwater, rss_peak_extra_bytes  # noqa: E402
 
-VARIANTS = ("fused", "eager", "compile")
+VARIANTS = ("fused", "fused_inplace", "eager", "compile")
+DEFAULT_VARIANTS = ("fused", "eager", "compile")
 RESULT_MARK = "@@CPU_BENCH_RESULT "
 MB = 1024 * 1024
 CONTENDED = 0.2  # a timed run is suspect when other processes used > this many cores meanwhile
@@ -146,8 +150,12 @@ def _machine_busy_seconds():
 
 
 def _make_fn(torch, name, variant):
-    if variant == "fused":
+    if variant in ("fused", "fused_inplace"):
         import lossc
+        if variant == "fused_inplace":
+            from bench_common import model_output
+            module = lossc.loss(name, backend="torch", inplace_grad=True)
+            return lambda x, t: module(model_output(x), t)
         module = lossc.loss(name, backend="torch")
         return lambda x, t: module(x, t)
     ref = _references()[name]
@@ -365,15 +373,20 @@ def print_table(results, losses, meta):
                       ("eager mem", "right"), ("compile mem", "right"), ("fused/eager mem", "right"),
                       ("faulted MB/step f/e/c", "right"), ("goal", "center")]:
         table.add_column(col, justify=just)
+    inplace = any("fused_inplace" in results[name] for name in losses)
+    if inplace:
+        table.add_column("in-place ms", justify="right")
+        table.add_column("in-place mem", justify="right")
     for name in losses:
         r = results[name]
         f, e, c = r.get("fused"), r.get("eager"), r.get("compile")
         rt, rm = _ratio(f, e, "median_ms"), _ratio(f, e, "peak_extra_bytes")
         goal = "-" if rt is None or rm is None else ("yes" if rt <= 1.0 and rm <= 0.5 else "[red]no[/red]")
+        extra = [_fmt_ms(r.get("fused_inplace")), _fmt_mem(r.get("fused_inplace"), input_bytes)] if inplace else []
         table.add_row(name, _fmt_ms(f), _fmt_ms(e), _fmt_ms(c),
                       "-" if rt is None else f"{rt:.2f}", _fmt_mem(f, input_bytes), _fmt_mem(e, input_bytes),
                       _fmt_mem(c, input_bytes), "-" if rm is None else f"{rm:.2f}",
-                      " / ".join(_fmt_faults(v) for v in (f, e, c)), goal)
+                      " / ".join(_fmt_faults(v) for v in (f, e, c)), goal, *extra)
     console = Console(width=200)
     console.print(table)
     console.print(f"lossc sources {meta['lossc']}" + ("" if meta.get("lossc_after", meta["lossc"]) == meta["lossc"]
@@ -410,7 +423,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="4096,32000", help="N,C of the logits (default 4096,32000)")
     parser.add_argument("--losses", default=None, help="comma-separated loss names (default: every multiclass loss)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of fused,eager,compile")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed fwd+bwd steps per measurement (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first call")
     parser.add_argument("--seed", type=int, default=0)

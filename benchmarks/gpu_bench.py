@@ -63,6 +63,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import lossc  # noqa: E402
+from bench_common import model_output  # noqa: E402 - (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -149,19 +150,6 @@ def _reference(w: Workload, x, t):
     return ref.fn(x, t, **w.params).mean()
 
 
-class _Fresh(torch.autograd.Function):
-    """The input as a fresh non-leaf tensor on the same memory (what a model's logits are), so that the
-    in-place variant can take the benchmark's leaf: lossc refuses to overwrite a leaf."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.detach()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad
-
-
 def eager_fn(w: Workload):
     if w.loss == "cross_entropy":
         return lambda x, t: F.cross_entropy(x, t)
@@ -192,7 +180,7 @@ def variant_fn(name, w: Workload):
             launcher = lossc.module(w.loss, target="all", **w.params).KERNEL.triton
             launcher.tile_classes, launcher.chunk = 1024, 512
         if name == "lossc_inplace":
-            return lambda x, t: module(_Fresh.apply(x), t)
+            return lambda x, t: module(model_output(x), t)
         return lambda x, t: module(x, t)
     if name == "eager":
         return eager_fn(w)
