@@ -291,8 +291,10 @@ class Kernel:
     ``layout`` lists the runtime parameters as (name, None) for a number or (name, size) for a vector.
     ``op`` is the fused loss as one ``torch.library`` custom op (see ``_register``)."""
 
-    def __init__(self, name, spec_hash, form, target, layout, loss, loss_and_grad, triton=None, plain=None):
+    def __init__(self, name, spec_hash, form, target, layout, loss, loss_and_grad, triton=None, plain=None,
+                 chunk=None):
         self.name, self.spec_hash, self.form, self.target, self.layout = name, spec_hash, form, target, layout
+        self.chunk = chunk or CHUNK_ELEMENTS  # elements per chunk of the torch engine (tests make it small)
         self.loss, self.loss_and_grad, self.triton = loss, loss_and_grad, triton
         self.plain = plain  # (loss, loss_and_grad) at weight = 1, for a loss reading weight[j] called without
         self.op, self.scale_op = _register(self)
@@ -503,31 +505,32 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
     return w, den, mul
 
 
-def _scale_of(w, den, mul, rows, dtype, device):
-    """The per-row factors as one tensor [M], or None when every row counts once."""
+def _scale_of(w, den, mul, dtype):
+    """The per-row factors: a tensor [M] (weights given), one number or 0-d tensor for every row (a
+    mean's divisor), or None when every row counts once."""
     if w is None and den is None and mul == 1.0:
         return None
-    scale = w.to(dtype) if w is not None else torch.ones(rows, dtype=dtype, device=device)
-    if mul != 1.0:
-        scale = scale * mul
+    if w is None:
+        return mul if den is None else (mul / den).to(dtype)
+    scale = w.to(dtype) if mul == 1.0 else w.to(dtype) * mul
     return scale if den is None else scale / den
 
 
 def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad, into=None):
     """Loss and gradient with the generated torch functions, chunk by chunk of rows. The gradient of
     each chunk is written straight into the result (or, for half-precision inputs, into one float32
-    scratch buffer), already multiplied by the rows' weights and the mean's divisor. ``into``: the
-    gradient's buffer (x itself for inplace_grad: each chunk then goes through the scratch buffer)."""
+    scratch buffer), already multiplied by the rows' weights and the mean's divisor; a reduced loss is
+    summed chunk by chunk (no per-element loss buffer). ``into``: the gradient's buffer (x itself for
+    inplace_grad: each chunk then goes through the scratch buffer)."""
     dtype = _compute_dtype(x.dtype)
     rows = x.shape[0]
     loss_fn, loss_and_grad = kernel.functions(params)
-    scale = _scale_of(w, den, mul, rows, dtype, x.device)
-    coefficient = scale  # of each row's gradient: ignored rows 0 (and their gradient zeroed below)
-    if valid is not None:
-        coefficient = valid.to(dtype) if scale is None else torch.where(valid, scale, 0.0)
+    scale = _scale_of(w, den, mul, dtype)
+    per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
     width = _num_classes(x) if x.dim() == 2 else 1  # (the same chunks on every rank of a class group)
-    step = max(1, CHUNK_ELEMENTS // max(width, 1))
-    losses = torch.empty(rows, dtype=dtype, device=x.device)
+    step = max(1, kernel.chunk // max(width, 1))
+    losses = torch.empty(rows, dtype=dtype, device=x.device) if reduction == "none" else None
+    total = torch.zeros((), dtype=dtype, device=x.device)
     grad = into if into is not None else \
         torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
     scratch = None
@@ -536,23 +539,32 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     for start in range(0, rows, step):
         end = min(start + step, rows)
         xc, tc = x[start:end].to(dtype), t[start:end]
+        sc = scale[start:end] if per_row else scale
+        kept = None if valid is None else valid[start:end]
         if need_grad:
             out = grad[start:end] if scratch is None else scratch[:end - start]
-            c = None if coefficient is None else coefficient[start:end]
-            loss, g = loss_and_grad(xc, tc, params, out, c if c is None or x.dim() == 1 else c[:, None])
+            # each row's coefficient: ignored rows 0 (and their gradient zeroed below)
+            c = sc if kept is None else kept.to(dtype) if sc is None else torch.where(kept, sc, 0.0)
+            if isinstance(c, torch.Tensor) and c.dim() == 1 and x.dim() > 1:
+                c = c[:, None]
+            loss, g = loss_and_grad(xc, tc, params, out, c)
             if g is not out:
                 out.copy_(g)
-            if valid is not None:  # exact zeros even where an ignored row's gradient is not finite
-                out[~valid[start:end]] = 0.0
+            if kept is not None:  # exact zeros even where an ignored row's gradient is not finite
+                out[~kept] = 0.0
             if scratch is not None:
                 grad[start:end] = out
         else:
             loss = loss_fn(xc, tc, params)
-        losses[start:end] = _as_rows(loss, end - start, xc)
-    if valid is not None:
-        losses = torch.where(valid, losses, 0.0)
-    weighted = losses if scale is None else losses * scale
-    out = weighted if reduction == "none" else weighted.sum()
+        loss = _as_rows(loss, end - start, xc)
+        if kept is not None:
+            loss = torch.where(kept, loss, 0.0)
+        weighted = loss if sc is None else loss * sc
+        if losses is not None:
+            losses[start:end] = weighted
+        else:
+            total += weighted.sum()
+    out = losses if losses is not None else total
     return out.to(x.dtype), grad
 
 
@@ -738,7 +750,7 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         losses = _as_rows(_shared_loss(kernel.functions(values)[0](x, t, values)), t.shape[0], x)
         if valid is not None:
             losses = torch.where(valid, losses, 0.0)
-        scale = _scale_of(w, den, mul, t.shape[0], dtype, input.device)
+        scale = _scale_of(w, den, mul, dtype)
         weighted = losses if scale is None else losses * scale
         out = weighted if reduction == "none" else weighted.sum()
         out = out.to(input.dtype)
