@@ -724,8 +724,11 @@ def pooled_program(prog: Program, spec: LossSpec) -> Program:
     if row and not spec.has_target:  # (soft targets q: [m, C])
         shapes["t"] = (True, True)
     flat = _Flattener(spec.form, shapes, {f"P.{name}" for name in spec.class_vectors})
-    for target, code in prog.lines:
-        flat.line(target, code)
+    try:
+        for target, code in prog.lines:
+            flat.line(target, code)
+    except NotImplementedError:  # code the tables do not cover (none in the catalog): nested, as printed
+        return prog
     statements = flat.statements
     last: dict[int, int] = {}
     for i, s in enumerate(statements):
