@@ -20,23 +20,42 @@ BACKENDS = ("auto", "torch", "reference", "triton")
 CHUNK_ELEMENTS = 1 << 21  # rows are processed in chunks of about this many logits
 
 
-def _softplus(x):
-    return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+def _softplus(x, out=None, tmp=None):
+    # (with out and tmp, buffers of x's shape that x is not: the same operations, written into them)
+    if out is None:
+        return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+    torch.abs(x, out=out).neg_().exp_().log1p_()
+    return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
 
 
 def _step(x):
     return (x > 0).to(x.dtype)
 
 
-def _heaviside(x):
-    return torch.where(x > 0, 1.0, torch.where(x < 0, 0.0, 0.5)).to(x.dtype)
+def _heaviside(x, out=None, mask=None):
+    if out is None:
+        return torch.where(x > 0, 1.0, torch.where(x < 0, 0.0, 0.5)).to(x.dtype)
+    out.fill_(0.5).masked_fill_(torch.lt(x, 0, out=mask), 0.0)
+    return out.masked_fill_(torch.gt(x, 0, out=mask), 1.0)
 
 
-def _logratio(d):
+def _logratio(d, out=None, tmp=None, mask=None):
     # d / (1 - exp(d)) for d <= 0, with its limit -1 at d = 0 (no 0/0, also under autograd)
-    den = -torch.expm1(d)
-    zero = den == 0
-    return torch.where(zero, -1.0, d / torch.where(zero, 1.0, den))
+    if out is None:
+        den = -torch.expm1(d)
+        zero = den == 0
+        return torch.where(zero, -1.0, d / torch.where(zero, 1.0, den))
+    den = torch.expm1(d, out=tmp).neg_()
+    zero = torch.eq(den, 0, out=mask)
+    torch.div(d, den.masked_fill_(zero, 1.0), out=out)
+    return out.masked_fill_(zero, -1.0)
+
+
+def _where(cond, a, b, out):
+    """torch.where(cond, a, b) written into out (numbers taken in out's dtype, as torch.where takes them)."""
+    a = a if isinstance(a, torch.Tensor) else _constant(a, out)
+    b = b if isinstance(b, torch.Tensor) else _constant(b, out)
+    return torch.where(cond, a, b, out=out)
 
 
 class _PowFinite(torch.autograd.Function):
@@ -81,6 +100,11 @@ def _into(out, x, c):
     or None for 1)."""
     x = torch.as_tensor(x, dtype=out.dtype, device=out.device).expand_as(out)
     return out.copy_(x) if c is None else torch.mul(x, c, out=out)
+
+
+def _times(x, c):
+    """x * c in place (c the row coefficients, or None for 1)."""
+    return x if c is None else x.mul_(c)
 
 
 def _affine(x, k, m, z, l, c):
@@ -282,6 +306,38 @@ def _as_rows(x, count, like):
     """A per-row (or per-element) result, whatever broadcast shape the expression had, as [count]."""
     x = torch.as_tensor(x, dtype=like.dtype, device=like.device)
     return x.reshape(-1).expand(count) if x.numel() == 1 else x.reshape(count)
+
+
+class _Pool:
+    """The buffers of a fused program (``_loss_and_grad``), kept across the chunks of one call of the torch
+    engine: its temporaries are allocated, and their pages faulted in, once per call instead of once per
+    operation and chunk. Sized by the first chunk (the largest); a later, smaller one gets the buffers'
+    leading rows."""
+
+    def __init__(self):
+        self.buffers = {}
+
+    def take(self, like, layout):
+        """The buffers of one chunk: one per letter of layout, c [m, C], r [m, 1], k [1, C], e [m] (like: the
+        chunk, z [m, C] or u [m]; upper case: bool)."""
+        m = like.shape[0]
+        held = self.buffers.get(layout)
+        if held is None or any(b.shape[0] < m for b, k in zip(held, layout) if k not in "kK") \
+                or held[0].device != like.device or any(b.dtype != like.dtype for b, k in zip(held, layout)
+                                                         if k.islower()):
+            held = self.buffers[layout] = [_buffer(like, k) for k in layout]
+        return [b if k in "kK" else b[:m] for b, k in zip(held, layout)]
+
+
+def _buffer(like, letter):
+    kind = letter.lower()
+    shape = tuple(like.shape) if kind in "ce" else (like.shape[0], 1) if kind == "r" else (1, like.shape[1])
+    return torch.empty(shape, dtype=torch.bool if letter.isupper() else like.dtype, device=like.device)
+
+
+def _buffers(pool, like, layout):
+    """The buffers of a fused program for one chunk (see _Pool); fresh ones without a pool."""
+    return pool.take(like, layout) if pool is not None else [_buffer(like, k) for k in layout]
 
 
 class Kernel:
@@ -533,6 +589,8 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     total = torch.zeros((), dtype=dtype, device=x.device)
     grad = into if into is not None else \
         torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
+    pool = _Pool()  # the fused program's buffers, kept across the chunks
+    weighted = None
     scratch = None
     if need_grad and (grad.dtype != dtype or into is not None):
         scratch = torch.empty((min(step, rows),) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
@@ -547,7 +605,7 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
             c = sc if kept is None else kept.to(dtype) if sc is None else torch.where(kept, sc, 0.0)
             if isinstance(c, torch.Tensor) and c.dim() == 1 and x.dim() > 1:
                 c = c[:, None]
-            loss, g = loss_and_grad(xc, tc, params, out, c)
+            loss, g = loss_and_grad(xc, tc, params, out, c, pool)
             if g is not out:
                 out.copy_(g)
             if kept is not None:  # exact zeros even where an ignored row's gradient is not finite
@@ -559,11 +617,17 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
         loss = _as_rows(loss, end - start, xc)
         if kept is not None:
             loss = torch.where(kept, loss, 0.0)
-        weighted = loss if sc is None else loss * sc
         if losses is not None:
-            losses[start:end] = weighted
-        else:
-            total += weighted.sum()
+            if sc is None:
+                losses[start:end] = loss
+            else:
+                torch.mul(loss, sc, out=losses[start:end])
+        elif sc is None:
+            total += loss.sum()
+        else:  # (a buffer kept across the chunks, as the program's)
+            if weighted is None:
+                weighted = torch.empty(min(step, rows), dtype=dtype, device=x.device)
+            total += torch.mul(loss, sc, out=weighted[:end - start]).sum()
     out = losses if losses is not None else total
     return out.to(x.dtype), grad
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import lossc
 from conftest import MULTICLASS, REFERENCES, backward, generator, grad_output, loss_shape, make_input
@@ -59,3 +61,50 @@ def test_small_chunks_give_what_one_chunk_gives(name, shape, reduction, inplace,
         tol = dict(rtol=8e-3, atol=1e-5)
     torch.testing.assert_close(chunked[0].double(), whole[0].double(), **tol)
     torch.testing.assert_close(chunked[1].double(), whole[1].double(), **tol)
+
+
+class _NewTensors(TorchDispatchMode):
+    """Counts the tensors of at least `size` elements that torch operations allocate: results on a storage
+    none of the operation's tensor arguments has (views, in-place and out= results are not new)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size, self.count = size, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        given = {a.untyped_storage().data_ptr() for a in pytree.tree_leaves((args, kwargs))
+                 if isinstance(a, torch.Tensor)}
+        for r in pytree.tree_leaves(result):
+            if isinstance(r, torch.Tensor) and r.numel() >= self.size and r.untyped_storage().data_ptr() not in given:
+                self.count += 1
+        return result
+
+
+FUSED = sorted(name for name, ref in REFERENCES.items()
+               if ref.kind in (MULTICLASS, "distribution", "binary", "margin", "regression"))
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_the_fused_program_allocates_nothing_per_chunk(name, monkeypatch):
+    """The fused program writes its temporaries into the buffers of a pool that the engine keeps across
+    the chunks of a call: with twice as many chunks, a call allocates no more chunk-sized tensors."""
+    kind = REFERENCES[name].kind
+    row = kind in (MULTICLASS, "distribution")
+    shape = (48, 16) if row else (768,)
+    x, t = make_input(kind, shape, generator("pool", name))
+    module = lossc.loss(name, backend="torch", reduction="sum", **REFERENCES[name].params)
+    mod = sys.modules[type(module).__module__]
+    if not row:
+        t = t.to(x.dtype)
+    values = mod._Values(mod.KERNEL.layout, mod._flat(mod.KERNEL, module.params),
+                         mod._class_tensors(mod.KERNEL, module.params, None, x))
+    width = shape[1] if row else 1
+    counts = []
+    for rows in (12, 6):  # 4 chunks, then 8
+        monkeypatch.setattr(mod.KERNEL, "chunk", rows * width)
+        with _NewTensors(6 * width) as new:
+            mod._torch_engine(mod.KERNEL, x, t, None, None, None, 1.0, values, "sum", True)
+        counts.append(new.count)
+    assert counts[0] == counts[1], counts

@@ -7,6 +7,7 @@ so sub-expressions of parameters alone are printed with ``math``.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 
 import sympy
@@ -429,7 +430,10 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
 
 
 def program(spec: LossSpec, with_grad: bool) -> Program:
-    return (row_program if spec.form == "row" else elementwise_program)(spec, with_grad)
+    """The program of ``_loss`` (under autograd: nested expressions) or, with the gradient, of
+    ``_loss_and_grad`` (its operations written into the buffers of a pool, see pooled_program)."""
+    prog = (row_program if spec.form == "row" else elementwise_program)(spec, with_grad)
+    return pooled_program(prog, spec) if with_grad else prog
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,3 +482,295 @@ def composite_program(spec: LossSpec) -> Program:
     (loss,) = em.stage([spec.expr])
     em.assign("loss", loss)
     return Program(tuple(em.lines), ("loss",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooled programs: the body of ``_loss_and_grad`` (not under autograd) as three-address statements, each
+# writing its result into a buffer (``out=``). The buffers come from a pool that the engine keeps across
+# the chunks of one call (``_buffers``, ``_Pool`` in the runtime), so that a chunk allocates (and the
+# kernel faults in) no fresh [m, C] temporaries. The printed expressions are parsed back (``ast``) and
+# each of their nodes is computed by the same torch operation Python would run on the printed text, in
+# the same order: the values stay bit for bit those of the nested expressions.
+
+# A value's shape, as (per row, per class): [m, C], [m, 1] (the elementwise form: [m]), [1, C]
+# (class vectors) or a number (False, False; also a 0-d tensor: never pooled). One letter per shape names
+# the pool's buffers (upper case: bool).
+_LETTERS = {("row", True, True): "c", ("row", True, False): "r", ("row", False, True): "k",
+            ("elementwise", True, False): "e"}
+
+# How a node of the printed code computes into a buffer: {0}, {1}, … the operands, {out} the buffer,
+# {tmp} / {mask} scratch buffers of the result's shape (float / bool) for the runtime helpers that take
+# several passes. A template without scratch is one elementwise operation (or a copy): it may write into
+# the buffer of an operand whose value dies there.
+_UNARY_OUT = ("exp", "log", "log1p", "expm1", "sigmoid", "abs", "sign", "tanh", "square", "reciprocal",
+              "sqrt", "rsqrt", "neg", "sin", "cos", "floor", "ceil", "erf", "erfc", "lgamma")
+_BINARY_OUT = ("maximum", "minimum", "clamp_min", "clamp_max", "pow", "atan2", "hypot")
+_COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
+OPS = {
+    **{f"torch.{f}": f"torch.{f}({{0}}, out={{out}})" for f in _UNARY_OUT},
+    **{f"torch.{f}": f"torch.{f}({{0}}, {{1}}, out={{out}})" for f in _BINARY_OUT + _COMPARE},
+    "torch.relu": "torch.clamp_min({0}, 0, out={out})",  # (what torch.relu computes; it has no out=)
+    "torch.where": "_where({0}, {1}, {2}, {out})",
+    "_pow": "torch.pow({0}, {1}, out={out})",  # (not under autograd: _pow is torch.pow)
+    "_step": "torch.gt({0}, 0, out={out})",
+    "_softplus": "_softplus({0}, {out}, {tmp})",
+    "_logratio": "_logratio({0}, {out}, {tmp}, {mask})",
+    "_heaviside": "_heaviside({0}, {out}, {mask})",
+    ".clone": "{out}.copy_({0})",
+    ast.Add: "torch.add({0}, {1}, out={out})",
+    ast.Sub: "torch.sub({0}, {1}, out={out})",
+    ast.Mult: "torch.mul({0}, {1}, out={out})",
+    ast.Div: "torch.div({0}, {1}, out={out})",
+    ast.Pow: "torch.pow({0}, {1}, out={out})",
+    ast.BitAnd: "torch.bitwise_and({0}, {1}, out={out})",
+    ast.BitOr: "torch.bitwise_or({0}, {1}, out={out})",
+    ast.USub: "torch.neg({0}, out={out})",
+    ast.Invert: "torch.bitwise_not({0}, out={out})",
+    "rdiv": "torch.mul(torch.reciprocal({1}, out={out}), {0}, out={out})",  # number / tensor: what Python runs
+}
+BOOL_OPS = {f"torch.{f}" for f in _COMPARE} | {ast.BitAnd, ast.BitOr, ast.Invert}
+# The runtime helpers that stay calls (their results are not pooled: per-row values, or written in place
+# into their first argument): the shape of their result, from their arguments' shapes.
+HELPERS = {
+    "_at_target": lambda shapes: (True, False),
+    "_row_sum": lambda shapes: (shapes[0][0], False),
+    "_row_max": lambda shapes: (shapes[0][0], False),
+    "_row_lse": lambda shapes: (shapes[0][0], False),
+    "_row_lse_": lambda shapes: (shapes[0][0], False),
+    "_exp_shifted": lambda shapes: (True, True),
+    "_exclude_target_": lambda shapes: shapes[0],
+    "_exclude_target": lambda shapes: shapes[0],
+    "_into": lambda shapes: shapes[0],
+    "_set_target": lambda shapes: shapes[0],
+    "_affine": lambda shapes: shapes[0],
+    "_exp_affine": lambda shapes: shapes[0],
+    "_detach": lambda shapes: shapes[0],
+    ".div_": lambda shapes: shapes[0],
+}
+NUMBERS = ("_constant", "_scalar", "_num_classes")  # calls whose result is a number (or a 0-d tensor)
+_SCALAR = (False, False)
+
+
+@dataclass
+class _Statement:
+    target: str       # the program's name it binds, or "" (an intermediate value)
+    text: str         # the code, with {rN} where register N's buffer goes
+    out: int | None   # the register it writes, if any
+    scratch: tuple    # registers it uses as scratch
+    uses: frozenset   # registers it reads
+    in_place: bool    # whether out may be the buffer of an operand that dies here
+
+
+class _Flattener:
+    """Three-address statements from a program's lines; values live in registers, later given buffers."""
+
+    def __init__(self, form: str, shapes: dict, tensors: set):
+        self.form = form
+        self.shapes = dict(shapes)  # name -> shape of its value
+        self.bool: set = set()      # names of bool values
+        self.holds: dict = {}       # name -> the registers whose buffers its value reads
+        self.tensors = tensors      # attribute texts that are tensors (class vectors P.name)
+        self.registers: list[str] = []  # register -> letter
+        self.statements: list[_Statement] = []
+        self.code = ""
+
+    def register(self, shape, is_bool: bool) -> int:
+        letter = _LETTERS[(self.form,) + shape]
+        self.registers.append(letter.upper() if is_bool else letter)
+        return len(self.registers) - 1
+
+    def segment(self, node) -> str:
+        return ast.get_source_segment(self.code, node).replace("{", "{{").replace("}", "}}")
+
+    @staticmethod
+    def name(func) -> str | None:
+        """A call's function as the tables spell it: ``torch.exp``, ``_pow``, ``.clone`` (a method)."""
+        if isinstance(func, ast.Name):
+            return func.id
+        if isinstance(func, ast.Attribute):
+            if isinstance(func.value, ast.Name) and func.value.id == "torch":
+                return "torch." + func.attr
+            return "." + func.attr
+        return None
+
+    def shape(self, node) -> tuple:
+        """The shape of a node's value, from its leaves."""
+        if isinstance(node, ast.Name):
+            return self.shapes.get(node.id, _SCALAR)
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store):
+            if ast.get_source_segment(self.code, node) in self.tensors:
+                return (False, True)
+        if isinstance(node, ast.Call):
+            name = self.name(node.func)
+            if name in NUMBERS or name is not None and name.startswith("math."):
+                return _SCALAR
+            args = ([node.func.value] if name and name.startswith(".") else []) + list(node.args)
+            if name in HELPERS:
+                return HELPERS[name]([self.shape(a) for a in args])
+            children = args
+        else:
+            children = list(ast.iter_child_nodes(node))
+        shapes = [self.shape(c) for c in children if isinstance(c, ast.expr)]
+        return (any(s[0] for s in shapes), any(s[1] for s in shapes))
+
+    def operand(self, node, into: str | None = None):
+        """(text, shape, registers it reads, bool?) of a node, after the statements computing it; with
+        ``into``, a pooled operation writes there and its text is returned instead of a statement."""
+        shape = self.shape(node)
+        if shape == _SCALAR:  # a number, or a small tensor ([1, 1], 0-d): as printed, not pooled
+            names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+            return self.segment(node), shape, frozenset().union(*[self.holds.get(n, ()) for n in names]), False
+        if isinstance(node, ast.Name):
+            return node.id, shape, self.holds.get(node.id, frozenset()), node.id in self.bool
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store) \
+                and ast.get_source_segment(self.code, node) in self.tensors:
+            return self.segment(node), shape, frozenset(), False
+        if isinstance(node, ast.BinOp) and type(node.op) in OPS:
+            op = type(node.op)
+            if op is ast.Div and self.shape(node.left) == _SCALAR and self._number(node.left):
+                op = "rdiv"
+            return self.pooled(op, [node.left, node.right], shape, into)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in OPS:
+            return self.pooled(type(node.op), [node.operand], shape, into)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+            return self.operand(node.operand, into)
+        if isinstance(node, ast.Call):
+            name = self.name(node.func)
+            method = name is not None and name.startswith(".")
+            args = ([node.func.value] if method else []) + list(node.args)
+            if name in OPS and not node.keywords:
+                return self.pooled(name, args, shape, into)
+            if name in HELPERS or name is not None and name.startswith("torch."):
+                # a helper (or a torch call as the printer wrote it): a call, its operands pooled
+                parts = [self.operand(a) for a in args] + [self.operand(k.value) for k in node.keywords]
+                texts = [p[0] for p in parts[:len(args)]]
+                texts += [f"{k.arg}={p[0]}" for k, p in zip(node.keywords, parts[len(args):])]
+                text = f"{texts[0]}{name}({', '.join(texts[1:])})" if method else f"{name}({', '.join(texts)})"
+                return text, shape, frozenset().union(*[p[2] for p in parts]), False
+        raise NotImplementedError(f"pooled program: cannot flatten {ast.dump(node)}")
+
+    def _number(self, node) -> bool:
+        """Whether a scalar node is a Python number (else a 0-d tensor, as _constant(x, like) is)."""
+        return not any(isinstance(n, ast.Call) and self.name(n.func) == "_constant" for n in ast.walk(node))
+
+    def pooled(self, op, args, shape, into):
+        template = OPS[op]
+        parts = [self.operand(a) for a in args]
+        is_bool = op in BOOL_OPS
+        uses = frozenset().union(*[p[2] for p in parts])
+        texts = [p[0] for p in parts]
+        if into is not None:
+            return template.format(*texts, out=into), shape, uses, is_bool
+        out = self.register(shape, is_bool)
+        scratch = []
+        fills = {"out": f"{{r{out}}}"}
+        for key, flag in (("tmp", False), ("mask", True)):
+            if "{" + key + "}" in template:
+                scratch.append(self.register(shape, flag))
+                fills[key] = f"{{r{scratch[-1]}}}"
+        self.statements.append(_Statement("", template.format(*texts, **fills), out, tuple(scratch), uses,
+                                          not scratch))
+        return f"{{r{out}}}", shape, frozenset([out]), is_bool
+
+    def line(self, target: str, code: str) -> None:
+        self.code = code
+        node = ast.parse(code, mode="eval").body
+        count = len(self.statements)
+        if self._into(node):  # _into(out, x, c): x's last operation written straight into out
+            text, shape, uses, is_bool = self.operand(node.args[1], into=node.args[0].id)
+            self.statements.append(_Statement(target, f"_times({text}, {self.segment(node.args[2])})", None, (),
+                                              uses, False))
+            self.shapes[target], self.holds[target] = shape, uses
+            return
+        text, shape, uses, is_bool = self.operand(node)
+        last = self.statements[-1] if len(self.statements) > count else None
+        if last is not None and last.out is not None and text == f"{{r{last.out}}}" and not last.target:
+            last.target = target  # the line's own value: its last operation binds the name
+        else:
+            self.statements.append(_Statement(target, text, None, (), uses, False))
+        self.shapes[target], self.holds[target] = shape, uses
+        if is_bool:
+            self.bool.add(target)
+        else:
+            self.bool.discard(target)
+
+    def _into(self, node) -> bool:
+        if not (isinstance(node, ast.Call) and self.name(node.func) == "_into" and len(node.args) == 3
+                and isinstance(node.args[0], ast.Name) and not node.keywords):
+            return False
+        value = node.args[1]
+        op = None
+        if isinstance(value, ast.BinOp):
+            op = type(value.op)
+        elif isinstance(value, ast.UnaryOp):
+            op = type(value.op)
+        elif isinstance(value, ast.Call) and not value.keywords:
+            op = self.name(value.func)
+        if op not in OPS or op in BOOL_OPS or "{tmp}" in OPS[op] or "{mask}" in OPS[op]:
+            return False
+        if op is ast.Div and self.shape(value.left) == _SCALAR:
+            return False  # (rdiv: two operations)
+        return self.shape(value) == self.shapes.get(node.args[0].id)
+
+
+def pooled_program(prog: Program, spec: LossSpec) -> Program:
+    """The program with every operation on tensors written into a buffer of the pool (``_pool``, an
+    argument of the generated function): buffers assigned by liveness (free again after the last use of
+    their value), one per shape and dtype that is live at once."""
+    row = spec.form == "row"
+    vector = (True, False)
+    shapes = {"z": (True, True), "out": (True, True), "c": vector} if row else \
+        {"u": vector, "t": vector, "out": vector, "c": vector}
+    if row and not spec.has_target:  # (soft targets q: [m, C])
+        shapes["t"] = (True, True)
+    flat = _Flattener(spec.form, shapes, {f"P.{name}" for name in spec.class_vectors})
+    try:
+        for target, code in prog.lines:
+            flat.line(target, code)
+    except NotImplementedError:  # code the tables do not cover (none in the catalog): nested, as printed
+        return prog
+    statements = flat.statements
+    last: dict[int, int] = {}
+    for i, s in enumerate(statements):
+        for r in s.uses:
+            last[r] = i
+    for name in prog.outputs:
+        for r in flat.holds.get(name, ()):
+            last[r] = len(statements)
+    letters: list[str] = []
+    free: dict[str, list[int]] = {}
+    buffer: dict[int, int] = {}
+
+    def take(register):
+        letter = flat.registers[register]
+        pool = free.setdefault(letter, [])
+        if pool:
+            buffer[register] = pool.pop(0)
+        else:
+            letters.append(letter)
+            buffer[register] = len(letters) - 1
+
+    def release(registers):
+        for r in registers:
+            pool = free.setdefault(flat.registers[r], [])
+            pool.append(buffer[r])
+            pool.sort()
+
+    lines = []
+    for i, s in enumerate(statements):
+        dying = sorted(r for r in s.uses if last[r] == i)
+        if s.in_place:
+            release(dying)
+        for r in ([s.out] if s.out is not None else []) + list(s.scratch):
+            take(r)
+        if not s.in_place:
+            release(dying)
+        release(s.scratch)
+        if s.out is not None and s.out not in last:
+            release([s.out])
+        lines.append((s.target, s.text.format(**{f"r{r}": f"_b{b}" for r, b in buffer.items()})))
+    if letters:
+        names = ", ".join(f"_b{i}" for i in range(len(letters)))
+        like = "z" if row else "u"
+        lines.insert(0, (names if len(letters) > 1 else names + ",", f"_buffers(_pool, {like}, {''.join(letters)!r})"))
+    return Program(tuple(lines), prog.outputs)

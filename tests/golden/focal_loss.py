@@ -12,21 +12,35 @@ def _loss(z, t, P):
     return loss
 
 
-def _loss_and_grad(z, t, P, out, c):
+def _loss_and_grad(z, t, P, out, c, _pool=None):
+    _b0, _b1, _b2, _b3, _b4, _b5, _b6 = _buffers(_pool, z, 'rrrrrrR')
     C = _num_classes(z)
     z_y = _at_target(z, t)
     _m = _row_max(z)
     _e = _exp_shifted(z, _m, out)
     _s = _row_sum(_e)
-    lse = _m + torch.log(_s)
-    p_t = _at_target(_e, t) / _s
-    _t0 = -lse + z_y
-    _t1 = _pow(-torch.expm1(_t0), P.gamma)
-    _t2 = _t1*P.gamma*_logratio(_t0)*torch.exp(_t0) - _t1
-    _t3 = -_t2
-    loss = -_t0*_t1
-    grad = _affine(_e, _t3/_s, 0, z, 0, c)
-    grad = _set_target(grad, t, _t2 + _t3*p_t, c)
+    torch.log(_s, out=_b0)
+    lse = torch.add(_m, _b0, out=_b0)
+    p_t = torch.div(_at_target(_e, t), _s, out=_b1)
+    torch.neg(lse, out=_b0)
+    _t0 = torch.add(_b0, z_y, out=_b0)
+    torch.expm1(_t0, out=_b2)
+    torch.neg(_b2, out=_b2)
+    _t1 = torch.pow(_b2, P.gamma, out=_b2)
+    torch.mul(_t1, P.gamma, out=_b3)
+    _logratio(_t0, _b4, _b5, _b6)
+    torch.mul(_b3, _b4, out=_b3)
+    torch.exp(_t0, out=_b4)
+    torch.mul(_b3, _b4, out=_b3)
+    _t2 = torch.sub(_b3, _t1, out=_b3)
+    _t3 = torch.neg(_t2, out=_b4)
+    torch.neg(_t0, out=_b0)
+    loss = torch.mul(_b0, _t1, out=_b0)
+    torch.div(_t3, _s, out=_b2)
+    grad = _affine(_e, _b2, 0, z, 0, c)
+    torch.mul(_t3, p_t, out=_b1)
+    torch.add(_t2, _b1, out=_b1)
+    grad = _set_target(grad, t, _b1, c)
     return loss, grad
 
 

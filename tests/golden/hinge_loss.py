@@ -10,11 +10,14 @@ def _loss(u, t, P):
     return loss
 
 
-def _loss_and_grad(u, t, P, out, c):
-    m = t*u
-    _t0 = 1 - m
-    loss = torch.relu(_t0)
-    grad = _into(out, -t*_step(_t0), c)
+def _loss_and_grad(u, t, P, out, c, _pool=None):
+    _b0, _b1, _b2 = _buffers(_pool, u, 'eee')
+    m = torch.mul(t, u, out=_b0)
+    _t0 = torch.sub(1, m, out=_b0)
+    loss = torch.clamp_min(_t0, 0, out=_b1)
+    torch.neg(t, out=_b2)
+    torch.gt(_t0, 0, out=_b0)
+    grad = _times(torch.mul(_b2, _b0, out=out), c)
     return loss, grad
 
 

@@ -13,19 +13,26 @@ def _loss(z, t, P):
     return loss
 
 
-def _loss_and_grad(z, t, P, out, c):
+def _loss_and_grad(z, t, P, out, c, _pool=None):
+    _b0, _b1, _b2, _b3 = _buffers(_pool, z, 'rrcr')
     C = _num_classes(z)
     z_y = _at_target(z, t)
     _m = _row_max(z)
     _e = _exp_shifted(z, _m, out)
     _s = _row_sum(_e)
-    lse = _m + torch.log(_s)
-    p_t = _at_target(_e, t) / _s
-    r1 = _row_sum(_exclude_target_(torch.square(z), t, 0.0))
-    _t0 = (1/(C - 1))
-    loss = r1*_t0 + lse - z_y
-    grad = _affine(_e, torch.reciprocal(_s), (2*_t0), z, 0, c)
-    grad = _set_target(grad, t, p_t - 1, c)
+    torch.log(_s, out=_b0)
+    lse = torch.add(_m, _b0, out=_b0)
+    p_t = torch.div(_at_target(_e, t), _s, out=_b1)
+    torch.square(z, out=_b2)
+    r1 = _row_sum(_exclude_target_(_b2, t, 0.0))
+    _t0 = 1/(C - 1)
+    torch.mul(r1, _t0, out=_b3)
+    torch.add(_b3, lse, out=_b0)
+    loss = torch.sub(_b0, z_y, out=_b0)
+    torch.reciprocal(_s, out=_b3)
+    grad = _affine(_e, _b3, 2*_t0, z, 0, c)
+    torch.sub(p_t, 1, out=_b1)
+    grad = _set_target(grad, t, _b1, c)
     return loss, grad
 
 
