@@ -1,6 +1,6 @@
 """An independent numerical audit of every `proved` verdict of the catalog: a wrong `proved` is the worst
 bug lossc can have. For each catalog loss (at its defaults) and each property the checker proves among
-convex, nonnegative, bounded, symmetric and monotone, the hand-written reference of tests/references.py
+convex, nonnegative, bounded, symmetric, monotone, calibrated and proper, the hand-written reference of tests/references.py
 (float64, not lossc's code) is sampled where a counterexample would show (MATH.md's definitions); a
 sample that breaks the property fails the test. Sampling proves nothing; it only catches a false proof."""
 
@@ -12,7 +12,7 @@ import torch
 import lossc
 from conftest import MULTICLASS, REFERENCES, generator
 
-AUDITED = ("convex", "nonnegative", "bounded", "symmetric", "monotone")
+AUDITED = ("convex", "nonnegative", "bounded", "symmetric", "monotone", "calibrated", "proper")
 C = 4
 
 
@@ -136,6 +136,63 @@ def _audit_monotone(name, kind, loss, g):
         assert float((sign * value.diff()).max()) <= 1e-9 * (1 + float(value.abs().max()))
 
 
+def _minimise_risk(kind, loss, q, g, starts=4, iterations=300):
+    """The best minimiser found of the conditional risk R(x; q) = sum_k q_k L(x, k) (multiclass: x the
+    logits [C]; binary/margin: x the score, q = (P(y = first label), P(y = second label)))."""
+    labels = list(range(C)) if kind == MULTICLASS else {"binary": (0.0, 1.0), "margin": (-1.0, 1.0)}[kind]
+    size = (1, C) if kind == MULTICLASS else (1,)
+    best, best_risk = None, float("inf")
+    for start in range(starts):
+        x = (torch.randn(size, generator=g, dtype=torch.float64) * (0 if start == 0 else 2)).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=0.1)
+
+        def risk():
+            targets = [torch.tensor([k]) if kind == MULTICLASS else torch.tensor([k], dtype=torch.float64)
+                       for k in labels]
+            return sum(q[i] * loss(x, tk).sum() for i, tk in enumerate(targets))
+        for _ in range(iterations):
+            opt.zero_grad()
+            value = risk()
+            value.backward()
+            opt.step()
+        with torch.no_grad():
+            final = float(risk())
+        if final < best_risk:
+            best, best_risk = x.detach().clone(), final
+    return best
+
+
+def _posteriors(kind, g, count=6):
+    """Class posteriors with a clear largest entry (at least 0.15 above the next)."""
+    out = []
+    while len(out) < count:
+        q = torch.rand(C if kind == MULTICLASS else 2, generator=g, dtype=torch.float64) ** 2
+        q = q / q.sum()
+        top = q.sort(descending=True).values
+        if float(top[0] - top[1]) >= 0.15:
+            out.append(q)
+    return out
+
+
+def _audit_calibrated(name, kind, loss, g):
+    """The minimiser of the conditional risk predicts the most likely class (score sign for binary)."""
+    for q in _posteriors(kind, g):
+        x = _minimise_risk(kind, loss, q, g)
+        if kind == MULTICLASS:
+            assert int(x.argmax()) == int(q.argmax()), f"q = {q.tolist()}: minimiser {x.tolist()}"
+        else:
+            assert float(x) * (float(q[1]) - float(q[0])) > 0, f"q = {q.tolist()}: minimiser {float(x)}"
+
+
+def _audit_proper(name, kind, loss, g):
+    """The minimiser of the conditional risk gives the posterior back (softmax, or sigmoid for binary)."""
+    for q in _posteriors(kind, g, count=4):
+        x = _minimise_risk(kind, loss, q, g, iterations=1500)
+        p = torch.softmax(x, -1)[0] if kind == MULTICLASS else torch.sigmoid(x)
+        expected = q if kind == MULTICLASS else q[1:]
+        torch.testing.assert_close(p, expected, rtol=0, atol=2e-3)
+
+
 @pytest.mark.parametrize("name, prop", list(_proved()))
 def test_proved_verdicts_survive_sampling(name, prop):
     kind = REFERENCES[name].kind
@@ -155,5 +212,9 @@ def test_the_audit_catches_a_false_proof():
         _audit_symmetric("cross_entropy", MULTICLASS, _loss("cross_entropy"), g)
     with pytest.raises(AssertionError):  # poly1 with eps = -3 rises past p_t = 1/3
         _audit_monotone("poly1", MULTICLASS, lambda z, t: REFERENCES["poly1"].fn(z, t, eps=-3.0), g)
+    with pytest.raises(AssertionError):  # rewards the wrong class
+        _audit_calibrated("x", MULTICLASS, lambda z, t: torch.softmax(z, -1).gather(-1, t[:, None])[:, 0], g)
+    with pytest.raises(AssertionError):  # focal is calibrated but not proper
+        _audit_proper("focal", MULTICLASS, focal, g)
     with pytest.raises(AssertionError):  # log-sum-exp minus 2 z_y goes negative
         _audit_nonnegative("x", MULTICLASS, lambda z, t: REFERENCES["cross_entropy"].fn(z, t) - 1.0, g)
