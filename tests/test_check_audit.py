@@ -1,6 +1,6 @@
 """An independent numerical audit of every `proved` verdict of the catalog: a wrong `proved` is the worst
 bug lossc can have. For each catalog loss (at its defaults) and each property the checker proves among
-convex, nonnegative, bounded, symmetric, monotone, calibrated and proper, the hand-written reference of tests/references.py
+convex, nonnegative, bounded, symmetric, monotone, calibrated, proper and smooth, the hand-written reference of tests/references.py
 (float64, not lossc's code) is sampled where a counterexample would show (MATH.md's definitions); a
 sample that breaks the property fails the test. Sampling proves nothing; it only catches a false proof."""
 
@@ -12,7 +12,7 @@ import torch
 import lossc
 from conftest import MULTICLASS, REFERENCES, generator
 
-AUDITED = ("convex", "nonnegative", "bounded", "symmetric", "monotone", "calibrated", "proper")
+AUDITED = ("convex", "nonnegative", "bounded", "symmetric", "monotone", "calibrated", "proper", "smooth")
 C = 4
 
 
@@ -193,6 +193,26 @@ def _audit_proper(name, kind, loss, g):
         torch.testing.assert_close(p, expected, rtol=0, atol=2e-3)
 
 
+def _audit_smooth(name, kind, loss, g):
+    """A Lipschitz gradient has bounded second differences: along random lines through points of scale
+    0.3..8, |L(x + h d) - 2 L(x) + L(x - h d)| / h^2 must not grow as h shrinks from 1e-2 to 1e-4 (at a
+    kink it grows like 1/h)."""
+    if kind == MULTICLASS:
+        x, t = _multiclass_points(g, 512)
+        d = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        d = d / d.norm(dim=1, keepdim=True)
+    else:
+        x, t = _elementwise_points(kind, g, 128)
+        x = torch.cat([x, torch.linspace(-3, 3, 601, dtype=torch.float64).repeat(len(_targets(kind, 1)))])
+        t = torch.cat([t, _targets(kind, 1).repeat_interleave(601)])
+        d = torch.ones_like(x)
+
+    def curvature(h):
+        return ((loss(x + h * d, t) - 2 * loss(x, t) + loss(x - h * d, t)) / h**2).abs().max()
+    coarse, fine = float(curvature(1e-2)), float(curvature(1e-4))
+    assert fine <= 3 * coarse + 1.0, f"second differences {coarse} at h = 1e-2, {fine} at h = 1e-4"
+
+
 @pytest.mark.parametrize("name, prop", list(_proved()))
 def test_proved_verdicts_survive_sampling(name, prop):
     kind = REFERENCES[name].kind
@@ -216,5 +236,7 @@ def test_the_audit_catches_a_false_proof():
         _audit_calibrated("x", MULTICLASS, lambda z, t: torch.softmax(z, -1).gather(-1, t[:, None])[:, 0], g)
     with pytest.raises(AssertionError):  # focal is calibrated but not proper
         _audit_proper("focal", MULTICLASS, focal, g)
+    with pytest.raises(AssertionError):  # hinge has a kink at m = 1
+        _audit_smooth("hinge", "margin", _loss("hinge"), g)
     with pytest.raises(AssertionError):  # log-sum-exp minus 2 z_y goes negative
         _audit_nonnegative("x", MULTICLASS, lambda z, t: REFERENCES["cross_entropy"].fn(z, t) - 1.0, g)
