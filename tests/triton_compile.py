@@ -31,6 +31,10 @@ ROW = [("_row_tile", "bf16", dict(FLAGS, REDUCE=False, NEED_GRAD=True, BLOCK_R=2
        ("_row_chunked", "fp16", dict(FLAGS, REDUCE=False, NEED_GRAD=False, BLOCK_R=1, BLOCK_C=4096, S_GT_1=True, ALIGN=2, WIDE=True), 8)]
 ELEMENTWISE = [("_elementwise", "fp32", dict(FLAGS, REDUCE=True, NEED_GRAD=True, BLOCK=1024), 8),
                ("_elementwise", "bf16", dict(FLAGS, REDUCE=False, NEED_GRAD=False, BLOCK=1024), 8)]
+BATCH = [("_batch_sums", "fp32", dict(HAS_W=True, FROM_LOGITS=False, BLOCK=1024), 8),
+         ("_batch_sums", "bf16", dict(HAS_W=False, FROM_LOGITS=True, BLOCK=1024), 8),
+         ("_batch_grad", "fp32", dict(HAS_W=True, FROM_LOGITS=True, BLOCK=1024), 8),
+         ("_batch_grad", "bf16", dict(HAS_W=False, FROM_LOGITS=False, BLOCK=1024), 8)]
 
 
 def signature(fn, dtype, constexprs):
@@ -67,7 +71,7 @@ def main(names):
     for spec in names:
         module = lossc.module(spec, target="all")
         name = module.NAME
-        configs = ROW if module.KERNEL.form == "row" else ELEMENTWISE
+        configs = {"row": ROW, "batch": BATCH}.get(module.KERNEL.form, ELEMENTWISE)
         for suffix, dtype, constexprs, warps in configs:
             fn = getattr(module, f"_{name}{suffix}")
             try:
