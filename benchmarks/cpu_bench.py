@@ -153,7 +153,7 @@ def _make_fn(torch, name, variant):
     if variant in ("fused", "fused_inplace"):
         import lossc
         if variant == "fused_inplace":
-            from bench_common import model_output
+            from lossc.bench import model_output
             module = lossc.loss(name, backend="torch", inplace_grad=True)
             return lambda x, t: module(model_output(x), t)
         module = lossc.loss(name, backend="torch")

@@ -63,7 +63,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import lossc  # noqa: E402
-from bench_common import model_output  # noqa: E402 - (this script's folder is on sys.path)
+from lossc.bench import model_output  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024

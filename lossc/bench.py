@@ -257,18 +257,43 @@ def copy_bandwidth(nbytes: int, device: str, repeats: int = 5) -> float:
     return 2 * nbytes / statistics.median(times)
 
 
-def _variants(spec, backend: str, device: str, params: dict) -> list[tuple[str, str, object]]:
+class _ModelOutput(torch.autograd.Function):
+    """The input as a fresh non-leaf tensor on the same memory, as a model's logits are: the in-place
+    variants (``inplace_grad=True``) can then take a benchmark's leaf, which lossc refuses to overwrite."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def model_output(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a model output on the same memory (see _ModelOutput)."""
+    return _ModelOutput.apply(x)
+
+
+def _variants(spec, backend: str, device: str, params: dict, inplace: bool = False) -> list[tuple[str, str, object]]:
     """(name, description, factory) of every variant to time; the factory builds the callable."""
     from . import api
 
     def lossc_module(b):
         return lambda: api.loss(spec, backend=b, **params)
 
+    def lossc_inplace(b):
+        def factory():
+            module = api.loss(spec, backend=b, inplace_grad=True, **params)
+            return lambda x, t: module(model_output(x), t)
+        return factory
+
     out = []
-    if backend in ("torch", "all"):
-        out.append(("torch", "lossc fused op", lossc_module("torch")))
-    if backend in ("triton", "all"):
-        out.append(("triton", "lossc triton", lossc_module("triton")))
+    for b, what in (("torch", "lossc fused op"), ("triton", "lossc triton")):
+        if backend in (b, "all"):
+            out.append((b, what, lossc_module(b)))
+            if inplace:
+                out.append((f"{b}-inplace", what + ", inplace_grad", lossc_inplace(b)))
     out.append(("eager", "reference+autograd", lossc_module("reference")))
     out.append(("compile", "torch.compile(eager)", lambda: torch.compile(api.loss(
         spec, backend="reference", **params))))
@@ -285,10 +310,10 @@ def _time_cpu(step, repeats, progress):
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        loss = step()
+        step()
         times.append(1000 * (time.perf_counter() - t0))
         progress()
-    return first, times, loss
+    return first, times, loss  # (the first call's loss: on the inputs as given, also for in-place variants)
 
 
 def _time_cuda(step, repeats, progress):
@@ -308,7 +333,7 @@ def _time_cuda(step, repeats, progress):
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        loss = step()
+        step()
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
@@ -322,8 +347,9 @@ def steps_per_variant(repeats: int) -> int:
 
 
 def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend: str = "all", repeats: int = 10,
-        params: dict | None = None, seed: int = 0, progress=None) -> Bench:
+        params: dict | None = None, seed: int = 0, progress=None, inplace: bool = False) -> Bench:
     """Measure every variant of a loss; ``progress(n)`` (optional) is called as work units complete.
+    ``inplace``: also each lossc backend with ``inplace_grad=True`` (row and elementwise losses).
 
     Bad input (unknown loss, kind, shape, dtype, backend) raises a ``LossError`` before anything runs."""
     from . import api
@@ -353,7 +379,10 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     input_bytes = x.numel() * x.element_size()
     roofline_bytes = 2 * input_bytes + t.numel() * t.element_size()
     bandwidth = copy_bandwidth(input_bytes, device)
-    variants = _variants(spec, backend, device, params)
+    if inplace and parsed.form not in ("row", "elementwise"):
+        raise LossParamError(f"--inplace times inplace_grad=True, an option of row and elementwise losses; "
+                             f"{parsed.name} is a {parsed.kind} loss")
+    variants = _variants(spec, backend, device, params, inplace)
     skip_triton = device != "cuda"
     # the variant the "x" column divides by: lossc's fastest backend here, eager with --backend reference
     fused = ("triton" if backend in ("triton", "all") and not skip_triton
@@ -366,11 +395,14 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     for name, what, factory in variants:
         result = Result(name, what)
         bench.results.append(result)
-        if name == "triton" and skip_triton:
+        if name.startswith("triton") and skip_triton:
             result.status, result.error = "skipped", "needs a CUDA GPU"
             progress(steps_per_variant(repeats))
             continue
-        _measure(result, factory, x, t, repeats, device, timer, progress)
+        # an in-place variant writes the gradient over its input: it gets a copy, the others keep theirs
+        own = x.detach().clone().requires_grad_(True) if name.endswith("-inplace") else x
+        _measure(result, factory, own, t, repeats, device, timer, progress)
+        del own
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -472,7 +504,8 @@ def notes(bench: Bench) -> list[str]:
            f"roofline: read the inputs once + write the gradient once = {bench.roofline_bytes / MB:,.1f} MB at the "
            f"measured copy bandwidth {bench.bandwidth_gbps:,.1f} GB/s "
            f"= {1000 * bench.roofline_bytes / (bench.bandwidth_gbps * 1e9):,.3f} ms",
-           "peak extra memory: above the inputs, the gradient included (1.0x the input is the floor)"]
+           "peak extra memory: above the inputs, the gradient included (1.0x the input is the floor, "
+           "except with inplace_grad, which writes the gradient over the input)"]
     if bench.device == "cpu" and bench.load_average is not None and bench.cores and \
             bench.load_average > 0.5 * bench.cores:
         out.append(f"warning: load average {bench.load_average:.1f} on {bench.cores} cores: other processes "

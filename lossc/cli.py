@@ -166,10 +166,10 @@ def cmd_bench(args) -> int:
         def advance(n=1):
             progress.advance(task, n)
         per = bench.steps_per_variant(args.repeats)
-        lossc_rows = (args.backend in ("torch", "all")) + (args.backend in ("triton", "all"))
+        lossc_rows = ((args.backend in ("torch", "all")) + (args.backend in ("triton", "all"))) * (1 + args.inplace)
         progress.update(task, total=per * (2 + lossc_rows))
         result = bench.run(args.spec, shape=args.shape, dtype=args.dtype, backend=args.backend,
-                           repeats=args.repeats, params=params, progress=advance)
+                           repeats=args.repeats, params=params, progress=advance, inplace=args.inplace)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference: eager and compile only)")
     p.add_argument("--repeats", type=int, default=10, metavar="K", help="timed steps on the CPU (median)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
+    p.add_argument("--inplace", action="store_true",
+                   help="also time each lossc backend with inplace_grad=True (gradient over the input)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(run=cmd_bench)
 

@@ -29,6 +29,16 @@ def test_cli_end_to_end_json():
     assert data["bandwidth_gbps"] > 0 and rows["eager"]["x_roofline"] > 0
 
 
+def test_inplace_variant(capsys):
+    """--inplace adds the torch engine with inplace_grad=True; it computes the same loss."""
+    assert main(["bench", "focal", "--shape", "64,9", "--repeats", "1", "--backend", "torch", "--inplace",
+                 "--json"]) == 0
+    rows = {r["variant"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert list(rows) == ["torch", "torch-inplace", "eager", "compile"]
+    assert rows["torch-inplace"]["status"] == "ok"
+    assert rows["torch-inplace"]["loss_value"] == pytest.approx(rows["torch"]["loss_value"], rel=1e-6)
+
+
 def test_compile_failure_is_reported_not_a_crash(monkeypatch, capsys):
     def broken_compile(fn, *args, **kwargs):
         def call(*a, **k):
@@ -57,6 +67,7 @@ def test_table_shows_failures(monkeypatch, capsys):
     (["mse", "--shape", "many"], "integers"),
     (["mse", "--repeats", "0"], "at least 1"),
     (["uncertainty_weighting"], "tasks loss"),
+    (["anyloss_f1", "--inplace"], "row and elementwise"),
     (["focal", "--param", "gamma=-1"], "gamma"),
 ])
 def test_bad_input_exits_2(capsys, args, message):
