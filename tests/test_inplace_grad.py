@@ -135,3 +135,24 @@ def test_without_a_gradient_the_input_is_left_alone():
         value = lossc.loss("focal", inplace_grad=True)(z, t)
     torch.testing.assert_close(z, before, rtol=0, atol=0)
     torch.testing.assert_close(value, lossc.loss("focal")(before, t), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    not TRITON, reason="triton is not installed, or no GPU and TRITON_INTERPRET is not set"))])
+def test_a_strided_input_gets_its_gradient_written_over_it(backend):
+    """A non-contiguous input (a transposed view of the model's output): the engine works on a copy and the
+    gradient is copied over the input, in the input's own layout."""
+    g = generator("inplace-strided", backend)
+    dtype = torch.float64 if backend == "torch" else torch.float32
+    base = torch.randn((7, 13), generator=g, dtype=torch.float64)
+    t = torch.randint(0, 7, (13,), generator=g)
+    h = base.to(dtype).to(DEVICE).clone().requires_grad_(True)
+    z = (h * 1.0).t()  # [13, 7], not contiguous
+    assert not z.is_contiguous()
+    module = lossc.loss("focal", backend=backend, reduction="sum", inplace_grad=True)
+    module(z, t.to(DEVICE)).backward()
+    leaf = base.t().clone().requires_grad_(True)
+    REFERENCES["focal"].fn(leaf, t, **REFERENCES["focal"].params).sum().backward()
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
+    torch.testing.assert_close(z.detach().double().cpu(), leaf.grad, **tol)
+    torch.testing.assert_close(h.grad.t().double().cpu(), leaf.grad, **tol)
