@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole GPU check of issue 4 as one command for the lent GPU machine (about 15 minutes of device time
-# per session, all calls together). Prepare the wheels here first (the GPU image has torch, triton, sympy,
-# jinja2, rich, pytest-xdist and hypothesis, but neither lark nor Liger-Kernel, and no internet):
+# per session, all calls together). Prepare the wheels here first (the GPU image has torch, triton, jinja2,
+# rich, pytest-xdist and hypothesis, but neither lark nor Liger-Kernel, and no internet; sympy travels
+# too, pinned to CI's version, since the derivations' printed forms depend on it):
 #
 #   scripts/gpu_session.sh --wheels          # here: downloads them into .whl/ (git-ignored)
 #
@@ -15,7 +16,8 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--wheels" ]]; then
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl lark liger-kernel
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        lark==1.3.1 liger-kernel==0.8.5 sympy==1.14.0 mpmath==1.3.0
     ls -l .whl
     exit
 fi
