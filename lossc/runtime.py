@@ -257,9 +257,10 @@ def _row_lse(x):
     return m + torch.log(_all_reduce(torch.sum(torch.exp(x - m), 1, keepdim=True), "sum"))
 
 
-def _row_lse_(x):
+def _row_lse_(x, normalize=False):
     """_row_lse of a fresh tensor x [m, C] that it overwrites, with exponents floored at _exp_floor (the
-    sum, at least 1, changes by less than C exp(floor)); not under autograd."""
+    sum, at least 1, changes by less than C exp(floor)), leaving softmax(x) there with ``normalize``;
+    not under autograd."""
     top = torch.amax(x, 1, keepdim=True)
     if _SHARD is not None:
         top = _all_reduce(top, "max")
@@ -267,6 +268,8 @@ def _row_lse_(x):
     total = x.sub_(shift).clamp_(min=_exp_floor(x.dtype)).exp_().sum(1, keepdim=True)
     if _SHARD is not None:
         total = _all_reduce(total, "sum")
+    if normalize:
+        x.div_(total)
     return torch.where(top == -math.inf, top, shift + torch.log(total))
 
 

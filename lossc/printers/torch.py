@@ -289,17 +289,21 @@ def _class_setup(em: _Emitter, spec: LossSpec, needed: set) -> None:
             em.assign(f"_{name}_y", f"_at_target(P.{name}, t)")
 
 
-def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool) -> None:
+def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool, softmax_into=None) -> None:
     """The class reductions; with ``in_place`` (not under autograd), an exclude-target body has its
     target entry overwritten in place (on a fresh tensor), else replaced out of place. Reductions whose
-    bodies need no other pending one share their subexpressions (nfl's (1 - p_j)^gamma, once)."""
+    bodies need no other pending one share their subexpressions (nfl's (1 - p_j)^gamma, once).
+    ``softmax_into``: an lse reduction whose body goes into ``out``, left there as its softmax."""
     pending = list(reductions)
     while pending:
         waiting = {r.symbol for r in pending}
         ready = [r for r in pending if not r.body.free_symbols & waiting] or pending[:1]
         pending = [r for r in pending if r not in ready]
         for r, body in zip(ready, em.stage([r.body for r in ready])):
-            _reduction(em, r, body, in_place)
+            if r is softmax_into:
+                em.assign(em.names[r.symbol], f"_row_lse_(_into(out, {body}, None), True)")
+            else:
+                _reduction(em, r, body, in_place)
 
 
 def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
@@ -345,6 +349,16 @@ def _exp_affine_parts(other: sympy.Expr):
     return k, m, l_class, l - l_class
 
 
+def _softmax_reduction(exp_affine, reductions, softmax: bool):
+    """The lse reduction (over every class) of the exponent's class part m z + l_class, when out is free
+    for it (no softmax of z there already); else None."""
+    if softmax:
+        return None
+    k, m, l_class, l_row = exp_affine
+    return next((r for r in reductions if r.op == "lse" and not r.exclude_target
+                 and sympy.expand(r.body - m * Z_J - l_class) == 0), None)
+
+
 def row_program(spec: LossSpec, with_grad: bool) -> Program:
     """Loss per row ``[m]`` from ``z`` ``[m, C]``, ``t`` ``[m]``; with the gradient, also
     ``grad`` ``[m, C]`` times the row coefficients ``c`` (``[m, 1]`` or None), written into
@@ -387,11 +401,18 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     if P_T in needed:
         em.assign("p_t", "_at_target(p, t)" if normalize else "_at_target(_e, t) / _s")
     _class_setup(em, spec, needed)
+    softmax_of = None if exp_affine is None else _softmax_reduction(exp_affine, spec.reductions + aux, softmax)
     if affine is not None:
         k, m, l = affine
         final = [k if normalize else k / sympy.Symbol("_s"), m, l]
         base = "p" if normalize else "_e"
         grad_line = lambda k, m, l: f"_affine({base}, {k}, {m}, z, {l}, c)"  # noqa: E731
+    elif softmax_of is not None:
+        # the gradient k exp(m z + l_class + l_row) is softmax(m z + l_class) k exp(l_row + r), and the lse
+        # r of that same argument leaves its softmax in out: one pass more instead of building the exp
+        k, m, l_class, l_row = exp_affine
+        final = [sympy.simplify(k * sympy.exp(l_row + softmax_of.symbol))]
+        grad_line = lambda k: f"_affine(out, {k}, 0, z, 0, c)"  # noqa: E731
     elif exp_affine is not None:
         final = list(exp_affine)
         grad_line = lambda k, m, lc, lr: f"_exp_affine(out, z, {m}, {lc}, {lr}, {k}, c)"  # noqa: E731
@@ -403,7 +424,7 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
         grad_line = lambda o: f"_into(out, {o}, c)"  # noqa: E731
     tail = [spec.expr] + final + ([own] if own is not None else [])
     em.plan([r.body for r in spec.reductions + aux] + tail)
-    _reductions(em, spec.reductions + aux, in_place=True)
+    _reductions(em, spec.reductions + aux, in_place=True, softmax_into=softmax_of)
     loss, *codes = em.stage(tail)
     em.assign("loss", loss)
     em.assign("grad", grad_line(*codes[:len(final)]))
