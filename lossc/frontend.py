@@ -45,8 +45,8 @@ def _reserved_names() -> frozenset[str]:
     top |= {alias.asname or alias.name for node in runtime.body if isinstance(node, (ast.Import, ast.ImportFrom))
             for alias in node.names}
     generated = {"P", "self", "input", "target", "weight", "ignore_index", "reduction", "sample_weight",
-                 "backend", "validate", "class_group", "batch_group", "from_logits", "triton", "tl", "NAME", "SPEC_HASH", "KERNEL", "LossParamError",
-                 "LossInputError"}
+                 "backend", "validate", "class_group", "batch_group", "from_logits", "inplace_grad", "triton", "tl",
+                 "unused", "NAME", "SPEC_HASH", "KERNEL", "LossParamError", "LossInputError"}
     return frozenset(top | generated | set(dir(builtins)) | set(keyword.kwlist))
 
 

@@ -150,3 +150,23 @@ def test_unknown_parameter_is_an_error():
         lossc.loss("focal", gama=1.0)
     with pytest.raises(lossc.LossParamError, match="constraint violated: gamma >= 0"):
         lossc.loss("focal", gamma=-1.0)
+
+
+@pytest.mark.parametrize("name", ["focal", "sigmoid_focal", "anyloss_f1", "uncertainty_weighting"])
+def test_every_keyword_of_a_generated_module_is_reserved(name):
+    """A spec parameter may not take the name of a keyword the generated class or function already has
+    (weight, inplace_grad, class_group, ...): the module would not compile."""
+    import inspect
+    from lossc.codegen import class_name, function_name
+    from lossc.frontend import RESERVED
+    module = lossc.module(name)
+    params = {p.name for p in lossc.parse(name).params}
+    keywords = set(inspect.signature(getattr(module, class_name(name)).__init__).parameters)
+    if hasattr(module, function_name(name)):
+        keywords |= set(inspect.signature(getattr(module, function_name(name))).parameters)
+    assert keywords - params - {"self"} <= RESERVED
+
+
+def test_a_parameter_named_like_a_module_keyword_is_refused():
+    err = _error("loss a(inplace_grad = 1.0) over margin:\n    return inplace_grad * m\n")
+    assert isinstance(err, lossc.LossNameError) and "reserved" in err.message
