@@ -848,10 +848,10 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
 def _check_inplace(kernel, input):
     if _compiling():
         raise LossParamError(f"{kernel.name}: inplace_grad is not supported under torch.compile")
-    if input.is_leaf:
+    if input.is_leaf or input._base is not None and input._base.is_leaf:
         raise LossInputError(f"{kernel.name}: inplace_grad writes the gradient over the input, so the input "
                              "must be computed by the model (not a leaf tensor that requires grad, such as "
-                             "a Parameter)")
+                             "a Parameter, nor a view of one)")
 
 
 class _InplaceGrad(torch.autograd.Function):

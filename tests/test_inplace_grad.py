@@ -118,6 +118,8 @@ def test_refusals():
     leaf = torch.randn(4, 5, requires_grad=True)
     with pytest.raises(lossc.LossInputError, match="not a leaf"):
         lossc.loss("cross_entropy", inplace_grad=True)(leaf, t)
+    with pytest.raises(lossc.LossInputError, match="nor a view of one"):  # it would overwrite the leaf
+        lossc.loss("cross_entropy", inplace_grad=True)(leaf.view(4, 5), t)
     with pytest.raises(lossc.LossParamError, match="torch or triton engine"):
         lossc.loss("cross_entropy", inplace_grad=True, backend="reference")(leaf * 2, t)
     with pytest.raises(lossc.LossParamError, match="row and elementwise losses"):
