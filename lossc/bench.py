@@ -365,6 +365,9 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     if parsed.kind not in INPUTS:
         raise LossKindError(f"lossc bench times losses of tensors; {parsed.name} is a {parsed.kind} loss "
                             f"(it combines a few scalars: nothing to time)")
+    if inplace and parsed.form not in ("row", "elementwise"):
+        raise LossParamError(f"--inplace times inplace_grad=True, an option of row and elementwise losses; "
+                             f"{parsed.name} is a {parsed.kind} loss")
     device = _device()
     if backend == "triton" and device != "cuda":
         raise LossParamError("the triton backend runs on a CUDA GPU and none is visible",
@@ -379,9 +382,6 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     input_bytes = x.numel() * x.element_size()
     roofline_bytes = 2 * input_bytes + t.numel() * t.element_size()
     bandwidth = copy_bandwidth(input_bytes, device)
-    if inplace and parsed.form not in ("row", "elementwise"):
-        raise LossParamError(f"--inplace times inplace_grad=True, an option of row and elementwise losses; "
-                             f"{parsed.name} is a {parsed.kind} loss")
     variants = _variants(spec, backend, device, params, inplace)
     skip_triton = device != "cuda"
     # the variant the "x" column divides by: lossc's fastest backend here, eager with --backend reference

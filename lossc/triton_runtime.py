@@ -242,8 +242,7 @@ class _TritonLoss:
             valid_p, w_p, den_p, flags = self._flags(x, valid, w, den)
             g = grad if need_grad else x
             args = (x, t, valid_p, w_p, den_p, out, g, rows, C, S, *x.stride()) + (t.stride() if soft else ()) \
-                + ((*grad.stride(),) if need_grad else (C * S, S, 1)) \
-                + (*(getattr(P, name) for name in self.vectors), float(mul), *consts)
+                + g.stride() + (*(getattr(P, name) for name in self.vectors), float(mul), *consts)
             align = min(_alignment(x, C, S), _alignment(t, C, S)) if soft else _alignment(x, C, S)
             stride = max(abs(x.stride(1)), abs(t.stride(1)) if soft else 0, S)
             self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
