@@ -242,11 +242,8 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
             return cls(**runtime, weight=weight, ignore_index=None if ignore_index == -100 else ignore_index,
                        reduction=reduction, backend=backend, validate=validate, from_logits=from_logits,
                        batch_group=batch_group)
-        options = dict(class_group=class_group) if class_group is not None else {}
-        if inplace_grad:
-            options["inplace_grad"] = True
         return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
-                   validate=validate, **options)
+                   validate=validate, class_group=class_group, inplace_grad=inplace_grad)
     except LossError:
         raise
     except TypeError as err:
