@@ -12,7 +12,9 @@ For each workload (a loss on a shape and dtype) and each variant this script
    inputs hold; it includes the gradient ``x.grad`` every variant must produce).
 
 Variants: ``lossc`` (``lossc.loss(name, backend="triton", validate=False)``), ``lossc_inplace`` (the same
-with ``inplace_grad=True``: the gradient written over the logits; row and elementwise), ``eager`` (PyTorch's
+with ``inplace_grad=True``: the gradient written over the logits; row and elementwise), ``lossc_forward``
+(chunked rows only, so the LLM shape: every sweep of a row from its first class, where ``lossc`` runs
+every other sweep from the row's end to meet the chunks still in L2), ``eager`` (PyTorch's
 ``F.cross_entropy`` for cross_entropy and label_smoothing, the hand-written reference otherwise: what a
 careful user writes), ``compile`` (``torch.compile`` of exactly that eager function), ``liger``
 (Liger-Kernel's cross-entropy, for cross_entropy and label_smoothing, when it imports).
@@ -68,7 +70,7 @@ from lossc.bench import model_output  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 DEFAULT_ROW_LOSSES = ("cross_entropy", "focal", "poly1", "squentropy", "label_smoothing")
-VARIANTS = ("lossc", "lossc_inplace", "eager", "compile", "liger")
+VARIANTS = ("lossc", "lossc_inplace", "lossc_forward", "eager", "compile", "liger")
 # name -> (rows, classes, dtype); the dry run's shapes keep C's regime where it can (the LLM row is
 # chunked there by lowering the tile limit)
 ROW_SHAPES = {"vision": (65536, 1000, torch.float32), "llm": (8192, 128256, torch.bfloat16),
@@ -171,16 +173,21 @@ def liger_fn(w: Workload):
 
 
 def variant_fn(name, w: Workload):
-    if name in ("lossc", "lossc_inplace"):
-        if name == "lossc_inplace" and w.kind == "batch":
+    if name in ("lossc", "lossc_inplace", "lossc_forward"):
+        if (name == "lossc_inplace" and w.kind == "batch") or (name == "lossc_forward" and w.label != "llm"):
             return None
         module = lossc.loss(w.loss, backend="triton", validate=False, inplace_grad=name == "lossc_inplace",
                             **w.params)
+        launcher = lossc.module(w.loss, target="all", **w.params).KERNEL.triton
         if DRY_RUN and w.label == "llm":  # the chunked regime at a C the interpreter gets through
-            launcher = lossc.module(w.loss, target="all", **w.params).KERNEL.triton
             launcher.tile_classes, launcher.chunk = 1024, 512
         if name == "lossc_inplace":
             return lambda x, t: module(model_output(x), t)
+        if name == "lossc_forward":
+            def forward_sweeps(x, t):
+                with launcher.configured(serpentine=False):
+                    return module(x, t)
+            return forward_sweeps
         return lambda x, t: module(x, t)
     if name == "eager":
         return eager_fn(w)

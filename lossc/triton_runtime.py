@@ -176,18 +176,20 @@ class _TritonLoss:
         self.batch = batch  # the batch form: (sums kernel, gradient kernel, number of sums with N)
         self.tile, self.chunked, self.elementwise = tile, chunked, elementwise
         self.exact_ties = exact_ties
-        self.tile_classes, self.chunk = _TILE_CLASSES, _CHUNK
+        self.tile_classes, self.chunk, self.serpentine = _TILE_CLASSES, _CHUNK, True
 
     @contextlib.contextmanager
-    def configured(self, tile_classes=None, chunk=None):
-        """Override the regime limits for a while (tests force the chunked regime on small rows)."""
-        saved = self.tile_classes, self.chunk
+    def configured(self, tile_classes=None, chunk=None, serpentine=None):
+        """Override the regime limits and the chunked kernel's sweep order for a while (tests force the
+        chunked regime on small rows; the GPU benchmark times both orders)."""
+        saved = self.tile_classes, self.chunk, self.serpentine
         self.tile_classes = saved[0] if tile_classes is None else tile_classes
         self.chunk = saved[1] if chunk is None else chunk
+        self.serpentine = saved[2] if serpentine is None else serpentine
         try:
             yield self
         finally:
-            self.tile_classes, self.chunk = saved
+            self.tile_classes, self.chunk, self.serpentine = saved
 
     def regime(self, C):
         """"tile" (whole rows in registers, several per program when C is small) or "chunked"."""
@@ -230,10 +232,11 @@ class _TritonLoss:
         if self.regime(C) == "tile":
             block_c = _next_power_of_2(C)
             block_r = max(1, min(_MAX_ROWS, _TILE_ELEMENTS // block_c))
-            fn = self.tile
+            fn, extra = self.tile, {}
         else:
             block_c, block_r = _next_power_of_2(min(self.chunk, C)), 1
             fn = self.chunked
+            extra = dict(SERPENTINE=self.serpentine)
         warps = _warps(block_r, block_c)
         programs = triton.cdiv(rows, block_r) if rows else 0
         reduce = reduction != "none"
@@ -247,7 +250,7 @@ class _TritonLoss:
             stride = max(abs(x.stride(1)), abs(t.stride(1)) if soft else 0, S)
             self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
                                                       BLOCK_C=block_c, S_GT_1=S > 1, ALIGN=align,
-                                                      WIDE=C * stride >= 2 ** 31), warps)
+                                                      WIDE=C * stride >= 2 ** 31, **extra), warps)
         return (out.sum().to(x.dtype) if reduce else out), grad
 
     def _elementwise(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):

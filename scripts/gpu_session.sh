@@ -35,7 +35,7 @@ timeout 150 python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_triton.p
     tests/test_inplace_grad.py 2>&1 | tee "$OUT/tests.log" | tail -15
 
 echo "== benchmark"
-timeout 240 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,eager,liger \
+timeout 240 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,lossc_forward,eager,liger \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | tail -45
 echo "== benchmark, torch.compile"
 timeout 150 python3 benchmarks/gpu_bench.py --variants compile --no-int64 \

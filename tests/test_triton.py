@@ -49,13 +49,14 @@ def _params(name, alt=False):
 
 
 def _run(spec, backend, x, t, go, options, call, params, regime=None):
-    """(value, gradient) of a loss module on a fresh leaf; regime=(tile_classes, chunk) forces one."""
+    """(value, gradient) of a loss module on a fresh leaf; regime=(tile_classes, chunk[, serpentine])
+    forces one."""
     module = lossc.loss(spec, backend=backend, **options, **params)
     leaf = x.detach().requires_grad_(True)  # (a view stays a view: strided inputs are tested as such)
     if regime is None:
         out = module(leaf, t, **call)
     else:
-        with _launcher(spec, **params).configured(tile_classes=regime[0], chunk=regime[1]):
+        with _launcher(spec, **params).configured(*regime):
             out = module(leaf, t, **call)
     backward(out, go if go is None else go.to(out.device))
     return out.detach(), leaf.grad
@@ -105,6 +106,7 @@ ROW_CASES = {
     "chunked-C37-d1-mean-alt": ((2, 37, 3), F32, "mean", "i", (16, 16), True),
     "bf16-tile-C37-ignore-mean": ((6, 37), BF16, "mean", "i", None, False),
     "bf16-chunked-C37-none": ((3, 37), BF16, "none", "", (16, 8), False),
+    "chunked-C32-whole-chunks-sum": ((3, 32), F32, "sum", "", (16, 16), False),
     "fp16-tile-C300-d1-sum": ((2, 300, 2), F16, "sum", "w", None, False),
 }
 
@@ -210,7 +212,7 @@ CUSTOM = {
 }
 
 
-@pytest.mark.parametrize("regime", [None, (16, 16)], ids=["tile", "chunked"])
+@pytest.mark.parametrize("regime", [None, (16, 16), (16, 16, False)], ids=["tile", "chunked", "chunked-forward"])
 @pytest.mark.parametrize("name", list(CUSTOM))
 def test_row_reductions_beyond_the_catalog(name, regime):
     g = generator("triton-custom", name)
@@ -224,9 +226,9 @@ def test_regimes():
     launcher = _launcher("cross_entropy")
     assert launcher.regime(19) == launcher.regime(1000) == "tile"
     assert launcher.regime(128256) == "chunked"
-    with launcher.configured(tile_classes=16, chunk=16):
-        assert launcher.regime(37) == "chunked"
-    assert launcher.regime(37) == "tile"
+    with launcher.configured(tile_classes=16, chunk=16, serpentine=False):
+        assert launcher.regime(37) == "chunked" and not launcher.serpentine
+    assert launcher.regime(37) == "tile" and launcher.serpentine
 
 
 # --------------------------------------------------------------------------
@@ -530,12 +532,13 @@ def test_gpu_bench_dry_run():
     """benchmarks/gpu_bench.py runs end to end (checks, timing, table) on tiny shapes."""
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_bench.py")
     result = subprocess.run([sys.executable, script, "--dry-run", "--workloads", "llm,detection-bf16,anyloss-fp32",
-                             "--variants", "lossc,lossc_inplace,eager", "--losses", "brier"],
+                             "--variants", "lossc,lossc_inplace,lossc_forward,eager", "--losses", "brier"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "| variant |" not in line]
-    # 6 row losses x 3 variants on the llm shape, sigmoid_focal bf16 x 3, anyloss_f1 x 2 (no in-place form)
-    assert len(table) == 6 * 3 + 3 + 2
+    # 6 row losses x 4 variants on the llm shape, sigmoid_focal bf16 x 3 (lossc_forward is for chunked rows
+    # only), anyloss_f1 x 2 (no in-place form)
+    assert len(table) == 6 * 4 + 3 + 2
     assert not any("WRONG" in line or "error" in line for line in table)
 
 
