@@ -443,7 +443,8 @@ def _compiling():
 def _targets(kernel, input, target, ignore_index, validate, convert=True):
     """(t [M], valid [M] or None, shape of the unreduced loss) from the target, checked against the
     input. Row form: t holds class indices (int64), 0 where ignored. Elementwise: t in the compute
-    dtype (or as given, ``convert=False``, for kernels that convert it themselves)."""
+    dtype. ``convert=False`` (the triton kernels, which convert targets and drop ignored rows themselves):
+    as given, ignored rows included."""
     if not isinstance(input, torch.Tensor) or not input.is_floating_point():
         raise LossInputError(f"{kernel.name}: input must be a floating-point tensor")
     if not isinstance(target, torch.Tensor):
@@ -484,7 +485,8 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
                 value = int(t[bad][0])
                 raise LossInputError(f"{kernel.name}: target holds class index {value}, outside [0, {C}) "
                                      f"(ignore_index is {ignore_index})")
-        t = torch.where(valid, t, 0)
+        if convert:  # (the triton kernels take the classes as given and drop the rows valid marks)
+            t = torch.where(valid, t, 0)
         return t, valid, tuple(target.shape)
     if tuple(target.shape) != tuple(input.shape):
         raise LossInputError(f"{kernel.name}: target must have the input's shape {list(input.shape)}, "
@@ -534,7 +536,7 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
             raise LossParamError(f"{kernel.name}: this loss does not read class weights (weight[j] in its body)")
     elif weight is not None:
         if kernel.form == "row":
-            w = weight.to(dtype)[t]
+            w = weight.to(dtype)[t if valid is None else torch.where(valid, t, 0)]
         else:
             w = torch.broadcast_to(weight.to(dtype), shape).reshape(-1)
     if valid is not None and w is not None:
@@ -546,7 +548,7 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
         if kernel.form == "row" and w is not None:
             den = w.sum()
         elif valid is not None:
-            den = valid.sum().to(dtype)
+            den = valid.sum(dtype=dtype)
         elif math.prod(shape):  # (t may be soft targets [N, C, S]: count the loss's entries)
             mul = 1.0 / math.prod(shape)
     if _uses_weight(kernel):
@@ -879,6 +881,7 @@ class _InplaceGrad(torch.autograd.Function):
             del grad
         torch.autograd.graph.increment_version(input)  # (the kernels write through pointers)
         ctx.reduction, ctx.row = reduction, kernel.form == "row"
+        ctx.triton = kernel.triton if engine == "triton" and input.is_contiguous() else None
         ctx.save_for_backward(input)
         return out
 
@@ -889,6 +892,8 @@ class _InplaceGrad(torch.autograd.Function):
             go = grad_output.reshape(grad.shape[:1] + grad.shape[2:]).unsqueeze(1) if ctx.row else \
                 grad_output.reshape(grad.shape)
             grad.mul_(go)
+        elif ctx.triton is not None:  # reads and writes nothing where grad_output is 1, with no host sync
+            ctx.triton.scale_(grad, grad_output)
         elif _compiling() or grad_output.device.type != "cpu" or float(grad_output) != 1.0:
             grad.mul_(grad_output)
         return grad, None

@@ -4,6 +4,7 @@
 # triton.language.extra.libdevice raises under TRITON_INTERPRET=1, and one code path serves the
 # GPU and the CPU interpreter CI tests with), and the launcher picks each kernel's regime.
 import contextlib
+import functools
 
 import torch
 
@@ -147,13 +148,26 @@ if triton is not None:
 
     @triton.jit
     def _tl_scale_kernel(g_ptr, go_ptr, n, BLOCK: tl.constexpr):
-        # grad *= grad_output (one value), in place; where it is 1 nothing is read or written, and
-        # no host sync is needed to know it
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        go = tl.load(go_ptr + offs * 0).to(tl.float32)  # the one value, in every lane
-        mask = (offs < n) & (go != 1.0)
-        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(g_ptr + offs, (g * go).to(g_ptr.dtype.element_ty), mask=mask)
+        # grad *= grad_output (one value), in place, over blocks of BLOCK strided by the grid (a few
+        # programs per SM, see _scale_programs); where grad_output is 1 each program reads that one value
+        # and stops: no host sync to know it, and no launch of n / BLOCK programs that do nothing
+        go = tl.load(go_ptr).to(tl.float32)
+        if go != 1.0:
+            step = tl.num_programs(0).to(tl.int64) * BLOCK
+            for start in range(tl.program_id(0).to(tl.int64) * BLOCK, n, step):
+                offs = start + tl.arange(0, BLOCK)
+                mask = offs < n
+                g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                tl.store(g_ptr + offs, (g * go).to(g_ptr.dtype.element_ty), mask=mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _scale_programs(device):
+    """Programs of the in-place scaling: 8 per SM on a GPU (full occupancy at 8 warps each); 2 under the
+    interpreter (so that a gradient of a few blocks runs the grid-stride loop there)."""
+    if device.type != "cuda":
+        return 2
+    return 8 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _loss_buffer(x, programs, count, reduce):
@@ -274,8 +288,9 @@ class _TritonLoss:
             return
         go = grad_output.reshape(-1)
         if go.numel() == 1:  # a scalar (or a loss of one row: the same)
-            self._launch(_tl_scale_kernel, (triton.cdiv(grad.numel(), _SCALE_BLOCK),),
-                         (grad, go, grad.numel()), dict(BLOCK=_SCALE_BLOCK), _warps(1, _SCALE_BLOCK))
+            programs = min(triton.cdiv(grad.numel(), _SCALE_BLOCK), _scale_programs(grad.device))
+            self._launch(_tl_scale_kernel, (programs,), (grad, go, grad.numel()), dict(BLOCK=_SCALE_BLOCK),
+                         _warps(1, _SCALE_BLOCK))
         elif grad.dim() == 1:  # one value per element
             grad.mul_(go)
         else:  # one value per row (n, s) of a [N, C, S] gradient (computed in float32 by torch)

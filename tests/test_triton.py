@@ -222,6 +222,21 @@ def test_row_reductions_beyond_the_catalog(name, regime):
            _class_params(spec, 37, g), regime, seed=(name,))
 
 
+@pytest.mark.parametrize("dtype", [F32, BF16])
+@pytest.mark.parametrize("factor", [1.0, -0.75])
+def test_backward_scaling_covers_every_block(dtype, factor):
+    """The backward's in-place grad *= grad_output runs a grid-stride loop over blocks (few programs):
+    every element of a gradient of several blocks per program is scaled once; a factor of 1 leaves it."""
+    launcher = _launcher("cross_entropy")
+    g = torch.Generator().manual_seed(5)
+    grad = torch.randn(5 * 4096 + 17, generator=g).to(dtype).to(DEVICE)
+    expected = (grad.float() * factor).double()  # (as the kernel: a float32 product)
+    launcher.scale_(grad, torch.tensor(factor, device=DEVICE))
+    # (the interpreter rounds float32 to bfloat16 toward zero: one bf16 step of slack)
+    rtol = 0.0 if dtype == F32 or factor == 1.0 else 2.0 ** -7
+    torch.testing.assert_close(grad.double().cpu(), expected.cpu(), rtol=rtol, atol=0.0)
+
+
 def test_regimes():
     launcher = _launcher("cross_entropy")
     assert launcher.regime(19) == launcher.regime(1000) == "tile"
