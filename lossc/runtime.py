@@ -637,6 +637,47 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     return out.to(x.dtype), grad
 
 
+class _Eager(torch.autograd.Function):
+    """A custom op's implementation and autograd formula run as a plain autograd.Function: what eager calls
+    on plain tensors take (the same functions the op registers, without torch.library's dispatch, which
+    costs several times the host time of the rest of a call: too much next to a GPU step of 0.1 ms)."""
+
+    @staticmethod
+    def forward(ctx, impl, setup_context, backward, *inputs):
+        output = impl(*inputs)
+        ctx.eager, ctx.eager_backward = True, backward
+        ctx.tensor_inputs = tuple(isinstance(value, torch.Tensor) for value in inputs)
+        setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        grads = ctx.eager_backward(ctx, *grad_outputs)
+        return (None, None, None) + tuple(g if tensor else None for g, tensor in zip(grads, ctx.tensor_inputs))
+
+
+def _eager(*tensors):
+    """Whether a call may skip the custom op (see _Eager): not while compiling or exporting, under a
+    dispatch mode (fake tensors, tracing, FLOP counters), under functorch transforms, or on tensor subclasses."""
+    return not (_compiling() or torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active()) \
+        and all(value is None or type(value) in (torch.Tensor, torch.nn.Parameter) for value in tensors)
+
+
+class _Op:
+    """A fused loss op: the ``torch.library`` custom op, or its functions through _Eager where _eager allows."""
+
+    def __init__(self, op, impl, setup_context=None, backward=None):
+        self.op, self.impl, self.setup_context, self.backward = op, impl, setup_context, backward
+
+    def __call__(self, *inputs):
+        if not _eager(*(value for value in inputs if isinstance(value, torch.Tensor))):
+            return self.op(*inputs)
+        if self.backward is None:
+            with torch.no_grad():
+                return self.impl(*inputs)
+        return _Eager.apply(self.impl, self.setup_context, self.backward, *inputs)
+
+
 def _register(kernel):
     """The fused loss of a kernel as a ``torch.library`` custom op, so that ``torch.compile`` sees one
     opaque op (no graph break): ``op(x, t, valid, w, den, mul, params, reduction, engine, need_grad)
@@ -650,14 +691,15 @@ def _register(kernel):
         index += 1
     name = f"lossc::{base}_{index}"
 
-    @torch.library.custom_op(name, mutates_args=())
-    def op(x: torch.Tensor, t: torch.Tensor, valid: _Optional[torch.Tensor], w: _Optional[torch.Tensor],
-           den: _Optional[torch.Tensor], mul: float, params: _List[float], classes: _List[torch.Tensor],
-           reduction: str, engine: str, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
+    def impl(x: torch.Tensor, t: torch.Tensor, valid: _Optional[torch.Tensor], w: _Optional[torch.Tensor],
+             den: _Optional[torch.Tensor], mul: float, params: _List[float], classes: _List[torch.Tensor],
+             reduction: str, engine: str, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
         values = _Values(kernel.layout, params, classes)
         if engine == "triton":
             return kernel.triton.forward(x, t, valid, w, den, mul, values, reduction, need_grad)
         return _torch_engine(kernel, x, t, valid, w, den, mul, values, reduction, need_grad)
+
+    op = torch.library.custom_op(name, impl, mutates_args=())
 
     @op.register_fake
     def _(x, t, valid, w, den, mul, params, classes, reduction, engine, need_grad):
@@ -688,7 +730,11 @@ def _register(kernel):
         if ctx.engine == "triton":
             # in place: the backward holds no second gradient buffer; a second backward through the same
             # graph (retain_graph=True) is refused by autograd (the saved gradient was modified)
-            scale_op(grad, grad_output)
+            if getattr(ctx, "eager", False):
+                kernel.triton.scale_(grad, grad_output)
+                torch.autograd.graph.increment_version(grad)  # (as scale_op, which declares it mutates grad)
+            else:
+                scale_op(grad, grad_output)
         elif ctx.reduction == "none":
             go = grad_output.to(grad.dtype)
             grad = grad * (go[:, None] if grad.dim() == 2 else go)
@@ -697,7 +743,7 @@ def _register(kernel):
         return (grad,) + ctx.no_grads
 
     op.register_autograd(backward, setup_context=setup_context)
-    return op, scale_op
+    return _Op(op, impl, setup_context, backward), scale_op
 
 
 def _engine(kernel, backend, input):
@@ -806,7 +852,7 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
                              "backend differentiates the input under autograd)")
     t, valid, shape = _targets(kernel, input, target, ignore_index, validate, convert=engine != "triton")
     dtype = _compute_dtype(input.dtype)
-    if valid is not None and input.device.type == "cpu" and not _compiling() and bool(valid.all()):
+    if valid is not None and input.device.type == "cpu" and _eager(valid) and bool(valid.all()):
         valid = None  # (a device sync on a GPU: there the kernels take the mask as it is)
     if kernel.form == "row" and isinstance(weight, torch.Tensor) and tuple(weight.shape) != (_num_classes(input),):
         whole = " (all ranks' classes: give the whole vector on every rank)" if _SHARD is not None else ""
@@ -968,21 +1014,21 @@ def _register_batch(kernel):
         index += 1
     name = f"lossc::{base}_{index}"
 
-    @torch.library.custom_op(name + "_sums", mutates_args=())
-    def sums_op(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], params: _List[float], engine: str,
-                from_logits: bool) -> torch.Tensor:
+    def sums_impl(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], params: _List[float], engine: str,
+                  from_logits: bool) -> torch.Tensor:
         values = _Values(kernel.layout, params, [])
         if engine == "triton":
             return kernel.triton.batch_sums(x, t, w, values, from_logits)
         return _batch_sums_torch(kernel, x, t, w, values, from_logits)
 
+    sums_op = torch.library.custom_op(name + "_sums", sums_impl, mutates_args=())
+
     @sums_op.register_fake
     def _(x, t, w, params, engine, from_logits):
         return x.new_empty((kernel.count + 1,), dtype=_compute_dtype(x.dtype))
 
-    @torch.library.custom_op(name + "_loss", mutates_args=())
-    def op(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], sums: torch.Tensor, params: _List[float],
-           engine: str, from_logits: bool, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
+    def impl(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], sums: torch.Tensor, params: _List[float],
+             engine: str, from_logits: bool, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
         values = _Values(kernel.layout, params, [])
         loss = torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], values),
                                dtype=sums.dtype, device=x.device).to(x.dtype)
@@ -991,6 +1037,8 @@ def _register_batch(kernel):
         if engine == "triton":
             return loss, kernel.triton.batch_grad(x, t, w, sums, values, from_logits)
         return loss, _batch_grad_torch(kernel, x, t, w, sums, values, from_logits)
+
+    op = torch.library.custom_op(name + "_loss", impl, mutates_args=())
 
     @op.register_fake
     def _(x, t, w, sums, params, engine, from_logits, need_grad):
@@ -1008,7 +1056,7 @@ def _register_batch(kernel):
         return grad * grad_output.to(grad.dtype), None, None, None, None, None, None, None
 
     op.register_autograd(backward, setup_context=setup_context)
-    return sums_op, op
+    return _Op(sums_op, sums_impl), _Op(op, impl, setup_context, backward)
 
 
 def _all_reduce_sums(sums, group):

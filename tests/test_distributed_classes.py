@@ -164,8 +164,13 @@ def test_the_documented_torchrun_example_runs():
     import subprocess
     root = Path(__file__).parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(root / "docs" / "examples" / "class_parallel.py")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(root / "docs" / "examples" / "class_parallel.py")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode and done.stdout.count("gradient of its block matches") == 2 \
+            and "terminate called without an active exception" in done.stderr:
+        # seen once (2026-11-28, a loaded machine): both ranks done and right, then a gloo worker thread
+        # aborted at interpreter exit, after destroy_process_group (pytorch/pytorch#190489): run it again
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("gradient of its block matches") == 2, done.stdout
