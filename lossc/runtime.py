@@ -678,6 +678,42 @@ class _Op:
         return _Eager.apply(self.impl, self.setup_context, self.backward, *inputs)
 
 
+def _register_scale(kernel, name):
+    """``scale_op(grad, grad_output)``: the triton engine's in-place grad *= grad_output as a custom op that
+    declares the mutation (what torch.compile traces in the backward)."""
+    @torch.library.custom_op(name + "_scale", mutates_args=("grad",))
+    def scale_op(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
+        kernel.triton.scale_(grad, grad_output)
+
+    @scale_op.register_fake
+    def _(grad, grad_output):
+        return None
+
+    return scale_op
+
+
+def _scaled_grad(ctx, kernel, scale_op, grad, grad_output):
+    """The fused ops' backward: the saved gradient times grad_output. The triton engine scales it in place
+    (no second gradient buffer; a second backward through the same graph, retain_graph=True, is then
+    refused by autograd: the saved gradient was modified), reading and writing nothing where grad_output
+    is 1; the torch engine makes a new tensor, or hands the gradient back as it is for a grad_output of 1
+    on the CPU (elsewhere knowing it would cost a device sync)."""
+    if ctx.engine == "triton":
+        if getattr(ctx, "eager", False):
+            kernel.triton.scale_(grad, grad_output)
+            torch.autograd.graph.increment_version(grad)  # (as scale_op, which declares it mutates grad)
+        else:
+            scale_op(grad, grad_output)
+        return grad
+    if ctx.reduction == "none":
+        go = grad_output.to(grad.dtype)
+        return grad * (go[:, None] if grad.dim() == 2 else go)
+    if _compiling() or not (grad_output.numel() == 1 and grad_output.device.type == "cpu"
+                            and float(grad_output) == 1.0):
+        return grad * grad_output.to(grad.dtype)
+    return grad
+
+
 def _register(kernel):
     """The fused loss of a kernel as a ``torch.library`` custom op, so that ``torch.compile`` sees one
     opaque op (no graph break): ``op(x, t, valid, w, den, mul, params, reduction, engine, need_grad)
@@ -707,13 +743,7 @@ def _register(kernel):
         out = x.new_empty((rows,) if reduction == "none" else ())
         return out, (x.new_empty(x.shape) if need_grad else x.new_empty(0))
 
-    @torch.library.custom_op(name + "_scale", mutates_args=("grad",))
-    def scale_op(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
-        kernel.triton.scale_(grad, grad_output)
-
-    @scale_op.register_fake
-    def _(grad, grad_output):
-        return None
+    scale_op = _register_scale(kernel, name)
 
     def setup_context(ctx, inputs, output):
         ctx.reduction, ctx.engine = inputs[8], inputs[9]
@@ -727,20 +757,7 @@ def _register(kernel):
         (grad,) = ctx.saved_tensors
         if grad_output is None:  # grads are not materialized: nothing flowed into the loss
             return (None,) + ctx.no_grads
-        if ctx.engine == "triton":
-            # in place: the backward holds no second gradient buffer; a second backward through the same
-            # graph (retain_graph=True) is refused by autograd (the saved gradient was modified)
-            if getattr(ctx, "eager", False):
-                kernel.triton.scale_(grad, grad_output)
-                torch.autograd.graph.increment_version(grad)  # (as scale_op, which declares it mutates grad)
-            else:
-                scale_op(grad, grad_output)
-        elif ctx.reduction == "none":
-            go = grad_output.to(grad.dtype)
-            grad = grad * (go[:, None] if grad.dim() == 2 else go)
-        elif _compiling() or not (grad_output.numel() == 1 and float(grad_output) == 1.0):
-            grad = grad * grad_output.to(grad.dtype)
-        return (grad,) + ctx.no_grads
+        return (_scaled_grad(ctx, kernel, scale_op, grad, grad_output),) + ctx.no_grads
 
     op.register_autograd(backward, setup_context=setup_context)
     return _Op(op, impl, setup_context, backward), scale_op
@@ -1030,13 +1047,17 @@ def _register_batch(kernel):
     def impl(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], sums: torch.Tensor, params: _List[float],
              engine: str, from_logits: bool, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
         values = _Values(kernel.layout, params, [])
-        loss = torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], values),
-                               dtype=sums.dtype, device=x.device).to(x.dtype)
-        if not need_grad:
-            return loss, x.new_empty(0)
-        if engine == "triton":
-            return loss, kernel.triton.batch_grad(x, t, w, sums, values, from_logits)
-        return loss, _batch_grad_torch(kernel, x, t, w, sums, values, from_logits)
+        loss = None
+        if need_grad and engine == "triton":  # (its program 0 computes the loss too)
+            loss, grad = kernel.triton.batch_grad(x, t, w, sums, values, from_logits)
+        elif need_grad:
+            grad = _batch_grad_torch(kernel, x, t, w, sums, values, from_logits)
+        else:
+            grad = x.new_empty(0)
+        if loss is None:
+            loss = torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], values),
+                                   dtype=sums.dtype, device=x.device)
+        return loss.reshape(()).to(x.dtype), grad
 
     op = torch.library.custom_op(name + "_loss", impl, mutates_args=())
 
@@ -1044,7 +1065,10 @@ def _register_batch(kernel):
     def _(x, t, w, sums, params, engine, from_logits, need_grad):
         return x.new_empty(()), (x.new_empty(x.shape) if need_grad else x.new_empty(0))
 
+    scale_op = _register_scale(kernel, name)
+
     def setup_context(ctx, inputs, output):
+        ctx.engine, ctx.reduction = inputs[5], "sum"
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(output[1])
@@ -1053,7 +1077,7 @@ def _register_batch(kernel):
         (grad,) = ctx.saved_tensors
         if grad_output is None:
             return (None,) * 8
-        return grad * grad_output.to(grad.dtype), None, None, None, None, None, None, None
+        return (_scaled_grad(ctx, kernel, scale_op, grad, grad_output),) + (None,) * 7
 
     op.register_autograd(backward, setup_context=setup_context)
     return _Op(sums_op, sums_impl), _Op(op, impl, setup_context, backward)

@@ -304,20 +304,24 @@ class _TritonLoss:
         consts = self.constants(P, None)
         programs = triton.cdiv(n, _BLOCK) if n else 0
         width = self.batch[2]
-        part = torch.zeros((max(programs, 1), width), dtype=torch.float32, device=x.device)
+        part = (torch.empty if programs else torch.zeros)((max(programs, 1), width), dtype=torch.float32,
+                                                          device=x.device)  # (every program writes its row)
         if programs:
             self._launch(self.batch[0], (programs,), (x, t, x if w is None else w, part, n, *consts),
                          dict(HAS_W=w is not None, FROM_LOGITS=bool(from_logits), BLOCK=_BLOCK), 8)
         return part.sum(0)
 
     def batch_grad(self, x, t, w, sums, P, from_logits):
-        """dL/dx of every element of a batch loss (x's dtype), from the (all-reduced) sums."""
+        """(the loss (float32, [1]) or None for an empty batch, dL/dx of every element (x's dtype)) of a batch
+        loss, from the (all-reduced) sums."""
         n = x.numel()
         consts = self.constants(P, None)
         grad = torch.empty_like(x, memory_format=torch.contiguous_format)
         programs = triton.cdiv(n, _BLOCK) if n else 0
-        if programs:
-            self._launch(self.batch[1], (programs,), (x, t, x if w is None else w,
-                                                      sums.to(torch.float32).contiguous(), grad, n, *consts),
-                         dict(HAS_W=w is not None, FROM_LOGITS=bool(from_logits), BLOCK=_BLOCK), 8)
-        return grad
+        if not programs:
+            return None, grad
+        loss = torch.empty(1, dtype=torch.float32, device=x.device)
+        self._launch(self.batch[1], (programs,), (x, t, x if w is None else w, sums.to(torch.float32).contiguous(),
+                                                  loss, grad, n, *consts),
+                     dict(HAS_W=w is not None, FROM_LOGITS=bool(from_logits), BLOCK=_BLOCK), 8)
+        return loss, grad

@@ -78,3 +78,35 @@ def test_the_generated_module_holds_the_batch_kernels():
     text = lossc.generate("anyloss_f1", target="triton")
     assert "_anyloss_f1_batch_sums" in text and "_anyloss_f1_batch_grad" in text
     assert "tl.sigmoid(-" in text and "1.0 - tl.sigmoid" not in text  # 1 - a is computed as sigmoid(-x)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_torch_compile_fullgraph(backend):
+    """A batch loss traces as its two custom ops (and the in-place backward scaling on triton)."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 1).to(DEVICE)
+    loss = lossc.loss("anyloss_f1", backend=backend, from_logits=True)
+
+    def step(x, y):
+        return loss(layer(x).squeeze(1), y) * 1.5
+
+    x = torch.randn(40, 6, device=DEVICE)
+    y = (torch.arange(40, device=DEVICE) % 3 == 0).float()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")  # raises on any graph break
+    out = compiled(x, y)
+    out.backward()
+    got = layer.weight.grad.clone()
+    layer.weight.grad = None
+    expected = step(x, y)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(got, layer.weight.grad)
+
+
+def test_second_backward_is_refused_on_triton():
+    """The backward scales the saved gradient in place, as the row form's does."""
+    x = torch.rand(50, device=DEVICE, requires_grad=True)
+    out = lossc.loss("anyloss_f1", backend="triton")(x, (torch.arange(50, device=DEVICE) % 2).float())
+    (out * 2.0).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out * 2.0).backward()

@@ -431,6 +431,8 @@ class BatchKernelProgram:
     grad_lines: tuple[tuple[str, str], ...]
     grad: str
     sums: tuple[str, ...]                      # the names the gradient kernel loads the sums into
+    value_lines: tuple[tuple[str, str], ...]   # the loss M(b1 … bk, N), which program 0 of the gradient kernel
+    value: str                                 # writes (no host-side arithmetic on the sums)
     exact_ties: bool = False
 
 
@@ -445,6 +447,8 @@ def batch_kernel_program(spec: LossSpec) -> BatchKernelProgram:
     terms = tuple(f"g{i + 1}" for i in range(len(codes)))
     term_lines = _lines(temps) + tuple(zip(terms, codes))
     temps, (grad,), _ = em.stage([spec.gradient.expr])
+    value_temps, (value,), _ = em.stage([spec.expr])
     return BatchKernelProgram(constants=tuple(em.constants.lines), term_lines=term_lines, terms=terms,
                               grad_lines=_lines(temps), grad=grad,
-                              sums=tuple(names[b.symbol] for b in spec.reductions) + ("N",))
+                              sums=tuple(names[b.symbol] for b in spec.reductions) + ("N",),
+                              value_lines=_lines(value_temps), value=value)
