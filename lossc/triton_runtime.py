@@ -93,13 +93,38 @@ if triton is not None:
     @triton.jit
     def _tl_pow(x, a):
         # x^a = exp2(a log2|x|), with torch.pow's values at a = 0, x = 1 and for negative bases
-        # (finite for integer a, NaN otherwise)
+        # (finite for integer a, NaN otherwise; -inf as C's pow: inf or 0)
         r = tl.exp2(a * tl.log2(tl.abs(x)))
         r = tl.where((a == 0.0) | (x == 1.0), 1.0, r)
         whole = tl.floor(a) == a
         odd = whole & (tl.floor(a * 0.5) * 2.0 != a)
-        negative = tl.where(whole, tl.where(odd, -r, r), float("nan"))
+        negative = tl.where(whole, tl.where(odd, -r, r), tl.where(x == float("-inf"), r, float("nan")))
         return tl.where(x < 0.0, negative, r)
+
+    @triton.jit
+    def _tl_powk(x, a):
+        # x^a for an exponent known only at run time, one value for the whole launch (a parameter such as
+        # focal's gamma): products where it is 0, 1, 2 or 3 (gamma = 2 and its derivatives' gamma - 1,
+        # gamma - 2: no transcendental per element, and exact), _tl_pow otherwise; the branch is uniform
+        if a == 2.0:
+            r = x * x
+        elif a == 1.0:
+            r = x
+        elif a == 0.0:
+            r = tl.zeros_like(x) + 1.0
+        elif a == 3.0:
+            r = x * x * x
+        else:
+            r = _tl_pow(x, a)
+        return r
+
+    @triton.jit
+    def _tl_sigmoid(x):
+        # 1 / (1 + exp(-x)) from e = exp(-|x|): sigmoid(x) and sigmoid(-x) (and softplus of either) share
+        # the one exp and the one division once the compiler merges them
+        e = tl.exp(-tl.abs(x))
+        r = 1.0 / (1.0 + e)
+        return tl.where(x >= 0.0, r, e * r)
 
     @triton.jit
     def _tl_powi(x, N: tl.constexpr):

@@ -10,6 +10,7 @@ same tests run on CUDA tensors.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -377,10 +378,11 @@ from lossc import triton_runtime as _rt  # noqa: E402
 
 _tl_log1p, _tl_expm1, _tl_tanh = _rt._tl_log1p, _rt._tl_expm1, _rt._tl_tanh
 _tl_softplus, _tl_logratio, _tl_pow = _rt._tl_softplus, _rt._tl_logratio, _rt._tl_pow
+_tl_sigmoid, _tl_powk = _rt._tl_sigmoid, _rt._tl_powk
 
 
 @triton.jit
-def _apply(x_ptr, a_ptr, o_ptr, n, WHICH: tl.constexpr, BLOCK: tl.constexpr):
+def _apply(x_ptr, a_ptr, o_ptr, n, k, WHICH: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = tl.load(x_ptr + offs, mask=mask, other=1.0)
@@ -394,12 +396,16 @@ def _apply(x_ptr, a_ptr, o_ptr, n, WHICH: tl.constexpr, BLOCK: tl.constexpr):
         y = _tl_softplus(x)
     elif WHICH == 4:
         y = _tl_logratio(x)
+    elif WHICH == 6:
+        y = _tl_sigmoid(x)
+    elif WHICH == 7:
+        y = _tl_powk(x, k)  # one exponent for the launch (a parameter)
     else:
         y = _tl_pow(x, tl.load(a_ptr + offs, mask=mask, other=1.0))
     tl.store(o_ptr + offs, y, mask=mask)
 
 
-def _helper(which, x, a=None):
+def _helper(which, x, a=None, k=0.0):
     x = x.to(DEVICE)
     a = x if a is None else a.to(DEVICE)
     out = torch.empty_like(x)
@@ -407,9 +413,9 @@ def _helper(which, x, a=None):
     if DEVICE == "cpu":
         import numpy
         with numpy.errstate(all="ignore"):
-            launch(x, a, out, x.numel(), WHICH=which, BLOCK=1024)
+            launch(x, a, out, x.numel(), k, WHICH=which, BLOCK=1024)
     else:
-        launch(x, a, out, x.numel(), WHICH=which, BLOCK=1024)
+        launch(x, a, out, x.numel(), k, WHICH=which, BLOCK=1024)
     return out.cpu()
 
 
@@ -421,6 +427,7 @@ HELPERS = {  # name -> (index in _apply, float64 truth, domain)
     "tanh": (2, torch.tanh, lambda x: x == x),
     "softplus": (3, torch.nn.functional.softplus, lambda x: x == x),
     "logratio": (4, lambda d: torch.where(d == 0, -1.0, d / -torch.expm1(d)), lambda x: x <= 0),
+    "sigmoid": (6, torch.sigmoid, lambda x: x == x),
 }
 
 
@@ -449,14 +456,23 @@ def test_log1p_and_expm1_at_their_edges():
     torch.testing.assert_close(e, torch.expm1(x[1:].double()).float(), rtol=3e-7, atol=0)
 
 
+@pytest.mark.parametrize("exponent", ["per element", "per launch"])
 @pytest.mark.parametrize("a", [0.0, 0.5, 0.7, 1.0, 2.0, 2.5, 3.0, -1.0, -2.0, -0.5])
-def test_pow_accuracy(a):
+def test_pow_accuracy(a, exponent):
     """x^a = exp2(a log2|x|): the error grows with |a log2 x| (1e-7 of it); exact values at 0, 1,
-    a = 0, and torch.pow's signs and NaNs for negative bases."""
+    a = 0, and torch.pow's signs and NaNs for negative bases. With one exponent for the launch
+    (_tl_powk, a parameter's power) a = 0, 1, 2, 3 are products: exact (as float32 rounds them)."""
     base = torch.logspace(-20, 20, 401, dtype=torch.float64).float()
-    x = torch.cat([base, -base, torch.tensor([0.0, 1.0, -1.0])])
-    got = _helper(5, x, torch.full_like(x, a)).double()
+    x = torch.cat([base, -base, torch.tensor([0.0, 1.0, -1.0, float("inf"), float("-inf"), float("nan")])])
+    if exponent == "per launch":
+        got = _helper(7, x, k=a).double()
+        if a in (0.0, 1.0, 2.0, 3.0):
+            torch.testing.assert_close(got, torch.pow(x, a).double(), rtol=0, atol=0, equal_nan=True)
+    else:
+        got = _helper(5, x, torch.full_like(x, a)).double()
     expected = torch.pow(x.double(), a)
+    if abs(a) == 0.5:  # torch takes (-inf)^(1/2) as sqrt(-inf), NaN; lossc as C's pow (inf, 0)
+        expected[-2] = math.pow(float("-inf"), a)
     assert torch.equal(got.isnan(), expected.isnan())
     finite = expected.isfinite() & (expected.abs() > 1e-37) & (expected.abs() < 1e37)
     ulps = 2e-7 if DEVICE == "cpu" else 4e-7  # ex2.approx on a GPU

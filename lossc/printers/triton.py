@@ -32,7 +32,7 @@ TL_FUNCTIONS = {
     "exp": "tl.exp",
     "log": "tl.log",
     "Abs": "tl.abs",
-    "sigmoid": "tl.sigmoid",
+    "sigmoid": "_tl_sigmoid",
     "softplus": "_tl_softplus",
     "log1p": "_tl_log1p",
     "expm1": "_tl_expm1",
@@ -138,6 +138,8 @@ class TritonCodePrinter(PythonCodePrinter):
         if exp.is_Integer and 0 < abs(int(exp)) <= MAX_INTEGER_POWER:
             power = b if abs(int(exp)) == 1 else f"_tl_powi({b}, {abs(int(exp))})"
             return power if exp > 0 else f"(1.0 / {power})"
+        if not exp.is_Number and exp.free_symbols <= self.constants.scalars:  # one value per launch
+            return f"_tl_powk({b}, {self._print(exp)})"
         return f"_tl_pow({b}, {self._print(exp)})"
 
     def _print_Piecewise(self, expr):
