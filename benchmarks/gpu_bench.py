@@ -35,6 +35,7 @@ Usage::
     python benchmarks/gpu_bench.py                                 # everything (about 10 min on an H100)
     python benchmarks/gpu_bench.py --variants lossc,eager --workloads vision,llm
     python benchmarks/gpu_bench.py --losses brier,nce --json out.json
+    python benchmarks/gpu_bench.py --chunk-sweep                   # only: the LLM row's chunk size and sweep order
     python benchmarks/gpu_bench.py --dry-run                       # tiny shapes, CPU, triton's interpreter
 
 ``--dry-run`` runs every step on tiny shapes on the CPU under ``TRITON_INTERPRET=1`` (its timings
@@ -290,6 +291,32 @@ def int64_check(device):
 # the run
 # ----------------------------------------------------------------------------------------------
 
+CHUNKS = (2048, 4096, 8192, 16384)
+
+
+def chunk_sweep(device, bandwidth):
+    """cross_entropy on the LLM shape in the chunked regime with each chunk size (so warps: 16 logits per
+    thread up to 16 warps) and both sweep orders: checked, then timed. Rows: (chunk, serpentine, ms or
+    status, x roofline)."""
+    w = Workload("cross_entropy", "llm", (DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES)["llm"][:2],
+                 (DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES)["llm"][2], "row")
+    module = lossc.loss("cross_entropy", backend="triton", validate=False)
+    launcher = lossc.module("cross_entropy", target="all").KERNEL.triton
+    x, t = make_data(w, device, seed=7)
+    x.requires_grad_(True)
+    roof_ms = w.roofline_bytes(t.element_size()) / bandwidth
+    out = []
+    for chunk in (c // 8 for c in CHUNKS) if DRY_RUN else CHUNKS:
+        for serpentine in (True, False):
+            with launcher.configured(tile_classes=w.shape[1] - 1, chunk=chunk, serpentine=serpentine):
+                ok, detail = check(lambda a, b: module(a, b), w, device, seed=8)
+                ms = time_ms(lambda a, b: module(a, b), x, t, device) if ok else None
+            out.append((chunk, serpentine, f"{ms:.3f}" if ok else f"WRONG ({detail})",
+                        f"{ms / roof_ms:.2f}×" if ok else ""))
+            log(f"chunk {chunk}, serpentine {serpentine}: {out[-1][2]} ms {out[-1][3]}")
+    return out
+
+
 def workloads(args):
     row_shapes = DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES
     el_shapes = DRY_ELEMENTWISE_SHAPES if DRY_RUN else ELEMENTWISE_SHAPES
@@ -325,6 +352,15 @@ def run(args):
     log(f"{header}")
     bandwidth = copy_bandwidth(device)
     log(f"copy bandwidth {bandwidth / 1e9:.3f} TB/s" if device == "cuda" else "copy bandwidth (CPU)")
+    if args.chunk_sweep:
+        rows = chunk_sweep(device, bandwidth)
+        print(f"\n{header['card']}, {header['date']}; triton {header['triton']}; cross_entropy "
+              f"{'x'.join(map(str, ROW_SHAPES['llm'][:2]))} bf16, chunked regime\n")
+        print("| chunk | serpentine | ms | × roofline |")
+        print("|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(map(str, row)) + " |")
+        return 1 if any("WRONG" in row[2] for row in rows) else 0
     variants = [v for v in args.variants.split(",") if v]
     rows = []
     for seed, w in enumerate(workloads(args)):
@@ -409,6 +445,8 @@ def main(argv=None):
     parser.add_argument("--workloads", default="",
                         help="subset of vision,llm,segmentation,detection-fp32,detection-bf16 (default all)")
     parser.add_argument("--no-int64", action="store_true", help="skip the > 2^31 logits check")
+    parser.add_argument("--chunk-sweep", action="store_true",
+                        help=f"only: cross_entropy on the LLM shape, chunks of {CHUNKS} x both sweep orders")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--verbose", action="store_true", help="tracebacks of failing variants")
     args = parser.parse_args(argv)

@@ -8,8 +8,9 @@
 #
 # then run it there with `.whl` carried, e.g. device run: `scripts/gpu_session.sh` (timeout_s 570).
 # Logs and the benchmark's JSON land in $OUT (or ./gpu_out). Budget: the triton tests on CUDA at most
-# 150 s, the benchmark without torch.compile at most 240 s, then torch.compile (inductor compiles each
-# workload) at most 150 s; each part is cut at its limit (its log and JSON so far kept) and the next runs.
+# 130 s, the benchmark without torch.compile at most 230 s, the LLM row's chunk sizes 60 s, then
+# torch.compile (inductor compiles each workload) at most 120 s; each part is cut at its limit (its log
+# and JSON so far kept) and the next runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,12 +32,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/card.txt"
 
 echo "== triton tests on CUDA"
-timeout 150 python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_triton.py tests/test_triton_batch.py \
+timeout 130 python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_triton.py tests/test_triton_batch.py \
     tests/test_inplace_grad.py 2>&1 | tee "$OUT/tests.log" | tail -15
 
 echo "== benchmark"
-timeout 240 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,lossc_forward,eager,liger \
+timeout 230 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,lossc_forward,eager,liger \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | tail -45
+echo "== the LLM row's chunk size and sweep order"
+timeout 60 python3 benchmarks/gpu_bench.py --chunk-sweep 2>&1 | tee "$OUT/chunks.log" | tail -12
 echo "== benchmark, torch.compile"
-timeout 150 python3 benchmarks/gpu_bench.py --variants compile --no-int64 \
+timeout 120 python3 benchmarks/gpu_bench.py --variants compile --no-int64 \
     --json "$OUT/bench_compile.json" 2>&1 | tee "$OUT/bench_compile.log" | tail -25

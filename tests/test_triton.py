@@ -573,6 +573,16 @@ def test_gpu_bench_dry_run():
     assert not any("WRONG" in line or "error" in line for line in table)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the dry run is the CPU interpreter's")
+def test_gpu_bench_chunk_sweep_dry_run():
+    """--chunk-sweep checks and times every chunk size in both sweep orders (tiny shapes here)."""
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_bench.py")
+    result = subprocess.run([sys.executable, script, "--dry-run", "--chunk-sweep"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "| chunk |" not in line]
+    assert len(rows) == 8 and not any("WRONG" in row for row in rows)
+
+
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_every_row_ignored(reduction):
     """As the torch engine and nn.CrossEntropyLoss: a mean over no rows is NaN, a sum 0, no gradient."""
