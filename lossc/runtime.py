@@ -478,6 +478,12 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
                                  f"got {target.dtype}")
         C = _num_classes(input)  # (with a class group: all ranks' classes; targets are global indices)
         t = target.reshape(-1).long()
+        # the common case (every class in range, none ignored) by one reduction: no mask at all. It needs
+        # a host sync, so it runs where one is paid anyway (validate) or costs nothing (eager, the CPU)
+        if t.numel() and (validate or t.device.type == "cpu" and _eager(t)):
+            low, high = (int(v) for v in torch.aminmax(t))
+            if 0 <= low and high < C and (ignore_index is None or not low <= ignore_index <= high):
+                return t, None, tuple(target.shape)
         valid = t != ignore_index
         if validate and t.numel():
             bad = valid & ((t < 0) | (t >= C))
