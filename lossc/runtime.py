@@ -963,6 +963,7 @@ class _InplaceGrad(torch.autograd.Function):
             grad.mul_(go)
         elif ctx.triton is not None:  # reads and writes nothing where grad_output is 1, with no host sync
             ctx.triton.scale_(grad, grad_output)
+            torch.autograd.graph.increment_version(grad)  # (a second backward is refused, as after mul_)
         elif _compiling() or grad_output.device.type != "cpu" or float(grad_output) != 1.0:
             grad.mul_(grad_output)
         return grad, None

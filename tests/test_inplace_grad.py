@@ -158,3 +158,17 @@ def test_a_strided_input_gets_its_gradient_written_over_it(backend):
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
     torch.testing.assert_close(z.detach().double().cpu(), leaf.grad, **tol)
     torch.testing.assert_close(h.grad.t().double().cpu(), leaf.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_second_backward_is_refused(backend):
+    """The backward scales the input's memory (the gradient) in place: a second backward through the same
+    graph would scale it again, so autograd refuses it."""
+    if backend == "triton" and not TRITON:
+        pytest.skip("triton needs a GPU or TRITON_INTERPRET=1")
+    h = torch.randn(6, 5, device=DEVICE if backend == "triton" else "cpu", requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, 4, 0], device=h.device)
+    out = lossc.loss("cross_entropy", backend=backend, inplace_grad=True)(h * 1.0, t)
+    (out * 2.0).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out * 2.0).backward()
