@@ -661,6 +661,9 @@ class _Flattener:
             args = ([node.func.value] if method else []) + list(node.args)
             if name in OPS and not node.keywords:
                 return self.pooled(name, args, shape, into)
+            if self._into(node):  # _into(out, x, c): x's last operation written straight into out
+                text, _, uses, _ = self.operand(node.args[1], into=node.args[0].id)
+                return f"_times({text}, {self.segment(node.args[2])})", shape, uses, False
             if name in HELPERS or name is not None and name.startswith("torch."):
                 # a helper (or a torch call as the printer wrote it): a call, its operands pooled
                 parts = [self.operand(a) for a in args] + [self.operand(k.value) for k in node.keywords]
@@ -697,12 +700,6 @@ class _Flattener:
         self.code = code
         node = ast.parse(code, mode="eval").body
         count = len(self.statements)
-        if self._into(node):  # _into(out, x, c): x's last operation written straight into out
-            text, shape, uses, is_bool = self.operand(node.args[1], into=node.args[0].id)
-            self.statements.append(_Statement(target, f"_times({text}, {self.segment(node.args[2])})", None, (),
-                                              uses, False))
-            self.shapes[target], self.holds[target] = shape, uses
-            return
         text, shape, uses, is_bool = self.operand(node)
         last = self.statements[-1] if len(self.statements) > count else None
         if last is not None and last.out is not None and text == f"{{r{last.out}}}" and not last.target:
