@@ -26,6 +26,8 @@ the gradient once.
 
 Workloads: cross_entropy, focal, poly1, squentropy, label_smoothing (and any catalog row loss named
 with ``--losses``) on vision 65536x1000 fp32, LLM 8192x128256 bf16, segmentation 2097152x19 fp32;
+cross_entropy and focal on the same pixels as a network gives them, 8x19x512x512 fp32 (NCHW: classes
+strided by H*W; eager and torch.compile run the reference on the moved [N*H*W, C] rows, as a user does);
 sigmoid_focal on 76.8M logits, fp32 and bf16; anyloss_f1 (batch form: two passes, the sums then the
 gradient) on 16M probabilities fp32. Besides, unless ``--no-int64``: cross_entropy on
 16640x131072 bf16 (2.2e9 logits > 2^31) checked on its last rows (int64 offsets).
@@ -72,12 +74,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
 DEFAULT_ROW_LOSSES = ("cross_entropy", "focal", "poly1", "squentropy", "label_smoothing")
 VARIANTS = ("lossc", "lossc_inplace", "lossc_forward", "eager", "compile", "liger")
-# name -> (rows, classes, dtype); the dry run's shapes keep C's regime where it can (the LLM row is
-# chunked there by lowering the tile limit)
+# name -> (rows, classes, dtype), or ((N, C, H, W), dtype); the dry run's shapes keep C's regime where it
+# can (the LLM row is chunked there by lowering the tile limit). segmentation-nchw: the same pixels as
+# segmentation, in the layout a segmentation network gives (classes strided by H*W), for NCHW_LOSSES only
 ROW_SHAPES = {"vision": (65536, 1000, torch.float32), "llm": (8192, 128256, torch.bfloat16),
-              "segmentation": (2097152, 19, torch.float32)}
+              "segmentation": (2097152, 19, torch.float32),
+              "segmentation-nchw": ((8, 19, 512, 512), torch.float32)}
 DRY_ROW_SHAPES = {"vision": (64, 100, torch.float32), "llm": (8, 3000, torch.bfloat16),
-                  "segmentation": (512, 19, torch.float32)}
+                  "segmentation": (512, 19, torch.float32), "segmentation-nchw": ((2, 19, 8, 16), torch.float32)}
+NCHW_LOSSES = ("cross_entropy", "focal")
 ELEMENTWISE_SHAPES = {"detection-fp32": (76_800_000, torch.float32), "detection-bf16": (76_800_000, torch.bfloat16)}
 DRY_ELEMENTWISE_SHAPES = {"detection-fp32": (5000, torch.float32), "detection-bf16": (5000, torch.bfloat16)}
 BATCH_SHAPES = {"anyloss-fp32": (16_777_216, torch.float32)}
@@ -102,7 +107,7 @@ REFERENCES = _references()
 class Workload:
     loss: str
     label: str
-    shape: tuple            # (N, C) or (n,)
+    shape: tuple            # (N, C), (N, C, H, W) or (n,)
     dtype: torch.dtype
     kind: str               # "row" | "elementwise" | "batch"
     params: dict = field(default_factory=dict)
@@ -129,12 +134,12 @@ class Workload:
 def make_data(w: Workload, device, rows=None, seed=0):
     g = torch.Generator(device=device).manual_seed(seed)
     if w.kind == "row":
-        N, C = w.shape
-        N = N if rows is None else min(rows, N)
-        x = torch.randn((N, C), generator=g, device=device, dtype=torch.float32) * 2
-        t = torch.randint(0, C, (N,), generator=g, device=device)
+        N, C, *pixels = w.shape
+        N = N if rows is None else min(rows if not pixels else 1, N)  # (a check: 1 image of NCHW)
+        x = torch.randn((N, C, *pixels), generator=g, device=device, dtype=torch.float32) * 2
+        t = torch.randint(0, C, (N, *pixels), generator=g, device=device)
         # raise the target's logit by a random amount: confident and unconfident rows alike
-        x.scatter_add_(1, t[:, None], torch.rand((N, 1), generator=g, device=device) * 12)
+        x.scatter_add_(1, t[:, None], torch.rand((N, 1, *pixels), generator=g, device=device) * 12)
         return x.to(w.dtype), t
     (n,) = w.shape
     n = n if rows is None else min(rows, n)
@@ -150,6 +155,8 @@ def _reference(w: Workload, x, t):
     ref = REFERENCES[w.loss]
     if w.kind == "batch":
         return ref.fn(x, t, torch.ones_like(x), **w.params)
+    if x.dim() > 2:  # [N, C, H, W]: rows of classes, as a user of an [N, C] loss writes it
+        x, t = x.movedim(1, -1).reshape(-1, x.shape[1]), t.reshape(-1)
     return ref.fn(x, t, **w.params).mean()
 
 
@@ -163,8 +170,8 @@ def eager_fn(w: Workload):
 
 
 def liger_fn(w: Workload):
-    if w.loss not in ("cross_entropy", "label_smoothing") or DRY_RUN:
-        return None
+    if w.loss not in ("cross_entropy", "label_smoothing") or DRY_RUN or len(w.shape) != 2:
+        return None  # (Liger's cross-entropy takes [N, C] rows)
     try:
         from liger_kernel.transformers import LigerCrossEntropyLoss
     except ImportError:
@@ -324,9 +331,11 @@ def workloads(args):
     names = list(DEFAULT_ROW_LOSSES) + [n for n in args.losses.split(",") if n and n not in DEFAULT_ROW_LOSSES]
     chosen = set(args.workloads.split(",")) if args.workloads else None
     out = []
-    for label, (N, C, dtype) in row_shapes.items():
+    for label, (*shape, dtype) in row_shapes.items():
         if chosen is None or label in chosen:
-            out += [Workload(n, label, (N, C), dtype, "row", dict(REFERENCES[n].params)) for n in names]
+            shape = tuple(shape[0]) if isinstance(shape[0], tuple) else tuple(shape)
+            out += [Workload(n, label, shape, dtype, "row", dict(REFERENCES[n].params)) for n in names
+                    if len(shape) == 2 or n in NCHW_LOSSES]
     for label, (n, dtype) in el_shapes.items():
         if chosen is None or label in chosen or "detection" in chosen:
             out.append(Workload("sigmoid_focal", label, (n,), dtype, "elementwise",
@@ -443,7 +452,8 @@ def main(argv=None):
     parser.add_argument("--losses", default="", help="more catalog row losses, comma-separated")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     parser.add_argument("--workloads", default="",
-                        help="subset of vision,llm,segmentation,detection-fp32,detection-bf16 (default all)")
+                        help="subset of vision,llm,segmentation,segmentation-nchw,detection-fp32,detection-bf16,"
+                             "anyloss-fp32 (default all)")
     parser.add_argument("--no-int64", action="store_true", help="skip the > 2^31 logits check")
     parser.add_argument("--chunk-sweep", action="store_true",
                         help=f"only: cross_entropy on the LLM shape, chunks of {CHUNKS} x both sweep orders")

@@ -277,7 +277,8 @@ class _TritonLoss:
             fn = self.chunked
             extra = dict(SERPENTINE=self.serpentine)
         warps = _warps(block_r, block_c)
-        programs = triton.cdiv(rows, block_r) if rows else 0
+        image_blocks = S > 1 and S >= block_r > 1  # (see the kernels: whole blocks of one n's positions)
+        programs = (N * triton.cdiv(S, block_r) if image_blocks else triton.cdiv(rows, block_r)) if rows else 0
         reduce = reduction != "none"
         out = _loss_buffer(x, programs, rows, reduce)
         if programs:
@@ -288,7 +289,7 @@ class _TritonLoss:
             align = min(_alignment(x, C, S), _alignment(t, C, S)) if soft else _alignment(x, C, S)
             stride = max(abs(x.stride(1)), abs(t.stride(1)) if soft else 0, S)
             self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
-                                                      BLOCK_C=block_c, S_GT_1=S > 1, ALIGN=align,
+                                                      BLOCK_C=block_c, S_GT_1=S > 1, IMAGE_BLOCKS=image_blocks, ALIGN=align,
                                                       WIDE=C * stride >= 2 ** 31, **extra), warps)
         return (out.sum().to(x.dtype) if reduce else out), grad
 

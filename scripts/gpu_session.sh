@@ -8,9 +8,9 @@
 #
 # then run it there with `.whl` carried, e.g. device run: `scripts/gpu_session.sh` (timeout_s 570).
 # Logs and the benchmark's JSON land in $OUT (or ./gpu_out). Budget: the triton tests on CUDA at most
-# 130 s, the benchmark without torch.compile at most 230 s, the LLM row's chunk sizes 60 s, then
-# torch.compile (inductor compiles each workload) at most 120 s; each part is cut at its limit (its log
-# and JSON so far kept) and the next runs.
+# 130 s, the benchmark without torch.compile at most 170 s (row losses) and 60 s (elementwise, batch,
+# int64 offsets), the LLM row's chunk sizes 60 s, then torch.compile (inductor compiles each workload) at
+# most 120 s; each part is cut at its limit (its log and JSON so far kept) and the next runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,9 +35,14 @@ echo "== triton tests on CUDA"
 timeout 130 python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_triton.py tests/test_triton_batch.py \
     tests/test_inplace_grad.py 2>&1 | tee "$OUT/tests.log" | tail -15
 
-echo "== benchmark"
-timeout 230 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,lossc_forward,eager,liger \
-    --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | tail -45
+echo "== benchmark: row losses"
+timeout 170 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,lossc_forward,eager,liger --no-int64 \
+    --workloads vision,llm,segmentation,segmentation-nchw --json "$OUT/bench_rows.json" 2>&1 \
+    | tee "$OUT/bench_rows.log" | tail -40
+echo "== benchmark: elementwise and batch losses, int64 offsets"
+timeout 60 python3 benchmarks/gpu_bench.py --variants lossc,lossc_inplace,eager \
+    --workloads detection-fp32,detection-bf16,anyloss-fp32 --json "$OUT/bench_other.json" 2>&1 \
+    | tee "$OUT/bench_other.log" | tail -14
 echo "== the LLM row's chunk size and sweep order"
 timeout 60 python3 benchmarks/gpu_bench.py --chunk-sweep 2>&1 | tee "$OUT/chunks.log" | tail -12
 echo "== benchmark, torch.compile"

@@ -108,6 +108,8 @@ ROW_CASES = {
     "bf16-tile-C37-ignore-mean": ((6, 37), BF16, "mean", "i", None, False),
     "bf16-chunked-C37-none": ((3, 37), BF16, "none", "", (16, 8), False),
     "chunked-C32-whole-chunks-sum": ((3, 32), F32, "sum", "", (16, 16), False),
+    # C = 5: 128 rows per program, so S = 300 positions make 3 image blocks per n (the last one partial)
+    "image-blocks-C5-d1-weight-ignore-sample-mean": ((2, 5, 300), F32, "mean", "wis", None, False),
     "fp16-tile-C300-d1-sum": ((2, 300, 2), F16, "sum", "w", None, False),
 }
 

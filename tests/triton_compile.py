@@ -25,10 +25,11 @@ import lossc  # noqa: E402
 
 FLAGS = dict(HAS_VALID=True, HAS_W=True, HAS_DEN=True)
 # (kernel suffix, dtype of the logits, constexprs, num_warps)
-ROW = [("_row_tile", "bf16", dict(FLAGS, REDUCE=False, NEED_GRAD=True, BLOCK_R=2, BLOCK_C=1024, S_GT_1=False, ALIGN=8, WIDE=False), 4),
-       ("_row_tile", "fp32", dict(FLAGS, REDUCE=True, NEED_GRAD=False, BLOCK_R=64, BLOCK_C=32, S_GT_1=True, ALIGN=1, WIDE=True), 16),
-       ("_row_chunked", "bf16", dict(FLAGS, REDUCE=True, NEED_GRAD=True, BLOCK_R=1, BLOCK_C=4096, S_GT_1=False, ALIGN=16, WIDE=False, SERPENTINE=True), 8),
-       ("_row_chunked", "fp16", dict(FLAGS, REDUCE=False, NEED_GRAD=False, BLOCK_R=1, BLOCK_C=4096, S_GT_1=True, ALIGN=2, WIDE=True, SERPENTINE=False), 8)]
+ROW = [("_row_tile", "bf16", dict(FLAGS, REDUCE=False, NEED_GRAD=True, BLOCK_R=2, BLOCK_C=1024, S_GT_1=False, IMAGE_BLOCKS=False, ALIGN=8, WIDE=False), 4),
+       ("_row_tile", "fp32", dict(FLAGS, REDUCE=True, NEED_GRAD=False, BLOCK_R=64, BLOCK_C=32, S_GT_1=True, IMAGE_BLOCKS=True, ALIGN=1, WIDE=True), 16),
+       ("_row_tile", "fp16", dict(FLAGS, REDUCE=False, NEED_GRAD=True, BLOCK_R=16, BLOCK_C=128, S_GT_1=True, IMAGE_BLOCKS=False, ALIGN=1, WIDE=False), 8),
+       ("_row_chunked", "bf16", dict(FLAGS, REDUCE=True, NEED_GRAD=True, BLOCK_R=1, BLOCK_C=4096, S_GT_1=False, IMAGE_BLOCKS=False, ALIGN=16, WIDE=False, SERPENTINE=True), 8),
+       ("_row_chunked", "fp16", dict(FLAGS, REDUCE=False, NEED_GRAD=False, BLOCK_R=1, BLOCK_C=4096, S_GT_1=True, IMAGE_BLOCKS=False, ALIGN=2, WIDE=True, SERPENTINE=False), 8)]
 ELEMENTWISE = [("_elementwise", "fp32", dict(FLAGS, REDUCE=True, NEED_GRAD=True, BLOCK=1024), 8),
                ("_elementwise", "bf16", dict(FLAGS, REDUCE=False, NEED_GRAD=False, BLOCK=1024), 8)]
 BATCH = [("_batch_sums", "fp32", dict(HAS_W=True, FROM_LOGITS=False, BLOCK=1024), 8),
