@@ -609,3 +609,8 @@ def test_strided_inputs(regime):
     wide, _ = multiclass_input((6, 80), g)
     sliced = wide.float()[:, 3:77:2]  # [6, 37], row stride 80, class stride 2
     _check("brier", sliced, torch.randint(0, 37, (6,), generator=g), "mean", {}, {}, {}, regime, seed=("sliced",))
+    # channels last [N, C, S] (class stride 1, position stride C), S = 200 >= BLOCK_R: image blocks there
+    last, _ = multiclass_input((2 * 200, 5), g)
+    last = last.float().reshape(2, 200, 5).transpose(1, 2)
+    _check("focal", last, torch.randint(0, 5, (2, 200), generator=g), "mean", {}, {}, {}, regime,
+           seed=("channels-last",))
