@@ -126,16 +126,15 @@ def cuda_peak_extra_bytes(step) -> tuple[int, str]:
 # inputs per kind
 # ----------------------------------------------------------------------------------------------
 
-def _multiclass(shape, dtype, device, g):
-    N, C = shape
-    return (torch.randn(N, C, generator=g, device=device) * 2).to(dtype), torch.randint(0, C, (N,), generator=g,
-                                                                                      device=device)
+def _multiclass(shape, dtype, device, g):  # [N, C] or [N, C, d1, ...] logits, [N] or [N, d1, ...] classes
+    N, C, *positions = shape
+    return (torch.randn(shape, generator=g, device=device) * 2).to(dtype), \
+        torch.randint(0, C, (N, *positions), generator=g, device=device)
 
 
 def _distribution(shape, dtype, device, g):
-    N, C = shape
-    q = torch.softmax(torch.randn(N, C, generator=g, device=device) * 2, dim=1)
-    return (torch.randn(N, C, generator=g, device=device) * 2).to(dtype), q.to(dtype)
+    q = torch.softmax(torch.randn(shape, generator=g, device=device) * 2, dim=1)
+    return (torch.randn(shape, generator=g, device=device) * 2).to(dtype), q.to(dtype)
 
 
 def _binary(shape, dtype, device, g):
@@ -211,17 +210,18 @@ class Bench:
 
 
 def parse_shape(text: str | None, form: str, device: str) -> tuple:
-    """``N,C`` for the row form, ``N`` otherwise (``None``: the default for the form and device)."""
+    """``N,C`` (or ``N,C,d1,...``: a segmentation map's [N, C, H, W]) for the row form, ``N`` otherwise
+    (``None``: the default for the form and device)."""
     if text is None:
         return DEFAULT_SHAPES[(form, device)]
     try:
         shape = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
-        raise LossParamError(f"--shape takes integers N,C (row losses) or N, got {text!r}") from None
-    want = 2 if form == "row" else 1
-    if len(shape) != want or any(v <= 0 for v in shape):
-        raise LossParamError(f"--shape of a {form}-form loss is {'N,C' if want == 2 else 'N'} with positive "
-                             f"integers, got {text!r}")
+        raise LossParamError(f"--shape takes integers N,C[,d1,...] (row losses) or N, got {text!r}") from None
+    fits = len(shape) >= 2 if form == "row" else len(shape) == 1
+    if not fits or any(v <= 0 for v in shape):
+        raise LossParamError(f"--shape of a {form}-form loss is {'N,C[,d1,...]' if form == 'row' else 'N'} with "
+                             f"positive integers, got {text!r}")
     return shape
 
 

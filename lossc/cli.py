@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time forward+backward and peak memory of a loss against eager PyTorch "
                                      "and torch.compile")
     p.add_argument("spec", help="a .loss file or a catalog name")
-    p.add_argument("--shape", help="N,C for multiclass/distribution losses (default 1024,8192 on the CPU, "
-                                   "4096,32000 on a GPU), N elements otherwise (default 2^20 on the CPU, "
-                                   "2^24 on a GPU)")
+    p.add_argument("--shape", help="N,C for multiclass/distribution losses, or N,C,d1,... (a segmentation "
+                                   "map: 8,19,512,512) (default 1024,8192 on the CPU, 4096,32000 on a GPU), "
+                                   "N elements otherwise (default 2^20 on the CPU, 2^24 on a GPU)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"))
     p.add_argument("--backend", default="all", choices=("torch", "triton", "reference", "all"),
                    help="lossc backends to time besides eager and compile (all: torch, and triton on a GPU; "

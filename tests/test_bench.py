@@ -63,6 +63,7 @@ def test_table_shows_failures(monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["focl"], "did you mean focal?"),
     (["focal", "--shape", "4096"], "N,C"),
+    (["focal", "--shape", "8,0,4"], "positive"),
     (["mse", "--shape", "4,4"], "is N"),
     (["mse", "--shape", "many"], "integers"),
     (["mse", "--repeats", "0"], "at least 1"),
@@ -102,3 +103,15 @@ def test_reference_backend_compares_with_eager(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["fused"] == "eager" and [r["variant"] for r in data["results"]] == ["eager", "compile"]
     assert data["results"][0]["x_fused"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["focal", "kl_div"])
+def test_a_segmentation_map_shape(name, monkeypatch, capsys):
+    """--shape N,C,H,W times a row loss on [N, C, H, W] logits (and [N, H, W] classes or [N, C, H, W]
+    probabilities); every variant gets them as they are."""
+    monkeypatch.setattr(torch, "compile", lambda fn, *a, **k: fn)  # (no inductor on a tiny map)
+    assert main(["bench", name, "--shape", "2,5,6,7", "--repeats", "1", "--backend", "torch", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["shape"] == [2, 5, 6, 7]
+    rows = {r["variant"]: r for r in data["results"]}
+    assert rows["torch"]["status"] == rows["eager"]["status"] == "ok"
