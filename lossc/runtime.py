@@ -599,13 +599,16 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
     each chunk is written straight into the result (or, for half-precision inputs, into one float32
     scratch buffer), already multiplied by the rows' weights and the mean's divisor; a reduced loss is
     summed chunk by chunk (no per-element loss buffer). ``into``: the gradient's buffer (x itself for
-    inplace_grad: each chunk then goes through the scratch buffer)."""
+    inplace_grad: each chunk then goes through the scratch buffer). x [N, C, S] (row form with positions,
+    row n*S + s): each chunk's rows are moved into a buffer [m, C] and its gradient moved back, so
+    neither the input nor the gradient is ever copied whole."""
     dtype = _compute_dtype(x.dtype)
-    rows = x.shape[0]
+    spatial = x.dim() == 3
+    rows = x.shape[0] * x.shape[2] if spatial else x.shape[0]
     loss_fn, loss_and_grad = kernel.functions(params)
     scale = _scale_of(w, den, mul, dtype)
     per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
-    width = _num_classes(x) if x.dim() == 2 else 1  # (the same chunks on every rank of a class group)
+    width = _num_classes(x) if x.dim() >= 2 else 1  # (the same chunks on every rank of a class group)
     step = max(1, kernel.chunk // max(width, 1))
     losses = torch.empty(rows, dtype=dtype, device=x.device) if reduction == "none" else None
     total = torch.zeros((), dtype=dtype, device=x.device)
@@ -613,12 +616,18 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
         torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else x.new_empty(0)
     pool = _Pool()  # the fused program's buffers, kept across the chunks
     weighted = None
-    scratch = None
-    if need_grad and (grad.dtype != dtype or into is not None):
-        scratch = torch.empty((min(step, rows),) + tuple(x.shape[1:]), dtype=dtype, device=x.device)
-    for start in range(0, rows, step):
-        end = min(start + step, rows)
-        xc, tc = x[start:end].to(dtype), t[start:end]
+    scratch = moved = None
+    chunks = _spatial_chunks(x.shape, step) if spatial else \
+        [(start, min(start + step, rows), None) for start in range(0, rows, step)]
+    largest = max((end - start for start, end, _ in chunks), default=0)
+    if need_grad and (grad.dtype != dtype or into is not None or spatial):
+        scratch = torch.empty((largest, x.shape[1]) if spatial else (largest,) + tuple(x.shape[1:]), dtype=dtype,
+                              device=x.device)
+    if spatial:
+        moved = torch.empty((largest, x.shape[1]), dtype=dtype, device=x.device)
+    for start, end, where in chunks:
+        xc = x[start:end].to(dtype) if where is None else _moved_rows(x[where], moved[:end - start])
+        tc = t[start:end]
         sc = scale[start:end] if per_row else scale
         kept = None if valid is None else valid[start:end]
         if need_grad:
@@ -632,7 +641,9 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
                 out.copy_(g)
             if kept is not None:  # exact zeros even where an ignored row's gradient is not finite
                 out[~kept] = 0.0
-            if scratch is not None:
+            if where is not None:
+                _move_back(out, grad[where])
+            elif scratch is not None:
                 grad[start:end] = out
         else:
             loss = loss_fn(xc, tc, params)
@@ -652,6 +663,34 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
             total += torch.mul(loss, sc, out=weighted[:end - start]).sum()
     out = losses if losses is not None else total
     return out.to(x.dtype), grad
+
+
+def _spatial_chunks(shape, step):
+    """The chunks of rows of x [N, C, S] (row n*S + s) as (start, end, index into x): whole n's, as many
+    as fit in step rows, or, where one n holds more, ranges of its positions."""
+    N, _, S = shape
+    if S <= step:
+        per = step // S
+        return [(n * S, min(n + per, N) * S, (slice(n, min(n + per, N)),)) for n in range(0, N, per)]
+    return [(n * S + s, n * S + min(s + step, S), (n, slice(None), slice(s, min(s + step, S))))
+            for n in range(N) for s in range(0, S, step)]
+
+
+def _moved_rows(block, buffer):
+    """A block of x [N, C, S] ([n, C, S] or [C, s]) as rows [m, C] in the buffer (its dtype)."""
+    if block.dim() == 3:
+        buffer.view(block.shape[0], block.shape[2], block.shape[1]).copy_(block.movedim(1, -1))
+    else:
+        buffer.copy_(block.t())
+    return buffer
+
+
+def _move_back(rows, block):
+    """Rows [m, C] written into their block of an [N, C, S] tensor ([n, C, S] or [C, s])."""
+    if block.dim() == 3:
+        block.copy_(rows.view(block.shape[0], block.shape[2], block.shape[1]).movedim(-1, 1))
+    else:
+        block.copy_(rows.t())
 
 
 class _Eager(torch.autograd.Function):
@@ -722,8 +761,10 @@ def _scaled_grad(ctx, kernel, scale_op, grad, grad_output):
         else:
             scale_op(grad, grad_output)
         return grad
-    if ctx.reduction == "none":
+    if ctx.reduction == "none":  # one value per row: grad [M, C], [N, C, S] (row n*S + s) or [M]
         go = grad_output.to(grad.dtype)
+        if grad.dim() == 3:
+            return grad * go.reshape(grad.shape[0], 1, grad.shape[2])
         return grad * (go[:, None] if grad.dim() == 2 else go)
     if _compiling() or not (grad_output.numel() == 1 and grad_output.device.type == "cpu"
                             and float(grad_output) == 1.0):
@@ -912,6 +953,8 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
             if den is not None:
                 den = den.to(torch.float32)
             t = t.contiguous() if t.dim() == 1 else t  # (soft targets [N, C, S]: the kernels take strides)
+        elif kernel.form == "row" and input.dim() > 2:  # [N, C, S]: the engine moves rows chunk by chunk
+            x = input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:]))
         else:
             x = _rows(kernel, input)
         need_grad = torch.is_grad_enabled() and input.requires_grad
@@ -954,9 +997,7 @@ class _InplaceGrad(torch.autograd.Function):
             out, grad = kernel.triton.forward(x, t, valid, w, den, mul, values, reduction, True, into=into)
         else:
             out, grad = _torch_engine(kernel, x, t, valid, w, den, mul, values, reduction, True, into=into)
-        if not own:  # the engine's layout is not the input's: copy the gradient over it
-            if kernel.form == "row" and engine == "torch":
-                grad = grad.reshape(input.movedim(1, -1).shape).movedim(-1, 1)
+        if not own:  # the engine worked on a copy of a strided input: copy the gradient over it
             input.copy_(grad.reshape(input.shape))
             del grad
         torch.autograd.graph.increment_version(input)  # (the kernels write through pointers)

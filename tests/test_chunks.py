@@ -15,7 +15,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import lossc
 from conftest import MULTICLASS, REFERENCES, backward, generator, grad_output, loss_shape, make_input
 
+# ([N, C, S] inputs: chunks of 3 rows are whole n's for S <= 3 (focal, kl_div), ranges of one n's positions
+# for S > 3 (cross_entropy, label_smoothing))
 CASES = [("cross_entropy", (23, 7)), ("focal", (5, 6, 3)), ("nfl", (23, 7)), ("brier", (23, 7)),
+         ("cross_entropy", (3, 7, 2, 4)), ("label_smoothing", (2, 5, 7)), ("kl_div", (4, 5, 2)),
          ("logit_adjusted", (23, 7)), ("z_loss", (23, 7)), ("label_smoothing", (23, 7)), ("kl_div", (13, 5)),
          ("huber", (5, 4, 3)), ("sigmoid_focal", (37,))]
 
@@ -34,7 +37,7 @@ def _run(module, x, t, go, call):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("inplace", [False, True], ids=["", "inplace"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("name, shape", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name, shape", CASES, ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}" for c in CASES])
 def test_small_chunks_give_what_one_chunk_gives(name, shape, reduction, inplace, dtype, monkeypatch):
     kind = REFERENCES[name].kind
     g = generator("chunks", name, reduction)
