@@ -233,6 +233,20 @@ def backward(out, go):
         (out * go.to(out.dtype)).sum().backward()
 
 
+def assert_fullgraph_matches_eager(step, layer, *inputs):
+    """step(*inputs), a loss of ``layer``'s output, under torch.compile(fullgraph=True) with the aot_eager
+    backend (which raises on any graph break) gives eager's value and gradient of layer.weight."""
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    out = compiled(*inputs)
+    out.backward()
+    got = layer.weight.grad.clone()
+    layer.weight.grad = None
+    expected = step(*inputs)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(got, layer.weight.grad)
+
+
 def run_with_grad(fn, x, go):
     """(value, gradient) of ``fn(x)`` with a fresh leaf, back-propagating ``go``."""
     leaf = x.detach().clone().requires_grad_(True)

@@ -23,8 +23,9 @@ import triton.language as tl  # noqa: E402
 
 import lossc  # noqa: E402
 from lossc.codegen import triton_supported  # noqa: E402
-from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, backward, distribution_input,  # noqa: E402
-                      elementwise_input, elementwise_options, generator, grad_output, multiclass_input)
+from conftest import (ELEMENTWISE_KINDS, MULTICLASS, REFERENCES, assert_fullgraph_matches_eager,  # noqa: E402
+                      backward, distribution_input, elementwise_input, elementwise_options, generator,
+                      grad_output, multiclass_input)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
@@ -361,15 +362,7 @@ def test_torch_compile_fullgraph(backend, reduction):
 
     x = torch.randn(6, 8, device=DEVICE)
     t = torch.tensor([0, 1, 2, -100, 4, 3], device=DEVICE)
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")  # raises on any graph break
-    out = compiled(x, t)
-    out.backward()
-    got = layer.weight.grad.clone()
-    layer.weight.grad = None
-    expected = step(x, t)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(got, layer.weight.grad)
+    assert_fullgraph_matches_eager(step, layer, x, t)
 
 
 # --------------------------------------------------------------------------

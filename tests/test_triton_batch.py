@@ -13,7 +13,7 @@ import torch
 triton = pytest.importorskip("triton")
 
 import lossc  # noqa: E402
-from conftest import generator  # noqa: E402
+from conftest import assert_fullgraph_matches_eager, generator  # noqa: E402
 from references import BATCH_REFERENCES  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -92,15 +92,7 @@ def test_torch_compile_fullgraph(backend):
 
     x = torch.randn(40, 6, device=DEVICE)
     y = (torch.arange(40, device=DEVICE) % 3 == 0).float()
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")  # raises on any graph break
-    out = compiled(x, y)
-    out.backward()
-    got = layer.weight.grad.clone()
-    layer.weight.grad = None
-    expected = step(x, y)
-    expected.backward()
-    torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(got, layer.weight.grad)
+    assert_fullgraph_matches_eager(step, layer, x, y)
 
 
 def test_second_backward_is_refused_on_triton():
