@@ -676,21 +676,23 @@ def _spatial_chunks(shape, step):
             for n in range(N) for s in range(0, S, step)]
 
 
+def _classes_last(block):
+    """A block of an [N, C, S] tensor ([n, C, S] or [C, s]) as a view with the classes last ([n, s, C] or
+    [s, C]): rows of it, in order, are rows [m, C] of a chunk."""
+    return block.movedim(-2, -1)
+
+
 def _moved_rows(block, buffer):
-    """A block of x [N, C, S] ([n, C, S] or [C, s]) as rows [m, C] in the buffer (its dtype)."""
-    if block.dim() == 3:
-        buffer.view(block.shape[0], block.shape[2], block.shape[1]).copy_(block.movedim(1, -1))
-    else:
-        buffer.copy_(block.t())
+    """A block of x [N, C, S] as rows [m, C] in the buffer (its dtype)."""
+    view = _classes_last(block)
+    buffer.view(view.shape).copy_(view)
     return buffer
 
 
 def _move_back(rows, block):
-    """Rows [m, C] written into their block of an [N, C, S] tensor ([n, C, S] or [C, s])."""
-    if block.dim() == 3:
-        block.copy_(rows.view(block.shape[0], block.shape[2], block.shape[1]).movedim(-1, 1))
-    else:
-        block.copy_(rows.t())
+    """Rows [m, C] written into their block of an [N, C, S] tensor."""
+    view = _classes_last(block)
+    view.copy_(rows.view(view.shape))
 
 
 class _Eager(torch.autograd.Function):
