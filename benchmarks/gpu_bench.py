@@ -305,8 +305,8 @@ def chunk_sweep(device, bandwidth):
     """cross_entropy on the LLM shape in the chunked regime with each chunk size (so warps: 16 logits per
     thread up to 16 warps) and both sweep orders: checked, then timed. Rows: (chunk, serpentine, ms or
     status, x roofline)."""
-    w = Workload("cross_entropy", "llm", (DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES)["llm"][:2],
-                 (DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES)["llm"][2], "row")
+    N, C, dtype = (DRY_ROW_SHAPES if DRY_RUN else ROW_SHAPES)["llm"]
+    w = Workload("cross_entropy", "llm", (N, C), dtype, "row")
     module = lossc.loss("cross_entropy", backend="triton", validate=False)
     launcher = lossc.module("cross_entropy", target="all").KERNEL.triton
     x, t = make_data(w, device, seed=7)

@@ -289,8 +289,8 @@ class _TritonLoss:
             align = min(_alignment(x, C, S), _alignment(t, C, S)) if soft else _alignment(x, C, S)
             stride = max(abs(x.stride(1)), abs(t.stride(1)) if soft else 0, S)
             self._launch(fn, (programs,), args, dict(flags, REDUCE=reduce, NEED_GRAD=need_grad, BLOCK_R=block_r,
-                                                      BLOCK_C=block_c, S_GT_1=S > 1, IMAGE_BLOCKS=image_blocks, ALIGN=align,
-                                                      WIDE=C * stride >= 2 ** 31, **extra), warps)
+                                                      BLOCK_C=block_c, S_GT_1=S > 1, IMAGE_BLOCKS=image_blocks,
+                                                      ALIGN=align, WIDE=C * stride >= 2 ** 31, **extra), warps)
         return (out.sum().to(x.dtype) if reduce else out), grad
 
     def _elementwise(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):
