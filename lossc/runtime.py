@@ -1129,7 +1129,7 @@ def _register_batch(kernel):
     scale_op = _register_scale(kernel, name)
 
     def setup_context(ctx, inputs, output):
-        ctx.engine, ctx.reduction = inputs[5], "sum"
+        ctx.engine, ctx.reduction = inputs[5], "sum"  # (a batch loss is one number: a scalar grad_output)
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(output[1])
