@@ -9,7 +9,6 @@ import re
 import sys
 import types
 from dataclasses import dataclass
-from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -156,21 +155,25 @@ def _text_entry(source: tuple[str, str, str | None], over: str | None, params: d
     return entry
 
 
-_MEMORY: OrderedDict[str, dict] = OrderedDict()
+_MEMORY: dict[str, dict] = {}
 
 
-def _recall(cache: OrderedDict, key):
-    """An LRU cache's value for key (now the most recent), or None."""
-    value = cache.get(key)
+def _recall(cache: dict, key):
+    """An LRU cache's value for key (now the most recent: a dict keeps its insertion order), or None."""
+    value = cache.pop(key, None)
     if value is not None:
-        cache.move_to_end(key)
+        cache[key] = value
     return value
+
+
+def _evict(cache: dict) -> list:
+    """The oldest values of an LRU cache past CACHE_SIZE, taken out of it."""
+    return [cache.pop(next(iter(cache))) for _ in range(len(cache) - CACHE_SIZE)]
 
 
 def _remember(key: str, entry: dict) -> dict:
     _MEMORY[key] = entry
-    while len(_MEMORY) > CACHE_SIZE:
-        _MEMORY.popitem(last=False)
+    _evict(_MEMORY)
     return entry
 
 
@@ -202,7 +205,7 @@ def _check_target(target: str) -> None:
         raise LossParamError(f"target must be one of {TARGETS}, got {target!r}")
 
 
-_MODULES: OrderedDict[tuple[str, str], types.ModuleType] = OrderedDict()
+_MODULES: dict[tuple[str, str], types.ModuleType] = {}
 
 
 def _load(source: str, name: str) -> types.ModuleType:
@@ -218,8 +221,8 @@ def _load(source: str, name: str) -> types.ModuleType:
     sys.modules[module.__name__] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)  # our own generated text
     _MODULES[(source, name)] = module
-    while len(_MODULES) > CACHE_SIZE:
-        _forget(_MODULES.popitem(last=False)[1])
+    for dropped in _evict(_MODULES):
+        _forget(dropped)
     return module
 
 
