@@ -29,6 +29,13 @@ def _at_fault(world):
     return 1 if world == 2 else 2
 
 
+class _Boom:
+    """A sample_weight whose use raises an exception that is not a LossError."""
+
+    def detach(self):
+        raise ZeroDivisionError("boom")
+
+
 def _batch_cases(rank, world, alone):
     """(label, call, expected) for batch_group; expected: (error class, rank named, phrase) or "ok"."""
     import lossc
@@ -51,6 +58,9 @@ def _batch_cases(rank, world, alone):
         ("batch: a sample_weight of the wrong shape on one rank",
          lambda: f1(from_logits=True)(x, y, sample_weight=torch.ones(4 if here else 5, dtype=torch.float64)),
          ("LossInputError", bad, "sample_weight must have the shape")),
+        ("batch: an unexpected exception on one rank (its own there, a LossInputError quoting it elsewhere)",
+         lambda: f1(from_logits=True)(x, y, sample_weight=_Boom() if here else None),
+         ("ZeroDivisionError", None, "boom") if here else ("LossInputError", bad, "ZeroDivisionError: boom")),
         ("batch: a non-probability input on one rank",
          lambda: f1()(torch.where(torch.arange(5) == 1, 1.5, p) if here else p, y),
          ("LossInputError", bad, "not a probability")),
@@ -178,7 +188,8 @@ def _spawn(world, tmp):
         path = os.path.join(tmp, f"rank{r}.pt")
         results.append(torch.load(path) if os.path.exists(path) else {})
     if crash:
-        pytest.fail(f"{crash}; the cases done: " + "; ".join(f"rank {r}: {list(done)}" for r, done in enumerate(results)))
+        done = "; ".join(f"rank {r}: {list(cases)}" for r, cases in enumerate(results))
+        pytest.fail(f"{crash}; the cases done: {done}")
     return results
 
 
