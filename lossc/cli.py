@@ -97,22 +97,43 @@ def cmd_grad(args) -> int:
     from . import api
     spec = api.parse(args.spec, **_params(args.param))
     from .ir import LSE, P_T, Z_Y
-    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T))) if spec.form == "row" else (lambda e: e)
+    from .kinds import KINDS
+    names = _display_names(spec, KINDS[spec.kind])
+    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T)).xreplace(names)) if spec.form == "row" else \
+        (lambda e: e.xreplace(names))
     show = (lambda e: sympy.latex(readable(e))) if args.latex else \
         (lambda e: sympy.pretty(readable(e), use_unicode=True))
+
+    def describe(r) -> str:
+        return f"{readable(r.symbol)} = " + r.describe().split(" = ", 1)[1].replace(
+            sympy.sstr(r.body), sympy.sstr(readable(r.body)))
     print(f"{spec.name} ({spec.kind}, {spec.form} form)")
     print("\nloss =")
     print(show(spec.expr))
     for r in spec.reductions:
-        print(("\n" if args.latex else "\n  ") + r.describe())
+        print(("\n" if args.latex else "\n  ") + describe(r))
+    inputs = {v: k for k, v in KINDS[spec.kind].names.items() if isinstance(v, sympy.Symbol)}
     variable = {"row": "dL/dz_c (c = class; [j=y] is 1 at the target)",
-                "batch": "dL/ds_i (u = s_i, t = y_i; B1, B2, … the batch sums)",
-                "composite": "(dL/dL1, …, dL/dLk, dL/d each learnable)"}.get(spec.form, "dL/du")
+                "batch": "dL/ds_i (s, y: one element's values; B1, B2, … the batch sums)",
+                "composite": "(dL/dL1, …, dL/dLk, dL/d each learnable)"}.get(spec.form)
+    if variable is None:
+        from .ir import U
+        variable = f"dL/d{inputs.get(U, 'u')}"
     print(f"\n{variable} =")
     print(show(spec.gradient.expr))
     for r in spec.gradient.aux:
-        print(("\n" if args.latex else "\n  ") + r.describe())
+        print(("\n" if args.latex else "\n  ") + describe(r))
     return 0
+
+
+def _display_names(spec, kind) -> dict:
+    """Internal symbols shown as the kind's names (f, y, m, s, N) or their labels (R1, A1, B1)."""
+    from .ir import INTERNAL, is_internal
+    exprs = [spec.expr, spec.gradient.expr] + [r.body for r in spec.reductions + spec.gradient.aux]
+    symbols = set().union(*(e.free_symbols for e in exprs)) | {r.symbol for r in spec.reductions + spec.gradient.aux}
+    by_symbol = {v: k for k, v in kind.names.items() if isinstance(v, sympy.Symbol)}
+    return {s: sympy.Symbol(by_symbol.get(s, s.name[len(INTERNAL):]), **s.assumptions0)
+            for s in symbols if is_internal(s)}
 
 
 def cmd_catalog(args) -> int:

@@ -17,8 +17,9 @@ import sympy
 
 from .atoms import FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
-from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, BatchSum, Constraint,
-                 Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry, per_class)
+from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, ROW_FORM_SYMBOLS, T, U, Z_J, Z_Y, BatchSum,
+                 Constraint, Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry,
+                 is_internal, numbered, per_class)
 from .kinds import KINDS
 from .resources import resource
 
@@ -46,7 +47,8 @@ def _reserved_names() -> frozenset[str]:
             for alias in node.names}
     generated = {"P", "self", "input", "target", "weight", "ignore_index", "reduction", "sample_weight",
                  "backend", "validate", "class_group", "batch_group", "from_logits", "inplace_grad", "triton", "tl",
-                 "unused", "NAME", "SPEC_HASH", "KERNEL", "LossParamError", "LossInputError"}
+                 "unused", "NAME", "SPEC_HASH", "KERNEL", "LossParamError", "LossInputError",
+                 "spec", "over", "name", "use_cache", "order"}  # (keywords of lossc.loss, parse, check, poly)
     return frozenset(top | generated | set(dir(builtins)) | set(keyword.kwlist))
 
 
@@ -244,13 +246,9 @@ class _ReductionPool:
         for item in self.items:
             if (item.op, item.body, item.exclude_target) == (op, body, exclude_target):
                 return item.symbol
-        symbol = sympy.Symbol(f"R{len(self.items) + 1}", real=True)
+        symbol = numbered("R", len(self.items) + 1)
         self.items.append(Reduction(symbol, op, body, exclude_target))
         return symbol
-
-
-def _is_reduction_symbol(s: sympy.Basic) -> bool:
-    return isinstance(s, sympy.Symbol) and s.name.startswith("R") and s.name[1:].isdigit()
 
 
 class _Lowering:
@@ -341,6 +339,9 @@ class _Lowering:
             name_token, size_token, default_tree = node.children
             name = str(name_token)
             self.check_identifier(name_token, "parameter")
+            if self.kind.form == "composite" and _is_task_name(name):
+                raise self.error(LossNameError, f"parameter {name} clashes with the task losses L1 … Lk of kind "
+                                 "tasks", name_token, "choose another name")
             if name in params or name in self.kind.names:
                 raise self.error(LossNameError, f"parameter {name} clashes with "
                                  + ("another parameter" if name in params else f"a name of kind {self.kind.name}"),
@@ -368,7 +369,22 @@ class _Lowering:
                                      name_token, f"declare it as {name}[N] with an integer parameter N")
                 params[name] = Param(name, "float", default)
         self.ints = self.bind_ints(params, tree)
+        for node in tree.children:
+            self.check_form_symbols(params[str(node.children[0])], node.children[0])
         return params
+
+    def check_form_symbols(self, param: Param, token) -> None:
+        """A parameter's symbols are none of the normal form's own (p_t, C, p[j], q[j] of the row form):
+        a per-class parameter p would read as softmax(z)[j]."""
+        if self.kind.form != "row":
+            return
+        own = {s.name: s for s in ROW_FORM_SYMBOLS}
+        names = [class_entry(param.name).name, class_entry(param.name, "y").name] if param.type == "class" \
+            else [param.symbol.name]
+        clash = next((n for n in names if n in own), None)
+        if clash is not None:
+            raise self.error(LossNameError, f"parameter {param.name} would make the name {clash}, which the "
+                             f"{self.kind.name} kind already uses", token, "choose another name")
 
     def structural_names(self) -> set[str]:
         """Parameters used as series bounds or vector sizes: integers fixed at construction."""
@@ -762,7 +778,7 @@ class _Lowering:
         inner = dict(env)
         inner[index] = _BatchIndex(index)
         body = self.scalar(self.eval(body_node, inner), body_node, "the body of a batch sum")
-        if any(s.name.startswith("B") and s.name[1:].isdigit() for s in body.free_symbols) or \
+        if any(is_internal(s, "B") for s in body.free_symbols) or \
                 BATCH_SIZE in body.free_symbols:
             raise self.error(LossKindError, "a batch sum's body is one element's term in s and y (and "
                              "parameters): it cannot use other batch sums or N", node)
@@ -771,7 +787,7 @@ class _Lowering:
         else:
             total = next((b.symbol for b in self.batch_sums if b.body == body), None)
             if total is None:
-                total = sympy.Symbol(f"B{len(self.batch_sums) + 1}", real=True)
+                total = numbered("B", len(self.batch_sums) + 1)
                 self.batch_sums.append(BatchSum(total, "sum", body))
         return total / BATCH_SIZE if name == "mean" else total
 

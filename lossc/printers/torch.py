@@ -14,8 +14,8 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
-from ..ir import (LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
-                  class_entry, class_symbols, per_class)
+from ..ir import (BATCH_SIZE, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
+                  class_entry, class_symbols, code_name, per_class)
 from . import print_piecewise
 
 # Atom -> function of the generated module's runtime (tensor arguments).
@@ -47,6 +47,16 @@ SCALAR_FUNCTIONS = {
 }
 
 
+def _symbol_code(names: dict, symbol: sympy.Symbol) -> str:
+    """A symbol's code: its name in ``names``, else its own name when that is a code identifier (CSE
+    temporaries); an internal symbol without a code name is a printer bug, never printed as is."""
+    if symbol in names:
+        return names[symbol]
+    if not symbol.name.isidentifier():
+        raise ValueError(f"the torch printer has no code name for {symbol}")
+    return symbol.name
+
+
 class _ScalarPrinter(PythonCodePrinter):
     """Python-number expressions (parameters, C)."""
 
@@ -55,7 +65,7 @@ class _ScalarPrinter(PythonCodePrinter):
         self.names = names
 
     def _print_Symbol(self, expr):
-        return self.names.get(expr, expr.name)
+        return _symbol_code(self.names, expr)
 
     def _print_Function(self, expr):
         name = type(expr).__name__
@@ -83,7 +93,7 @@ class TorchCodePrinter(TorchPrinter):
         return super()._print(expr, **kwargs)
 
     def _print_Symbol(self, expr):
-        return self.names.get(expr, expr.name)
+        return _symbol_code(self.names, expr)
 
     def _print_Function(self, expr):
         name = type(expr).__name__
@@ -187,10 +197,10 @@ REDUCE = {"sum": ("_row_sum({})", "0.0"),
 
 
 def _names(spec: LossSpec) -> tuple[dict, set]:
-    names = dict(ROW_NAMES) if spec.form == "row" else {U: "u", T: "t"}
+    names = dict(ROW_NAMES) if spec.form == "row" else {U: "u", T: "t", BATCH_SIZE: "N"}
     scalars = {NUM_CLASSES}
     for feature, _ in spec.features:
-        names[feature] = feature.name
+        names[feature] = code_name(feature)
     for p in spec.params:
         if p.type == "float":
             names[p.symbol] = f"P.{p.name}"  # attributes: never clash with locals
@@ -204,7 +214,7 @@ def _names(spec: LossSpec) -> tuple[dict, set]:
         names[class_entry(name)] = f"P.{name}"
         names[class_entry(name, "y")] = f"_{name}_y"
     for r in spec.reductions + (spec.gradient.aux if spec.gradient else ()):
-        names[r.symbol] = r.symbol.name.lower()
+        names[r.symbol] = code_name(r.symbol)
     return names, scalars
 
 
@@ -441,7 +451,7 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
     em.plan([definition for _, definition in spec.features] + exprs)
     for feature, definition in spec.features:
         (code,) = em.stage([definition])
-        em.assign(feature.name, code)
+        em.assign(code_name(feature), code)
     codes = em.stage(exprs)
     em.assign("loss", codes[0])
     if with_grad:
@@ -466,7 +476,7 @@ def program(spec: LossSpec, with_grad: bool) -> Program:
 def batch_programs(spec: LossSpec) -> dict[str, Program]:
     """The programs of the batch form's three generated functions, by function name."""
     sums = [b.symbol for b in spec.reductions]
-    unpack = [(b.name.lower(), f"B[{i}]") for i, b in enumerate(sums)]
+    unpack = [(code_name(b), f"B[{i}]") for i, b in enumerate(sums)]
     terms = _Emitter(spec, like="u")
     codes = terms.stage([b.body for b in spec.reductions])
     names = tuple(f"g{i + 1}" for i in range(len(codes)))

@@ -1,7 +1,7 @@
 # squentropy: generated from its spec.
 
 NAME = 'squentropy'
-SPEC_HASH = '8df366e53e1d90bf'
+SPEC_HASH = 'd4842d662a1477f5'
 
 
 def _loss(z, t, P):
