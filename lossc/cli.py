@@ -43,15 +43,32 @@ def _params(pairs: list[str]) -> dict:
     return out
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and a rename."""
+def check_writable(path: str) -> None:
+    """A LossError (exit 2, before any work) when path's folder does not exist or path is a folder."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    if not folder.is_dir():
+        raise LossError(f"cannot write {path}: no folder {folder}", hint="create the folder first")
+    if target.is_dir():
+        raise LossError(f"cannot write {path}: it is a folder")
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write text to path via a temporary file in the same folder and a rename (a LossError if it cannot)."""
+    check_writable(path)
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
     try:
-        with os.fdopen(fd, "w") as handle:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise LossError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise LossError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -60,6 +77,8 @@ def write_atomic(path: str, text: str) -> None:
 def cmd_compile(args) -> int:
     from . import api
     params = _params(args.param)
+    if args.output:
+        check_writable(args.output)
     text = api.generate(args.spec, target=args.target, **params)
     # Runtime parameters given on the command line become the module's defaults.
     spec = api.parse(args.spec, **params)
@@ -167,6 +186,7 @@ def cmd_catalog(args) -> int:
 
 def cmd_plot(args) -> int:
     from .plot import plot
+    check_writable(args.output)
     plot(args.spec, args.output, _params(args.param))
     print(f"wrote {args.output}")
     return 0

@@ -190,6 +190,7 @@ class SourceFile:
 
     @classmethod
     def from_text(cls, text: str, filename: str | None = None) -> "SourceFile":
+        text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
         tree = parse_tree(text, filename)
         losses: dict[str, lark.Tree] = {}
         for loss in tree.children:
@@ -855,15 +856,19 @@ class _Lowering:
         callee_params = callee_tree.children[2].children if callee_tree.children[2] is not None else []
         names = [str(p.children[0]) for p in callee_params]
         values: dict[str, object] = {}
+        keywords = False
         for i, arg in enumerate(args):
             if isinstance(arg, lark.Tree) and arg.data == "kwarg":
                 key = str(arg.children[0])
                 if key not in names:
                     raise self.error(LossNameError, f"{name} has no parameter {key}", arg,
                                      suggest(key, names))
+                if key in values:
+                    raise self.error(LossSyntaxError, f"{name}: parameter {key} given twice", arg)
                 values[key] = self.eval(arg.children[1], env)
+                keywords = True
             else:
-                if values:
+                if keywords:
                     raise self.error(LossSyntaxError, "positional argument after a keyword argument", arg)
                 if i >= len(names):
                     raise self.error(LossSyntaxError, f"{name} takes at most {len(names)} arguments", arg)

@@ -127,11 +127,25 @@ class TorchCodePrinter(TorchPrinter):
         return self._pairwise(expr, "torch.minimum", "torch.clamp_max")
 
     def _print_Piecewise(self, expr):
+        if any(self._is_scalar_condition(cond) for _, cond in expr.args[:-1]):
+            # a condition on parameters alone (where(k > 0, r^2, abs(r))) is a Python test, not a tensor
+            *pieces, (default, _) = expr.args
+            text = self._print(default)
+            for value, cond in reversed(pieces):
+                if self._is_scalar_condition(cond):
+                    text = f"({self._print(value)} if {self.scalar_printer.doprint(cond)} else {text})"
+                else:
+                    text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
+            return text
         last = None
         if self.like and all(self._is_scalar(value) for value, _ in expr.args):
             # torch.where of numbers alone gives the default dtype: the last one takes the input's instead
             last = f"_constant({self._print(expr.args[-1][0])}, {self.like})"
         return print_piecewise(self, expr, "torch.where", last)
+
+    def _is_scalar_condition(self, cond) -> bool:
+        return isinstance(cond, sympy.Basic) and cond not in (sympy.true, sympy.false) and \
+            cond.free_symbols <= self.scalars
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
@@ -153,6 +167,8 @@ class TorchCodePrinter(TorchPrinter):
         op = {"<": "torch.lt", "<=": "torch.le", ">": "torch.gt", ">=": "torch.ge",
               "==": "torch.eq", "!=": "torch.ne"}[expr.rel_op]
         lhs, rhs = expr.args
+        if self._is_scalar_condition(expr):  # parameters alone: a Python bool
+            return "(" + self.scalar_printer.doprint(expr) + ")"
         if self._is_scalar(lhs):  # torch.lt needs a tensor first
             flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[expr.rel_op]
             return self._print(sympy.Rel(rhs, lhs, flipped))
