@@ -31,6 +31,10 @@ MAX_NESTING = 64  # levels of the syntax tree
 MAX_EXPR_DEPTH = 96  # levels of a lowered expression, with locals inlined
 MAX_NUMBER_DIGITS = 100
 MAX_CONSTANT_DIGITS = 1000  # of a constant power such as 9^9^9, which sympy would evaluate exactly
+# Budgets that keep every text compiling in seconds: deterministic sizes, the same on every machine.
+MAX_SOURCE_CHARS = 32_000  # of a text (the catalog's longest is under 2,000)
+MAX_EXPR_SIZE = 1_500  # nodes of a lowered loss with its reductions, each use of a local counted (catalog: <= 90)
+LARGEST_FLOAT = 1.7976931348623157e308
 
 
 def _reserved_names() -> frozenset[str]:
@@ -157,6 +161,29 @@ def _too_deep(tree: lark.Tree):
     return None
 
 
+def _expr_size(values) -> int:
+    """Nodes of the trees of values (sympy expressions or class vectors), a subexpression counted at each
+    of its uses, as the later stages (diff, rewrites, printers) see it; computed on the shared graph."""
+    size: dict[int, int] = {}
+    total = 0
+    for value in values:
+        root = value.expr if isinstance(value, Vec) else value
+        if not isinstance(root, sympy.Basic):
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in size:
+                continue
+            if ready or not node.args:
+                size[id(node)] = 1 + sum(size[id(a)] for a in node.args)
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args if id(a) not in size)
+        total += size[id(root)]
+    return total
+
+
 def _expr_depth(value) -> int:
     """Depth of a lowered value's sympy tree (shared subexpressions counted once; iterative)."""
     root = value.expr if isinstance(value, Vec) else value
@@ -191,6 +218,12 @@ class SourceFile:
     @classmethod
     def from_text(cls, text: str, filename: str | None = None) -> "SourceFile":
         text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
+        if len(text) > MAX_SOURCE_CHARS:
+            line = text.count("\n", 0, MAX_SOURCE_CHARS) + 1
+            column = MAX_SOURCE_CHARS - (text.rfind("\n", 0, MAX_SOURCE_CHARS) + 1) + 1
+            raise LossSyntaxError(f"text too long: {len(text)} characters (limit {MAX_SOURCE_CHARS})", source=text,
+                                  filename=filename, line=line, column=column,
+                                  hint="split it into several losses, or name parts with local definitions")
         tree = parse_tree(text, filename)
         losses: dict[str, lark.Tree] = {}
         for loss in tree.children:
@@ -312,7 +345,8 @@ class _Lowering:
                         learnables=tuple(self.learnables.values()))
 
     def statement(self, run, node):
-        """``run(node)`` for one line of the loss, its result no deeper than MAX_EXPR_DEPTH."""
+        """``run(node)`` for one line of the loss, its result no deeper than MAX_EXPR_DEPTH and, with the
+        reductions so far, no larger than MAX_EXPR_SIZE."""
         try:
             result = run(node)
             value = self.env.get(str(node.children[0])) if node.data == "assign" else result
@@ -322,6 +356,11 @@ class _Lowering:
         if too_deep:
             raise self.error(LossSyntaxError, f"expression nested too deeply (limit {MAX_EXPR_DEPTH} levels "
                              "once locals are substituted)", node, "simplify the chain of definitions")
+        size = _expr_size([value] + [r.body for r in self.pool.items + self.batch_sums])
+        if size > MAX_EXPR_SIZE:
+            raise self.error(LossSyntaxError, f"expression too large: {size} operations once locals are "
+                             f"substituted (limit {MAX_EXPR_SIZE})", node,
+                             "a local used twice is copied into each use; simplify the definitions")
         return result
 
     def check_identifier(self, token, what: str) -> None:
@@ -717,7 +756,22 @@ class _Lowering:
             raise self.error(LossSyntaxError, f"invalid expression: {err}", node) from None
         if isinstance(result, sympy.Expr) and result.has(sympy.zoo, sympy.nan):
             raise self.error(LossSyntaxError, "the expression is undefined (division by zero?)", node)
+        if isinstance(result, sympy.Expr):
+            self.check_constants(result, node)
         return Vec(result) if vectors else result
+
+    def check_constants(self, result: sympy.Expr, node) -> None:
+        """The numbers an operation folded (the result and its operands: every operation is checked as it is
+        made) are real and finite in float64: (-1)^0.5, 2^1024, 1e308 * 10 are errors, not 0 or inf."""
+        for part in (result,) + result.args:
+            if part is sympy.I or sympy.I in part.args or (  # (I, 2*I, I*pi, 1 + I, I*r: two levels suffice)
+                    isinstance(part, sympy.Pow) and part.base.is_number and part.exp.is_number
+                    and part.is_real is False):  # (-8)^(1/3): sympy's principal root is complex
+                raise self.error(LossSyntaxError, "the expression is not real (a complex constant such as "
+                                 "(-1)^0.5)", node)
+            if part.is_Number and (part.is_infinite or abs(part) > LARGEST_FLOAT):
+                raise self.error(LossSyntaxError, "constant out of range: its magnitude exceeds the largest "
+                                 "float (1.8e308)", node)
 
     def scalar(self, value, node, what: str) -> sympy.Expr:
         if isinstance(value, Vec):

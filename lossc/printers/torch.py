@@ -343,16 +343,39 @@ def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
     em.assign(em.names[r.symbol], template.format(body))
 
 
+MAX_AFFINE_EXPAND = 200
+
+
+def _affine_in(e: sympy.Expr, variables: set) -> bool:
+    """Whether e is affine in the variables as written (sums, and products with one factor holding them),
+    without expanding it."""
+    if not e.free_symbols & variables:
+        return True
+    if e in variables:
+        return True
+    if isinstance(e, sympy.Add):
+        return all(_affine_in(a, variables) for a in e.args)
+    if isinstance(e, sympy.Mul):
+        holding = [a for a in e.args if a.free_symbols & variables]
+        return len(holding) == 1 and _affine_in(holding[0], variables)
+    return False
+
+
 def _affine_parts(other: sympy.Expr):
     """(K, M, L) when the gradient of the classes c != y is ``K * p_c + M * z_c + L`` with K, M, L
     constant over the classes (cross-entropy, focal, Poly-N, label smoothing, squentropy, ...): then
     the program updates p in place. None otherwise."""
-    try:  # a polynomial of degree <= 1 in p_c, z_c (whose coefficients then cannot hold them)
-        poly = sympy.Poly(other, P_J, Z_J)
-    except sympy.PolynomialError:
-        return None
-    if poly.total_degree() > 1:
-        return None
+    if not _affine_in(other, {P_J, Z_J}):
+        # a polynomial of degree <= 1 in p_c, z_c only once expanded: asked of small expressions alone
+        # (expanding a large one, nested tanh, a long series, can take minutes)
+        if sympy.count_ops(other) > MAX_AFFINE_EXPAND:
+            return None
+        try:
+            poly = sympy.Poly(other, P_J, Z_J)
+        except sympy.PolynomialError:
+            return None
+        if poly.total_degree() > 1:
+            return None
     # (the coefficients as derived, not as Poly expands them: exp(-lse) exp(z_y) would overflow)
     k, m, l = sympy.diff(other, P_J), sympy.diff(other, Z_J), other.subs({P_J: 0, Z_J: 0})
     return None if per_class(k) or per_class(m) else (k, m, l)
@@ -620,6 +643,7 @@ class _Flattener:
         self.registers: list[str] = []  # register -> letter
         self.statements: list[_Statement] = []
         self.code = ""
+        self._shapes: dict = {}
 
     def register(self, shape, is_bool: bool) -> int:
         letter = _LETTERS[(self.form,) + shape]
@@ -641,7 +665,13 @@ class _Flattener:
         return None
 
     def shape(self, node) -> tuple:
-        """The shape of a node's value, from its leaves."""
+        """The shape of a node's value, from its leaves (memoized per line: operand asks at every level)."""
+        key = (id(node), self.code)
+        if key not in self._shapes:
+            self._shapes[key] = self._shape(node)
+        return self._shapes[key]
+
+    def _shape(self, node) -> tuple:
         if isinstance(node, ast.Name):
             return self.shapes.get(node.id, _SCALAR)
         if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store):
@@ -724,6 +754,7 @@ class _Flattener:
 
     def line(self, target: str, code: str) -> None:
         self.code = code
+        self._shapes = {}  # (ids of this line's nodes only: the tree is alive until the next line)
         node = ast.parse(code, mode="eval").body
         count = len(self.statements)
         text, shape, uses, is_bool = self.operand(node)
