@@ -142,3 +142,64 @@ def test_the_cli_picks_a_loss_of_a_file(tmp_path):
     assert result.returncode == 0, result.stderr
     r = torch.tensor([0.5, 2.0, -3.0], dtype=torch.float64)
     assert abs(float(result.stdout) - float(_huber(r, 1.0, 2.0).mean())) < 1e-12
+
+
+# Front-end budgets: every text either compiles or fails with a LossError that has a position; limits are
+# sizes (characters, operations, digits), never the clock, so the outcome is the same on any machine.
+
+def _compiles_or_clean_error(text: str):
+    """The generated module's text, or the LossError (with a line and a column) the text raised."""
+    try:
+        return lossc.generate(text)
+    except lossc.LossError as err:
+        assert err.line is not None and err.column is not None, err.message
+        assert 1 <= err.line <= text.count("\n") + 1
+        return err
+
+
+@pytest.mark.parametrize("body, message", [
+    ("r * 2**1024", "out of range"),
+    ("r * 10^400", "out of range"),
+    ("r * 1e308*10", "out of range"),
+    ("r^2 * (-1)^0.5", "not real"),  # sympy's I: the loss was 0 (its real part) without a word
+    ("r * sqrt(-4)", "not real"),
+    ("r * (-8)^(1/3)", "not real"),  # sympy's principal cube root is complex
+    ("r + log(-1)", "not real"),
+])
+def test_constants_are_real_and_finite(body, message):
+    err = _compiles_or_clean_error(f"loss a() over regression:\n    return {body}\n")
+    assert isinstance(err, lossc.LossSyntaxError) and message in err.message
+    assert (err.line, err.column) >= (2, 12)
+
+
+def test_large_but_finite_constants_compile():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(10, generator=g, dtype=torch.float64), torch.randn(10, generator=g, dtype=torch.float64)
+    value, _ = _value_and_grad(lossc.loss("loss a() over regression:\n    return r^2" + " * 1.0001" * 1000 + "\n",
+                                          backend="torch"), x, y)
+    torch.testing.assert_close(value, ((y - x) ** 2).mean() * 1.0001 ** 1000)
+    assert isinstance(_compiles_or_clean_error("loss a() over regression:\n    return abs(r)^1.797e308\n"), str)
+    assert isinstance(_compiles_or_clean_error("loss a() over regression:\n    return r * 1e308 * 1.5\n"), str)
+
+
+def test_chains_of_locals_are_bounded_by_their_size():
+    """a_k = a_(k-1)^2 + a_(k-1) doubles the loss at every line (a local is copied into each use): refused
+    at the line that crosses the limit, instead of running for minutes."""
+    doubling = "loss a() over regression:\n    a1 = r\n" + "".join(
+        f"    a{i} = a{i - 1}^2 + a{i - 1}\n" for i in range(2, 23)) + "    return a22\n"
+    err = _compiles_or_clean_error(doubling)
+    assert isinstance(err, lossc.LossSyntaxError) and "too large" in err.message and 3 < err.line < 23
+    linear = "loss a() over regression:\n    a1 = r\n" + "".join(
+        f"    a{i} = a{i - 1}^2 + 1\n" for i in range(2, 23)) + "    return log1p(abs(a22))\n"
+    assert isinstance(_compiles_or_clean_error(linear), (str, lossc.LossError))
+
+
+def test_nested_functions_around_a_catalog_loss_compile():
+    text = "loss a() over multiclass:\n    return " + "tanh(" * 9 + "z_loss()" + ")" * 9 + "\n"
+    assert isinstance(_compiles_or_clean_error(text), str)
+
+
+def test_a_text_too_long_is_refused_by_its_size():
+    text = "loss a() over regression:\n    return " + " + ".join(["r"] * 100_000) + "\n"  # 400 kB
+    err = _compiles_or_clean_error(text)
+    assert isinstance(err, lossc.LossSyntaxError) and "too long" in err.message and err.line == 2
