@@ -20,10 +20,24 @@ INTERNAL = "@"  # the first character of an internal symbol's name: no user name
 _USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\[([0-9]+|j|y)\])?")
 
 
+class _Internal(sympy.Symbol):
+    """An internal symbol: named ``@label`` (no user symbol is), shown as its label (``u``, ``R1``) in
+    sympy's text, pretty and LaTeX output; code printers give it a code name instead (``code_name``)."""
+
+    def _sympystr(self, printer) -> str:
+        return self.name[len(INTERNAL):]
+
+    def _pretty(self, printer):
+        return printer._print(sympy.Symbol(self.name[len(INTERNAL):]))
+
+    def _latex(self, printer) -> str:
+        return printer._print(sympy.Symbol(self.name[len(INTERNAL):]))
+
+
 def internal(label: str, **assumptions) -> sympy.Symbol:
     """A symbol of lossc's own (an input, a feature, a class or batch reduction, a checker variable):
     named ``@label``, which no user symbol can be."""
-    return sympy.Symbol(INTERNAL + label, **assumptions)
+    return _Internal(INTERNAL + label, **assumptions)
 
 
 def is_internal(symbol: sympy.Basic, family: str | None = None) -> bool:

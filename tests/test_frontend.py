@@ -46,7 +46,7 @@ loss top(b = 2.0) over margin:
     return base(b) + base(a = 3)
 '''
     spec = lower(SourceFile.from_text(text), "top")
-    assert sympy.sstr(spec.expr) == "pos(3 - @m) + pos(-@m + b)"
+    assert sympy.sstr(spec.expr) == "pos(3 - m) + pos(b - m)"
     assert [c.text for c in spec.constraints] == ["base: a > 0"]
     with pytest.raises(lossc.LossParamError, match="constraint violated"):
         lower(SourceFile.from_text(text.replace("base(a = 3)", "base(a = -3)")), "top")

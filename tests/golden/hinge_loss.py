@@ -1,7 +1,7 @@
 # hinge: generated from its spec.
 
 NAME = 'hinge'
-SPEC_HASH = '5571f620d9b40e57'
+SPEC_HASH = '2933cfe28d2b3df9'
 
 
 def _loss(u, t, P):
