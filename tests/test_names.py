@@ -169,7 +169,7 @@ zr = z.double().clone().requires_grad_(True)
 r = (F.cross_entropy(zr / 2, t, reduction="none") + 2 * (torch.softmax(zr, 1) ** 2).sum(1)).mean(); r.backward()
 assert abs(v.item() - r.item()) < 1e-5, (v.item(), r.item())
 assert torch.allclose(zi.grad.double(), zr.grad, atol=1e-6)
-src = "loss w(k = 1.0) over regression:\n    return where(k > 0, r^2, abs(r)) + where(k > 1 and r > 0, r, 0)\n"
+src = "loss w(k = 1.0) over regression:\\n    return where(k > 0, r^2, abs(r)) + where(k > 1 and r > 0, r, 0)\\n"
 x = torch.randn(30); y = torch.randn(30)
 for k in (-1.0, 0.5, 2.0):  # a where on a parameter alone (issue 12: RecursionError in the torch printer)
     xi = x.clone().requires_grad_(True); v = lossc.loss(src, backend="triton", k=k)(xi, y); v.backward()
