@@ -221,11 +221,11 @@ def kink_report(P: Pieces):
 def _as_symbol_on(x, lo, hi):
     """x as a symbol with the assumptions its interval allows (for sympy's sign inference)."""
     if lo == -OO and hi == OO:
-        return sympy.Symbol(x.name, real=True), None
+        return type(x)(x.name, real=True), None  # (an internal symbol stays one)
     if lo == 0 and hi == OO:
-        return sympy.Symbol(x.name, positive=True), None
+        return type(x)(x.name, positive=True), None  # (an internal symbol stays one)
     if lo == -OO and hi == 0:
-        return sympy.Symbol(x.name, negative=True), None
+        return type(x)(x.name, negative=True), None  # (an internal symbol stays one)
     return None, None
 
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import sympy
 
-from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, per_class
+from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, numbered, per_class
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
 
 
@@ -53,7 +53,7 @@ def row_gradient(spec: LossSpec) -> Gradient:
                 ratio = sympy.cancel(body / a.body)
                 if not per_class(ratio):
                     return ratio * a.symbol
-        symbol = sympy.Symbol(f"A{len(aux) + 1}", real=True)
+        symbol = numbered("A", len(aux) + 1)
         aux.append(Reduction(symbol, "sum", body, exclude))
         return symbol
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import sympy
 
 from ..atoms import expm1, log1p, logratio, sigmoid, softplus
-from ..ir import LSE, P_J, P_T, Z_J, Z_Y, Gradient, LossSpec, Reduction
+from ..ir import INTERNAL, LSE, P_J, P_T, Z_J, Z_Y, Gradient, LossSpec, Reduction, is_internal, numbered
 
 ONE = sympy.S.One
 
@@ -27,8 +27,8 @@ class Context:
         for r in self.reductions:
             if (r.op, r.body, r.exclude_target) == (op, body, exclude_target):
                 return r.symbol
-        taken = {int(r.symbol.name[1:]) for r in self.reductions if r.symbol.name[1:].isdigit()}
-        symbol = sympy.Symbol(f"R{max(taken, default=0) + 1}", real=True)
+        taken = {int(r.symbol.name[len(INTERNAL) + 1:]) for r in self.reductions if is_internal(r.symbol, "R")}
+        symbol = numbered("R", max(taken, default=0) + 1)
         self.reductions.append(Reduction(symbol, op, body, exclude_target))
         return symbol
 
