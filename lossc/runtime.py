@@ -22,8 +22,8 @@ CHUNK_ELEMENTS = 1 << 21  # rows are processed in chunks of about this many logi
 
 def _softplus(x, out=None, tmp=None):
     # (with out and tmp, buffers of x's shape that x is not: the same operations, written into them)
-    if out is None:
-        return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+    if out is None:  # (under autograd: logaddexp's derivative is sigmoid(x), 1/2 at x = 0, not relu's 0 + abs's 0)
+        return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
     torch.abs(x, out=out).neg_().exp_().log1p_()
     return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
 
@@ -59,8 +59,9 @@ def _where(cond, a, b, out):
 
 
 class _PowFinite(torch.autograd.Function):
-    """x ** g whose derivative at x = 0, infinite for g < 1, is taken at the smallest normal number instead:
-    finite, so that autograd of (1 - p) ** 0.5 where p rounds to 1 gives 0 (the limit), not inf * 0."""
+    """x ** g whose derivative g x^(g-1) at x = 0, infinite for g < 1, is taken as 0 there (as abs' and
+    pos' at 0), the rule of the fused backends: so autograd of (1 - p) ** 0.5 where p rounds to 1, or of
+    pos(p - clip) ** g below the clip, gives 0 instead of inf * 0 = NaN."""
 
     @staticmethod
     def forward(ctx, x, g):
@@ -71,12 +72,14 @@ class _PowFinite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        at = torch.where(x == 0, torch.finfo(x.dtype).tiny, x)
-        return grad * ctx.g * torch.pow(at, ctx.g - 1), None
+        slope = torch.pow(x, ctx.g - 1)
+        if ctx.g < 1:
+            slope = slope.masked_fill(x == 0, 0.0)
+        return grad * ctx.g * slope, None
 
 
 def _pow(x, g):
-    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0
+    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0 (0 for g < 1)
     if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
         return _PowFinite.apply(x, g)
     return torch.pow(x, g)

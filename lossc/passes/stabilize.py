@@ -143,10 +143,16 @@ def power_times_log(e, ctx):
                 rest = e / (factor * sign * d)
                 return sign * rest * factor.base ** (factor.exp + 1) * logratio(d)
             # the log inside a sum (nfl's aux reduction: x^(g-1) (g d e^d - x)): distribute, so that each
-            # term meets this rule (or combine_powers) on its own
-            if any(isinstance(f, sympy.Add) and any({d, -d} & set(sympy.Mul.make_args(term)) for term in f.args)
-                   for f in e.args):
-                return sympy.expand_mul(e, deep=False)
+            # term meets this rule (or combine_powers) on its own. d may be merged into the sum's terms
+            # (a literal g = 1/2 gives (lse - z_j - 2 e^-d expm1(d)) / (2 sqrt(x))): collected first
+            log = sympy.Dummy("d")
+            for i, f in enumerate(e.args):
+                if not isinstance(f, sympy.Add):
+                    continue
+                collected = f.subs(d, log)
+                if any(log in sympy.Mul.make_args(term) for term in sympy.Add.make_args(collected)):
+                    product = sympy.Mul(*e.args[:i], collected, *e.args[i + 1:])
+                    return sympy.expand_mul(product, deep=False).subs(log, d)
     return None
 
 
