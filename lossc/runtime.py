@@ -454,6 +454,10 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
         raise LossInputError(f"{kernel.name}: target must be a tensor")
     if kernel.form == "row" and input.dim() < 2:
         raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...], got {list(input.shape)}")
+    if kernel.form == "row" and _num_classes(input) < 2:  # (docs/semantics.md, "Edge shapes")
+        raise LossInputError(f"{kernel.name}: input has C = {_num_classes(input)} classes (shape "
+                             f"{list(input.shape)}); a class loss needs C >= 2 (with one class p_t = 1 and the "
+                             "loss is constant or 0/0): for one logit per element use a binary loss (bce)")
     if kernel.target == "distribution":
         if tuple(target.shape) != tuple(input.shape) or not target.is_floating_point():
             raise LossInputError(f"{kernel.name}: target must hold class probabilities: a floating-point tensor "
@@ -673,7 +677,7 @@ def _spatial_chunks(shape, step):
     as fit in step rows, or, where one n holds more, ranges of its positions."""
     N, _, S = shape
     if S <= step:
-        per = step // S
+        per = step // max(S, 1)  # (S = 0: an empty image; no rows)
         return [(n * S, min(n + per, N) * S, (slice(n, min(n + per, N)),)) for n in range(0, N, per)]
     return [(n * S + s, n * S + min(s + step, S), (n, slice(None), slice(s, min(s + step, S))))
             for n in range(N) for s in range(0, S, step)]
@@ -972,7 +976,18 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         else:
             out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine,
                                need_grad)
+    if reduction == "mean":
+        out = _mean_of_nothing(out, den, shape)
     return out.reshape(shape) if reduction == "none" else out
+
+
+def _mean_of_nothing(out, den, shape):
+    """The mean over no element (an empty input; every element ignored, or weighted 0) is 0 / 0 = NaN, as
+    F.cross_entropy's and F.binary_cross_entropy_with_logits's; its gradient stays that of the sum (0).
+    No host sync: the divisor is tested on the device."""
+    if not math.prod(shape):
+        return out + math.nan
+    return out if den is None else torch.where(den == 0, math.nan, out)
 
 
 def _check_inplace(kernel, input):
@@ -1173,6 +1188,9 @@ def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index
         else "reference"
     validate = validate and not _compiling()
     t, valid, shape = _targets(kernel, input, target, ignore_index, validate)
+    if input.numel() == 0 and batch_group is None:  # (a rank of a batch_group may hold no element)
+        raise LossInputError(f"{kernel.name}: the batch is empty (input shape {list(input.shape)}); a batch loss "
+                             "is a function of the batch's sums and has no value without an element")
     if validate and not from_logits and input.numel():
         bad = (input < 0) | (input > 1) | torch.isnan(input)
         if valid is not None:

@@ -12,6 +12,7 @@ torch, triton (under TRITON_INTERPRET=1 on the CPU, set by conftest.py; small sh
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import mpmath
 import pytest
@@ -267,3 +268,140 @@ def test_triton_batch_kernels_on_hand_written_losses(case, L):
         torch.testing.assert_close(value, exp_value.detach(), rtol=tol, atol=tol)
         torch.testing.assert_close(grad, leaf.grad, rtol=tol, atol=tol * float(leaf.grad.abs().max()))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. z_loss without eps: exactly shift and scale invariant, a documented value at a row of equal logits
+
+def _z_loss_mp(row, y, a, b):
+    """softplus(a (b - z'_y)) / a with z'_y = (z_y - mu) / sigma (population std), at 50 digits."""
+    n = len(row)
+    mu = mpmath.fsum(row) / n
+    sigma = mpmath.sqrt(mpmath.fsum((v - mu) ** 2 for v in row) / n)
+    zs = (row[y] - mu) / sigma
+    return mpmath.log1p(mpmath.exp(a * (b - zs))) / a
+
+
+def _z_loss_truth(z, t, a=1.0, b=2.0):
+    mpmath.mp.dps = 50
+    value, grad = mpmath.mpf(0), torch.zeros_like(z, dtype=torch.float64)
+    for i, (row, y) in enumerate(zip(z.double().tolist(), t.tolist())):
+        point = [mpmath.mpf(v) for v in row]
+        value += _z_loss_mp(point, y, a, b)
+        for k in range(len(row)):
+            def along(x, k=k):
+                moved = list(point)
+                moved[k] = x
+                return _z_loss_mp(moved, y, a, b)
+            grad[i, k] = float(mpmath.diff(along, point[k]))
+    return torch.tensor(float(value), dtype=torch.float64), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_z_loss_is_shift_and_scale_invariant(backend, dtype):
+    """The same standardized logits at std 1e-3 (the default eps = 1e-6 was 40% off there) and 1e3, with
+    offsets: the value equals that at std 1, the gradient scales as 1 / std; both against mpmath."""
+    if backend == "triton" and dtype == torch.float64:
+        pytest.skip("triton computes in float32")
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(6, 7, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 4, 5])
+    unit_value, unit_grad = _z_loss_truth(base, t)
+    for scale, shift in [(1e-3, 0.0), (1e-3, 0.5), (1e3, 0.0), (1e3, -2e3), (1.0, 0.0)]:
+        # the sum of the logits carries an error of about C eps |offset| (0.5 is 500 std at scale 1e-3)
+        tol = (1e-4 if dtype == torch.float32 else 1e-10) * (1 + abs(shift) / scale / 100)
+        z = (base * scale + shift).to(dtype)
+        value, grad = _value_and_grad("z_loss", backend, z, t)
+        exp_value, exp_grad = _z_loss_truth(z, t)  # (of the rounded inputs)
+        torch.testing.assert_close(value, exp_value, rtol=tol, atol=tol)
+        torch.testing.assert_close(grad * scale, exp_grad * scale, rtol=tol, atol=tol)
+        torch.testing.assert_close(value, unit_value, rtol=10 * tol, atol=10 * tol)  # invariance
+        torch.testing.assert_close(grad * scale, unit_grad, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_z_loss_at_a_row_of_equal_logits(backend):
+    """sigma = 0: z'_y = 0, L = softplus(a b) / a, dL/dz_k = -sigmoid(a b) ([k = y] - 1/C) (the gradient of
+    z_y - mu); rows whose mean does not round back to the value (0.1 three times) included."""
+    a, b, C = 0.7, 1.5, 3
+    z = torch.tensor([[0.0] * C, [0.1] * C, [-1e4] * C, [7.3] * C], dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 0])
+    value, grad = _value_and_grad("z_loss", backend, z, t, a=a, b=b)
+    torch.testing.assert_close(value, torch.tensor(4 * math.log1p(math.exp(a * b)) / a, dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+    one_hot = F.one_hot(t, C).double()
+    expected = -(1 / (1 + math.exp(-a * b))) * (one_hot - 1 / C)
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Edge shapes: N = 0, every element ignored, C = 1 (docs/semantics.md, "Edge shapes")
+
+EMPTY_CASES = {  # name: (input, target) with no element; the torch function with the same semantics
+    "cross_entropy": (torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64),
+                      lambda x, t, r: F.cross_entropy(x, t, reduction=r)),
+    "cross_entropy_image": (torch.zeros(2, 3, 0, 4), torch.zeros(2, 0, 4, dtype=torch.int64),
+                            lambda x, t, r: F.cross_entropy(x, t, reduction=r)),
+    "soft_cross_entropy": (torch.zeros(0, 3), torch.zeros(0, 3),
+                           lambda x, t, r: F.cross_entropy(x, t, reduction=r)),
+    "bce": (torch.zeros(0, 5), torch.zeros(0, 5),
+            lambda x, t, r: F.binary_cross_entropy_with_logits(x, t, reduction=r)),
+    "hinge": (torch.zeros(0), torch.zeros(0), lambda x, t, r: F.relu(1 - t * x).sum() if r == "sum"
+              else F.relu(1 - t * x).mean() if r == "mean" else F.relu(1 - t * x)),
+    "mse": (torch.zeros(0), torch.zeros(0), lambda x, t, r: F.mse_loss(x, t, reduction=r)),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(EMPTY_CASES))
+def test_an_empty_input_reduces_as_torch_does(case, backend, reduction):
+    """'none': an empty tensor of the unreduced shape; 'sum': 0; 'mean': NaN (0 / 0); the gradient empty."""
+    x, t, torch_fn = EMPTY_CASES[case]
+    name = case.removesuffix("_image")
+    device = DEVICE if backend == "triton" else "cpu"
+    leaf = x.clone().to(device).requires_grad_(True)
+    value = lossc.loss(name, backend=backend, reduction=reduction)(leaf, t.to(device))
+    expected = torch_fn(x, t, reduction)
+    assert value.shape == expected.shape and value.dtype == x.dtype
+    torch.testing.assert_close(value.detach().cpu(), expected, equal_nan=True)
+    value.sum().backward()
+    assert leaf.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mean_over_ignored_or_zero_weighted_rows_is_nan(backend):
+    """Every row ignored, or every kept row weighted 0: the mean's divisor is 0, NaN as F.cross_entropy."""
+    device = DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([-100, -100, -100, -100])
+    value = lossc.loss("cross_entropy", backend=backend)(x.to(device), t.to(device))
+    assert torch.isnan(F.cross_entropy(x, t)) and torch.isnan(value)
+    weight = torch.tensor([0.0, 1.0, 1.0])
+    t0 = torch.zeros(4, dtype=torch.int64)
+    value = lossc.loss("cross_entropy", weight=weight.to(device), backend=backend)(x.to(device), t0.to(device))
+    assert torch.isnan(F.cross_entropy(x, t0, weight=weight)) and torch.isnan(value)
+    kept = lossc.loss("cross_entropy", backend=backend)(x.to(device), torch.tensor([0, -100, 2, -100]).to(device))
+    torch.testing.assert_close(kept.cpu(), F.cross_entropy(x, torch.tensor([0, -100, 2, -100])))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["anyloss_f1", "anyloss_mcc"])
+def test_an_empty_batch_is_refused(name, backend):
+    device = DEVICE if backend == "triton" else "cpu"
+    module = lossc.loss(name, backend=backend)
+    with pytest.raises(lossc.LossInputError, match="the batch is empty"):
+        module(torch.zeros(0, device=device), torch.zeros(0, device=device))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["cross_entropy", "squentropy", "nce", "nfl", "soft_cross_entropy"])
+def test_one_class_is_refused(name, backend):
+    """C = 1 made squentropy divide by C - 1 = 0 (ZeroDivisionError) and nce / nfl 0 / 0 (NaN)."""
+    device = DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(3, 1, device=device)
+    t = torch.ones(3, 1, device=device) if name == "soft_cross_entropy" else torch.zeros(3, dtype=torch.int64,
+                                                                                          device=device)
+    with pytest.raises(lossc.LossInputError, match="C >= 2"):
+        lossc.loss(name, backend=backend)(x, t)
