@@ -20,10 +20,27 @@ BACKENDS = ("auto", "torch", "reference", "triton")
 CHUNK_ELEMENTS = 1 << 21  # rows are processed in chunks of about this many logits
 
 
+class _Softplus(torch.autograd.Function):
+    """relu(x) + log1p(exp(-|x|)) whose derivative is sigmoid(x): 1/2 at x = 0, where autograd of that
+    expression gives relu's 0 + abs's 0 (the reference backend at a zero-initialised head)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
+
+
 def _softplus(x, out=None, tmp=None):
     # (with out and tmp, buffers of x's shape that x is not: the same operations, written into them)
-    if out is None:  # (under autograd: logaddexp's derivative is sigmoid(x), 1/2 at x = 0, not relu's 0 + abs's 0)
-        return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if out is None:
+        if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
+            return _Softplus.apply(x)
+        return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
     torch.abs(x, out=out).neg_().exp_().log1p_()
     return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
 
@@ -977,17 +994,15 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
             out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine,
                                need_grad)
     if reduction == "mean":
-        out = _mean_of_nothing(out, den, shape)
+        out = _mean_of_nothing(out, shape)
     return out.reshape(shape) if reduction == "none" else out
 
 
-def _mean_of_nothing(out, den, shape):
-    """The mean over no element (an empty input; every element ignored, or weighted 0) is 0 / 0 = NaN, as
-    F.cross_entropy's and F.binary_cross_entropy_with_logits's; its gradient stays that of the sum (0).
-    No host sync: the divisor is tested on the device."""
-    if not math.prod(shape):
-        return out + math.nan
-    return out if den is None else torch.where(den == 0, math.nan, out)
+def _mean_of_nothing(out, shape):
+    """The mean over no element is 0 / 0 = NaN, as F.cross_entropy's and F.binary_cross_entropy_with_logits's;
+    its gradient stays that of the sum (empty). (Every element ignored, or weighted 0: the divisor
+    is 0 and the engines' mean NaN already.)"""
+    return out + math.nan if not math.prod(shape) else out
 
 
 def _check_inplace(kernel, input):
