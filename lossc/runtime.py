@@ -20,9 +20,26 @@ BACKENDS = ("auto", "torch", "reference", "triton")
 CHUNK_ELEMENTS = 1 << 21  # rows are processed in chunks of about this many logits
 
 
+class _Softplus(torch.autograd.Function):
+    """relu(x) + log1p(exp(-|x|)) whose derivative is sigmoid(x): 1/2 at x = 0, where autograd of that
+    expression gives relu's 0 + abs's 0 (the reference backend at a zero-initialised head)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
+
+
 def _softplus(x, out=None, tmp=None):
     # (with out and tmp, buffers of x's shape that x is not: the same operations, written into them)
     if out is None:
+        if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
+            return _Softplus.apply(x)
         return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
     torch.abs(x, out=out).neg_().exp_().log1p_()
     return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
@@ -59,8 +76,9 @@ def _where(cond, a, b, out):
 
 
 class _PowFinite(torch.autograd.Function):
-    """x ** g whose derivative at x = 0, infinite for g < 1, is taken at the smallest normal number instead:
-    finite, so that autograd of (1 - p) ** 0.5 where p rounds to 1 gives 0 (the limit), not inf * 0."""
+    """x ** g whose derivative g x^(g-1) at x = 0, infinite for g < 1, is taken as 0 there (as abs' and
+    pos' at 0), the rule of the fused backends: so autograd of (1 - p) ** 0.5 where p rounds to 1, or of
+    pos(p - clip) ** g below the clip, gives 0 instead of inf * 0 = NaN."""
 
     @staticmethod
     def forward(ctx, x, g):
@@ -71,12 +89,14 @@ class _PowFinite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        at = torch.where(x == 0, torch.finfo(x.dtype).tiny, x)
-        return grad * ctx.g * torch.pow(at, ctx.g - 1), None
+        slope = torch.pow(x, ctx.g - 1)
+        if ctx.g < 1:
+            slope = slope.masked_fill(x == 0, 0.0)
+        return grad * ctx.g * slope, None
 
 
 def _pow(x, g):
-    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0
+    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0 (0 for g < 1)
     if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
         return _PowFinite.apply(x, g)
     return torch.pow(x, g)
@@ -577,6 +597,10 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
         raise LossInputError(f"{kernel.name}: target must be a tensor")
     if kernel.form == "row" and input.dim() < 2:
         raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...], got {list(input.shape)}")
+    if kernel.form == "row" and _num_classes(input) < 2:  # (docs/semantics.md, "Edge shapes")
+        raise LossInputError(f"{kernel.name}: input has C = {_num_classes(input)} classes (shape "
+                             f"{list(input.shape)}); a class loss needs C >= 2 (with one class p_t = 1 and the "
+                             "loss is constant or 0/0): for one logit per element use a binary loss (bce)")
     if kernel.target == "distribution":
         if tuple(target.shape) != tuple(input.shape) or not target.is_floating_point():
             raise LossInputError(f"{kernel.name}: target must hold class probabilities: a floating-point tensor "
@@ -797,7 +821,7 @@ def _spatial_chunks(shape, step):
     as fit in step rows, or, where one n holds more, ranges of its positions."""
     N, _, S = shape
     if S <= step:
-        per = step // S
+        per = step // max(S, 1)  # (S = 0: an empty image; no rows)
         return [(n * S, min(n + per, N) * S, (slice(n, min(n + per, N)),)) for n in range(0, N, per)]
     return [(n * S + s, n * S + min(s + step, S), (n, slice(None), slice(s, min(s + step, S))))
             for n in range(N) for s in range(0, S, step)]
@@ -1107,7 +1131,16 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         else:
             out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine,
                                need_grad)
+    if reduction == "mean":
+        out = _mean_of_nothing(out, shape)
     return out.reshape(shape) if reduction == "none" else out
+
+
+def _mean_of_nothing(out, shape):
+    """The mean over no element is 0 / 0 = NaN, as F.cross_entropy's and F.binary_cross_entropy_with_logits's;
+    its gradient stays that of the sum (empty). (Every element ignored, or weighted 0: the divisor
+    is 0 and the engines' mean NaN already.)"""
+    return out + math.nan if not math.prod(shape) else out
 
 
 def _check_inplace(kernel, input):
@@ -1322,6 +1355,9 @@ def _apply_batch_loss(kernel, params, input, target, weight, ignore_index, reduc
         else "reference"
     validate = validate and not _compiling()
     t, valid, shape = _targets(kernel, input, target, ignore_index, validate)
+    if input.numel() == 0 and batch_group is None:  # (a rank of a batch_group may hold no element)
+        raise LossInputError(f"{kernel.name}: the batch is empty (input shape {list(input.shape)}); a batch loss "
+                             "is a function of the batch's sums and has no value without an element")
     if validate and not from_logits and input.numel():
         bad = (input < 0) | (input > 1) | torch.isnan(input)
         if valid is not None:

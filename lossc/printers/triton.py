@@ -137,7 +137,7 @@ class TritonCodePrinter(PythonCodePrinter):
         if exp == -sympy.S.Half:
             return f"(1.0 / tl.sqrt_rn({b}))"
         if exp.is_Integer and 0 < abs(int(exp)) <= MAX_INTEGER_POWER:
-            power = b if abs(int(exp)) == 1 else f"_tl_powi({b}, {abs(int(exp))})"
+            power = f"({b})" if abs(int(exp)) == 1 else f"_tl_powi({b}, {abs(int(exp))})"  # (1 / (1 + e))
             return power if exp > 0 else f"(1.0 / {power})"
         if not exp.is_Number and exp.free_symbols <= self.constants.scalars:  # one value per launch
             return f"_tl_powk({b}, {self._print(exp)})"
