@@ -13,7 +13,7 @@ from . import row as rowalg
 from .curvature import analyze, row_leaves
 from .interval import enclose_on
 from .numeric import DTYPE, dirichlet_posteriors, fmt, margin_of, minimise, rng_for
-from .onevar import bounded_on, elementary, is_smooth, prove_sign
+from .onevar import bounded_on, continuous_on, elementary, is_smooth, prove_sign
 from .row import P
 from .verdict import Verdict, not_applicable, plausible, proved, refuted, unknown
 
@@ -506,8 +506,10 @@ class Multiclass:
         g = self.g
         low = sympy.limit(g, P, 0, "+")
         at1 = sympy.simplify(g.subs(P, 1))
-        cont = sympy.calculus.util.continuous_domain(g, P, sympy.Interval.Lopen(0, 1))
-        if low.is_finite and at1.is_finite and cont == sympy.Interval.Lopen(0, 1):
+        # continuous on (0, 1]: the premises are shown by enclosures over [0, 1] (the route of continuous_on
+        # for a finite interval), which cover the closed end p = 1 too
+        cont = continuous_on(elementary(g), P, 0, 1)
+        if low.is_finite and at1.is_finite and cont is not None:
             return proved(f"L = g(p_t), g(p) = {_s(g)}, is continuous on (0, 1] with lim_(p->0+) g = {_s(low)} "
                           f"and g(1) = {_s(at1)} (sympy), so bounded on (0, 1] {self.setting}")
         if low in (sympy.oo, -sympy.oo):
