@@ -332,7 +332,7 @@ def bounded_on(e, x, lo, hi) -> str | None:
     return f"continuous on ({sympy.sstr(lo)}, {sympy.sstr(hi)}) with finite limits {ends[0]} and {ends[1]} at the ends"
 
 
-_CONTINUOUS = (sympy.exp, sigmoid, softplus, sympy.tanh, expm1, sympy.Abs, pos, sympy.Max, sympy.Min, sympy.sin,
+_CONTINUOUS = (sympy.exp, sigmoid, softplus, sympy.tanh, sympy.cosh, sympy.sinh, expm1, sympy.Abs, pos, sympy.Max, sympy.Min, sympy.sin,
                sympy.cos, sympy.atan)
 
 
