@@ -177,3 +177,30 @@ def test_asl_with_a_clip_finishes():
     assert not any(v.evidence.startswith("unknown (") for v in report.values()), \
         {k: v.reason for k, v in report.items()}
     assert report["bounded"].verdict == "refuted"  # -log(p) for y = 1 as f -> -oo
+
+
+MC_STEP = "loss mc_step() over multiclass:\n    return where(p_t < 0.5, 1 - p_t, 2 - p_t)\n"
+MC_CE_STEP = "loss mc_ce_step() over multiclass:\n    return -log(p_t) + where(p_t < 0.5, 0, 1)\n"
+
+
+def test_multiclass_jump_in_p_t_is_not_monotone_or_smooth():
+    # L jumps up from 1.5 to 1.5 + 1 as p_t crosses 1/2: not non-increasing in p_t, not differentiable
+    report = _check(MC_STEP, timeout=60)
+    _complete(report)
+    for prop in ("monotone", "smooth"):
+        assert report[prop].verdict != "proved", report[prop].evidence
+
+
+def test_multiclass_jump_breaks_the_separable_properness_proof():
+    """-log p_t + [p_t >= 1/2]: differentiating branch by branch says p = q is stationary, but with q =
+    (0.55, 0.45) the prediction p = (0.49, 0.51) has a lower risk (hand computation below)."""
+    import math
+
+    def risk(p, q):
+        return sum(qj * (-math.log(pj) + (1.0 if pj >= 0.5 else 0.0)) for pj, qj in zip(p, q))
+    q = (0.55, 0.45)
+    assert risk((0.49, 0.51), q) < risk(q, q) - 0.05
+    report = _check(MC_CE_STEP, timeout=60)
+    _complete(report)
+    for prop in ("proper", "calibrated", "monotone", "smooth"):
+        assert report[prop].verdict != "proved", report[prop].evidence

@@ -44,6 +44,10 @@ class Multiclass:
         self.invariant = self.sums is not None  # a function of softmax(z): shift-invariant
         self.setting = ctx.setting()
         self._strict_proper = None
+        # the derivative-based routes (properness, the minimiser map, monotonicity, smoothness) need smooth
+        # forms: sympy differentiates a where/pos branch by branch and sees no jump (where(p_t < 0.5, 0, 1))
+        self.sep_smooth = self.sep is not None and is_smooth(elementary(self.sep.G)) and all(
+            is_smooth(elementary(h)) for _, h in self.sep.terms)
 
     @property
     def ev(self):
@@ -154,7 +158,7 @@ class Multiclass:
 
     # ------------------------------------------------------------------ proper
     def proper(self) -> Verdict:
-        if self.sep is not None:
+        if self.sep is not None and self.sep_smooth:
             return self._proper_separable()
         if self.invariant:
             return self._proper_numeric(invariant=True)
@@ -292,11 +296,11 @@ class Multiclass:
             v = self._calibrated_pt()
             if v is not None:
                 return v
-        if self.sep is not None and self.sep.terms:
+        if self.sep is not None and self.sep.terms and self.sep_smooth:
             v = self._calibrated_map()
             if v is not None:
                 return v
-        if self._strict_proper is None and self.sep is not None:
+        if self._strict_proper is None and self.sep is not None and self.sep_smooth:
             self.proper()
         if self._strict_proper:
             return proved(f"strictly proper (see 'proper'): the unique minimiser p* = q has the argmax of q, and "
@@ -552,7 +556,7 @@ class Multiclass:
 
     # ------------------------------------------------------------------ monotone
     def monotone(self) -> Verdict:
-        if self.g is not None:
+        if self.g is not None and is_smooth(elementary(self.g)):
             g = self.g
             dg = sympy.simplify(sympy.diff(g, P))
             why = prove_sign(dg, P, 0, 1, "nonpos")
@@ -632,6 +636,8 @@ class Multiclass:
 
     def _smooth_symbolic(self) -> Verdict | None:
         e = elementary(self.ctx.expr).xreplace({P_T: sympy.exp(Z_Y - LSE)})
+        if not is_smooth(e) or any(not is_smooth(elementary(r.body)) for r in self.spec.reductions):
+            return None  # a kink or a jump: differentiating branch by branch would not see it
         coeffs, lines = {}, []
         for r in self.spec.reductions:
             body = elementary(r.body.xreplace(self.values))
