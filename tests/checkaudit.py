@@ -124,24 +124,51 @@ def audit_smooth(loss, pts, ks):
 
 
 def _risk_grid(loss):
-    scores = [mpf(i) / 8 for i in range(-320, 321)] + [mpf(v) for v in (-1e6, -1e3, -100, 100, 1e3, 1e6)]
+    scores = sorted({mpf(i) / 8 for i in range(-320, 321)} | {mpf(s) * mpf(v) for s in (1, -1) for v in
+                    (1e-3, 1e-2, 0.03, 0.06, 100, 1e3, 1e6)})
     if loss.kind == "margin":
         phi = loss.cases[1]
         return scores, [phi(a) for a in scores], [phi(-a) for a in scores]
     return scores, [loss.cases[1](a) for a in scores], [loss.cases[0](a) for a in scores]
 
 
+def _refined(risk, scores, C, keep) -> mpf:
+    """The lowest risk found among the scores that ``keep`` allows: the best grid point, then a golden-section
+    search between its neighbours (every value found is attained, so it bounds the infimum from above)."""
+    idx = [i for i, a in enumerate(scores) if keep(a)]
+    i = min(idx, key=lambda j: C[j])
+    best = C[i]
+    lo = scores[i - 1] if i - 1 in idx else scores[i]
+    hi = scores[i + 1] if i + 1 in idx else scores[i]
+    if lo == hi or abs(hi - lo) > 1:
+        return best
+    g = (mpmath.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    for _ in range(80):
+        c, d = b - g * (b - a), a + g * (b - a)
+        if risk(c) < risk(d):
+            b = d
+        else:
+            a = c
+    return min(best, risk((a + b) / 2))
+
+
 def audit_calibrated(loss, pts, ks):
     if loss.kind == "regression":
         return None
     scores, lp, lm = _risk_grid(loss)
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    scores, lp, lm = [scores[i] for i in order], [lp[i] for i in order], [lm[i] for i in order]
+    l1, l0 = (loss.cases[1], (lambda a: loss.cases[1](-a))) if loss.kind == "margin" else \
+        (loss.cases[1], loss.cases[0])
     for eta in (mpf("0.55"), mpf("0.6"), mpf("0.75"), mpf("0.9"), mpf("0.45"), mpf("0.2")):
         C = [eta * a + (1 - eta) * b for a, b in zip(lp, lm)]
-        H = min(C)
-        wrong = [c for a, c in zip(scores, C) if a * (2 * eta - 1) <= 0]
-        right = [c for a, c in zip(scores, C) if a * (2 * eta - 1) > 0]
-        Hw = min(wrong)
-        if Hw <= H + mpf("1e-12") * (1 + abs(H)) and Hw <= min(right):
+        risk = lambda a, eta=eta: eta * l1(a) + (1 - eta) * l0(a)  # noqa: E731
+        sgn = 1 if eta > 0.5 else -1
+        Hr = _refined(risk, scores, C, lambda a: a * sgn > 0)
+        Hw = _refined(risk, scores, C, lambda a: a * sgn <= 0)
+        H = min(Hr, Hw)
+        if Hw <= H + mpf("1e-12") * (1 + abs(H)) and Hw <= Hr:
             return f"eta={mpmath.nstr(eta, 3)}: the best wrong-sign risk {mpmath.nstr(Hw, 12)} is the lowest found ({mpmath.nstr(H, 12)})"
     return None
 
