@@ -204,3 +204,24 @@ def test_multiclass_jump_breaks_the_separable_properness_proof():
     _complete(report)
     for prop in ("proper", "calibrated", "monotone", "smooth"):
         assert report[prop].verdict != "proved", report[prop].evidence
+
+
+def test_without_fork_the_budget_and_the_failures_hold_in_process(monkeypatch):
+    """Where os.fork is missing (Windows) the properties run in this process under a SIGALRM deadline."""
+    import time
+
+    def hang(self):
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            sum(range(1000))
+
+    def broken(self):
+        raise RuntimeError("boom")
+    monkeypatch.delattr(os, "fork")
+    monkeypatch.setattr(Elementwise, "monotone", hang)
+    monkeypatch.setattr(Elementwise, "symmetric", broken)
+    report = _check("hinge", timeout=3)
+    _complete(report)
+    assert report["monotone"].evidence.startswith("unknown (timed out)")
+    assert "RuntimeError: boom" in report["symmetric"].evidence
+    assert report["convex"].verdict == "proved"

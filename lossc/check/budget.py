@@ -146,16 +146,24 @@ def _forked(setup, run_one, names, timeout: float, memory_mb: float) -> dict:
             finally:
                 os._exit(0)
         os.close(w)
+        reaped = False
         try:
-            _collect(r, pid, todo, done, timeout, memory_mb)
+            unfinished = _collect(r, pid, todo, done, timeout, memory_mb)
+            status = _reap(pid)
+            reaped = True
+            if unfinished is not None:
+                done[unfinished] = unknown(f"not decided: the worker process checking {unfinished} died ({status})")
         finally:
             os.close(r)
-            _reap(pid)
+            if not reaped:  # interrupted (KeyboardInterrupt): the worker must not outlive the call
+                os.kill(pid, signal.SIGKILL)
+                _reap(pid)
     return {n: done[n] for n in names}
 
 
-def _collect(fd: int, pid: int, todo, done: dict, timeout: float, memory_mb: float) -> None:
-    """Read the worker's messages into ``done`` until it ends or runs past a budget (then kill it)."""
+def _collect(fd: int, pid: int, todo, done: dict, timeout: float, memory_mb: float) -> str | None:
+    """Read the worker's messages into ``done`` until it ends or runs past a budget (then kill it); the
+    property it was checking when it ended without a result, if any."""
     buf = b""
     current, ready, deadline = None, False, None
     while True:
@@ -168,13 +176,10 @@ def _collect(fd: int, pid: int, todo, done: dict, timeout: float, memory_mb: flo
                 for name in todo:
                     done.setdefault(name, unknown(f"unknown (timed out): preparing the analysis took longer than "
                                                   f"the budget of {timeout:g} s (lossc check --timeout SECONDS)"))
-            return
+            return None
         chunk = os.read(fd, 1 << 16)
         if not chunk:  # the worker ended
-            if current is not None and current not in done:
-                status = _reap(pid)
-                done[current] = unknown(f"not decided: the worker process checking {current} died ({status})")
-            return
+            return current if current is not None and current not in done else None
         buf += chunk
         while len(buf) >= 8:
             size = struct.unpack("<Q", buf[:8])[0]
@@ -204,7 +209,7 @@ def _reap(pid: int) -> str:
 
 # ---------------------------------------------------------------------------- in this process
 
-class _Deadline(Exception):
+class _Deadline(BaseException):  # not an Exception: the checks' broad handlers must not swallow it
     pass
 
 
