@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import LossError, LossParamError
 from . import cache
-from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, is_budget_verdict, run_properties
+from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, default_timeout, is_budget_verdict, run_properties
 from .context import Context
 from .verdict import PROPERTIES, Report, Verdict, not_applicable, unknown
 
@@ -52,13 +52,16 @@ def _prepare(spec, over, params):
     return Context(unweighted(parsed), filled)  # the loss without class weights (weight = 1)
 
 
-def check(spec, *, over: str | None = None, use_cache: bool = True, timeout: float = DEFAULT_TIMEOUT,
+def check(spec, *, over: str | None = None, use_cache: bool = True, timeout: float | None = None,
           memory_mb: float = DEFAULT_MEMORY_MB, **params) -> Report:
     """Verdicts for every property of a loss at the given parameter values (defaults otherwise).
 
     Bad input (the spec, its parameters) raises a ``LossError``; after that nothing raises: a property
     whose check fails is ``unknown`` with the reason, and each property has ``timeout`` seconds and
-    ``memory_mb`` MiB (``unknown (timed out)`` / ``unknown (memory budget exceeded)`` past them)."""
+    ``memory_mb`` MiB (``unknown (timed out)`` / ``unknown (memory budget exceeded)`` past them); the
+    timeout defaults to $LOSSC_CHECK_TIMEOUT or 10 s."""
+    if timeout is None:
+        timeout = default_timeout()
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise LossParamError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or not memory_mb > 0:

@@ -25,8 +25,18 @@ import warnings
 
 from .verdict import Verdict, unknown
 
-DEFAULT_TIMEOUT = 10.0      # seconds per property
+DEFAULT_TIMEOUT = 10.0      # seconds per property (LOSSC_CHECK_TIMEOUT overrides it)
 DEFAULT_MEMORY_MB = 2048    # MiB of address space a property may add
+
+
+def default_timeout() -> float:
+    """The per-property budget when none is given: $LOSSC_CHECK_TIMEOUT seconds if set, else 10."""
+    text = os.environ.get("LOSSC_CHECK_TIMEOUT", "").strip()
+    try:
+        value = float(text) if text else DEFAULT_TIMEOUT
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if value > 0 else DEFAULT_TIMEOUT
 
 
 def failed(err: BaseException) -> Verdict:

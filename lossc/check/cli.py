@@ -92,8 +92,9 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--require", metavar="PROP,...", help="exit 1 unless each named property is proved")
     p.add_argument("-v", "--verbose", action="store_true", help="print every property's full evidence")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"time budget per property (default {DEFAULT_TIMEOUT:g}); past it: unknown (timed out)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"time budget per property (default $LOSSC_CHECK_TIMEOUT or {DEFAULT_TIMEOUT:g}); past it: "
+                        "unknown (timed out)")
     p.add_argument("--memory", type=float, default=DEFAULT_MEMORY_MB, metavar="MIB",
                    help=f"memory budget per property in MiB (default {DEFAULT_MEMORY_MB:g})")
     p.set_defaults(run=cmd_check)
