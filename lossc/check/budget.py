@@ -112,8 +112,20 @@ def _limit_memory(memory_mb: float) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _worker(fd: int, setup, run_one, names, known: dict, memory_mb: float) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: the worker gets SIGKILL when the process that forked it dies (a killed ``lossc check``)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _worker(fd: int, setup, run_one, names, known: dict, memory_mb: float, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with_parent(parent)
     checker, setup_error = None, None
     for name in names:
         _send(fd, ("start", name))
@@ -144,13 +156,14 @@ def _forked(setup, run_one, names, timeout: float, memory_mb: float) -> dict:
     while len(done) < len(names):
         todo = [n for n in names if n not in done]
         r, w = os.pipe()
+        parent = os.getpid()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded, fork() may deadlock": then it times out
             pid = os.fork()
         if pid == 0:  # the worker
             try:
                 os.close(r)
-                _worker(w, setup, run_one, todo, dict(done), memory_mb)
+                _worker(w, setup, run_one, todo, dict(done), memory_mb, parent)
             except BaseException:  # noqa: BLE001 - the worker never returns into the caller's code
                 pass
             finally:
