@@ -76,9 +76,15 @@ def power(a: Node, k) -> Node:
     return Node(f"{a.src}^{_num(k)}", lambda t: a.fn(t) ** K, a.switches)
 
 
+def _exp(v):
+    """exp, but +inf for arguments past 1e4 (e^1e4 is past any float; exp of that would take mpmath an
+    integer of ~1e4000 bits: a hang)."""
+    return mpmath.inf if v > 10000 else mpmath.exp(v)
+
+
 def func(name: str, a: Node) -> Node:
-    f = {"exp": mpmath.exp, "softplus": lambda v: mpmath.log1p(mpmath.exp(v)),
-         "sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)), "tanh": mpmath.tanh,
+    f = {"exp": _exp, "softplus": lambda v: v + mpmath.log1p(mpmath.exp(-v)) if v > 0 else mpmath.log1p(mpmath.exp(v)),
+         "sigmoid": lambda v: 1 / (1 + _exp(-v)), "tanh": mpmath.tanh,
          "log1psq": lambda v: mpmath.log(1 + v * v), "sqrt1p": lambda v: mpmath.sqrt(1 + v * v)}[name]
     src = {"log1psq": f"log(1 + {a.src}^2)", "sqrt1p": f"sqrt(1 + {a.src}^2)"}.get(name, f"{name}({a.src})")
     return Node(src, lambda t: f(a.fn(t)), a.switches)
