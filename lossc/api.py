@@ -45,12 +45,30 @@ def _bare_source(expr: str, over: str, params: dict) -> str:
     return f"loss {_BARE_NAME}({', '.join(header)}) over {over}:\n    return {expr}\n"
 
 
-def _source_text(spec: str, over: str | None, params: dict) -> tuple[str, str, str | None]:
-    """(text, file name, loss name or None for the file's main loss) of a spec, without parsing it."""
+def _source_text(spec: str, over: str | None, params: dict, name: str | None = None) -> tuple[str, str, str | None]:
+    """(text, file name, loss name or None for the file's main loss) of a spec, without parsing it.
+    ``name`` picks one loss of a file or text (as ``path.loss:name`` does)."""
     if not isinstance(spec, str):
         raise LossError(f"a loss is given by a catalog name, a path or source text, not {type(spec).__name__}")
+    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", name)):
+        raise LossNameError(f"name= takes the name of a loss, got {name!r}")
     if over is not None:
+        if name is not None:
+            raise LossParamError("name= picks a loss of a file or text, not of a bare expression (over=)")
         return _bare_source(spec, over, params), "<expression>", _BARE_NAME
+    text, filename, main = _source_file(spec)
+    return text, filename, name or main
+
+
+_PICK = re.compile(r"(?P<path>.+\.loss):(?P<name>[A-Za-z_][A-Za-z_0-9]*)")
+
+
+def _source_file(spec: str) -> tuple[str, str, str | None]:
+    """(text, file name, loss name or None) of a catalog name, a path, ``path.loss:name`` or source text."""
+    picked = _PICK.fullmatch(spec) if "\n" not in spec else None
+    if picked is not None and not Path(spec).exists():
+        text, filename, _ = _source_file(picked["path"])
+        return text, filename, picked["name"]
     if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", spec):
         if spec in catalog_names():
             return catalog_text(spec), f"catalog/{spec}.loss", spec
@@ -62,7 +80,7 @@ def _source_text(spec: str, over: str | None, params: dict) -> tuple[str, str, s
         if not path.is_file():
             raise LossNameError(f"no such loss file: {spec}")
         try:
-            return path.read_text(), str(path), None
+            return path.read_text(encoding="utf-8"), str(path), None
         except (OSError, UnicodeDecodeError) as err:
             raise LossError(f"cannot read {spec}: {err}") from None
     return spec, "<string>", None
@@ -82,11 +100,13 @@ def _structural(params: dict) -> tuple:
     return tuple((k, frozen(v)) for k, v in sorted(params.items()))
 
 
-def parse(spec: str | LossSpec, *, over: str | None = None, **params) -> LossSpec:
-    """The derived ``LossSpec`` of a catalog name, path, source text or bare expression (``over=``)."""
+def parse(spec: str | LossSpec, *, over: str | None = None, name: str | None = None, **params) -> LossSpec:
+    """The derived ``LossSpec`` of a catalog name, path, source text or bare expression (``over=``);
+    ``name`` picks one loss of a file or text with several (default: the one named like the file, else
+    the last)."""
     if isinstance(spec, LossSpec):
         return spec if spec.gradient is not None else derive(spec)
-    text, filename, name = _source_text(spec, over, params)
+    text, filename, name = _source_text(spec, over, params, name)
     parsed = _derive_checked(text, filename, name, _structural_key(params, over))
     _check_param_names(parsed.name, [p.name for p in parsed.params], params)
     return parsed
@@ -115,12 +135,14 @@ def _check_param_names(loss_name: str, names: list[str], params: dict) -> None:
                              hint=suggest(unknown[0], names) or "parameters: " + (", ".join(names) or "none"))
 
 
-def _compiled(spec: str | LossSpec, over: str | None, params: dict, target: str) -> tuple[str, str]:
-    entry = _compiled_entry(spec, over, params, target)
+def _compiled(spec: str | LossSpec, over: str | None, params: dict, target: str, name: str | None = None
+              ) -> tuple[str, str]:
+    entry = _compiled_entry(spec, over, params, target, name)
     return entry["name"], entry["source"]
 
 
-def _compiled_entry(spec: str | LossSpec, over: str | None, params: dict, target: str) -> dict:
+def _compiled_entry(spec: str | LossSpec, over: str | None, params: dict, target: str, pick: str | None = None
+                    ) -> dict:
     """(loss name, generated module source) of a spec for ``target``: from memory, else from the compile
     cache on disk, else parsed, derived and generated (and stored in both). A text spec's key is its text,
     file name, loss name, structural parameters, the target and ``lossc.cache.code_digest()``; a
@@ -132,7 +154,7 @@ def _compiled_entry(spec: str | LossSpec, over: str | None, params: dict, target
         if entry is None:
             entry = _remember(key, _entry(parsed, target))
         return entry
-    return _text_entry(_source_text(spec, over, params), over, params, target)
+    return _text_entry(_source_text(spec, over, params, pick), over, params, target)
 
 
 def _text_entry(source: tuple[str, str, str | None], over: str | None, params: dict, target: str) -> dict:
@@ -194,10 +216,11 @@ def _valid_entry(entry) -> bool:
             and entry.get("sha256") == hashlib.sha256(entry["source"].encode("utf-8", "replace")).hexdigest())
 
 
-def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, **params) -> str:
-    """The text of the self-contained module lossc compiles a loss to."""
+def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, name: str | None = None,
+             **params) -> str:
+    """The text of the self-contained module lossc compiles a loss to (``name``: as for ``parse``)."""
     _check_target(target)
-    return _compiled(spec, over, params, target)[1]
+    return _compiled(spec, over, params, target, name)[1]
 
 
 def _check_target(target: str) -> None:
@@ -249,10 +272,11 @@ def _target_for(backend: str) -> str:
     return "torch"
 
 
-def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torch", **params) -> types.ModuleType:
-    """The generated module of a loss (``target`` as for ``generate``), compiled and loaded (cached)."""
+def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torch", name: str | None = None,
+           **params) -> types.ModuleType:
+    """The generated module of a loss (``target``, ``name`` as for ``generate``), compiled and loaded (cached)."""
     _check_target(target)
-    name, source = _compiled(spec, over, params, target)
+    name, source = _compiled(spec, over, params, target, name)
     return _load(source, name)
 
 
@@ -269,7 +293,8 @@ KIND_DEFAULT = _KindDefault()
 
 def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int | None = KIND_DEFAULT,
          reduction: str = "mean", backend: str = "auto", validate: bool = True, batch_group=None,
-         class_group=None, from_logits: bool = False, inplace_grad: bool = False, **params) -> torch.nn.Module:
+         class_group=None, from_logits: bool = False, inplace_grad: bool = False, name: str | None = None,
+         **params) -> torch.nn.Module:
     """A ``torch.nn.Module`` computing the loss: ``lossc.loss("focal", gamma=2.0)``.
 
     ``spec`` is a catalog name, a path to a ``.loss`` file, ``.loss`` source text, or a
@@ -282,7 +307,8 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     classes are split: the input is this rank's contiguous block of the classes; see docs/distributed.md).
     Row and elementwise losses take ``inplace_grad``: the forward writes the gradient over the input (no
     gradient buffer; the input's values are gone after it — see docs/semantics.md).
-    A tasks loss takes its parameters alone.
+    A tasks loss takes its parameters alone. ``name`` picks one loss of a file or text with several
+    (as ``"path.loss:name"`` does; default: the loss named like the file, else the last one).
     The module pickles (``torch.save``) as its source text, parameters and options, and is rebuilt
     through ``lossc.loss`` when loaded.
     """
@@ -291,7 +317,7 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
                    inplace_grad=inplace_grad)
     if ignore_index is not KIND_DEFAULT:
         options["ignore_index"] = ignore_index
-    source = spec if isinstance(spec, LossSpec) else _source_text(spec, over, params)
+    source = spec if isinstance(spec, LossSpec) else _source_text(spec, over, params, name)
     return _build(source, over, params, options)
 
 

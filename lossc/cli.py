@@ -43,15 +43,32 @@ def _params(pairs: list[str]) -> dict:
     return out
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and a rename."""
+def check_writable(path: str) -> None:
+    """A LossError (exit 2, before any work) when path's folder does not exist or path is a folder."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    if not folder.is_dir():
+        raise LossError(f"cannot write {path}: no folder {folder}", hint="create the folder first")
+    if target.is_dir():
+        raise LossError(f"cannot write {path}: it is a folder")
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write text to path via a temporary file in the same folder and a rename (a LossError if it cannot)."""
+    check_writable(path)
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
     try:
-        with os.fdopen(fd, "w") as handle:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise LossError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise LossError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -60,6 +77,8 @@ def write_atomic(path: str, text: str) -> None:
 def cmd_compile(args) -> int:
     from . import api
     params = _params(args.param)
+    if args.output:
+        check_writable(args.output)
     text = api.generate(args.spec, target=args.target, **params)
     # Runtime parameters given on the command line become the module's defaults.
     spec = api.parse(args.spec, **params)
@@ -97,22 +116,43 @@ def cmd_grad(args) -> int:
     from . import api
     spec = api.parse(args.spec, **_params(args.param))
     from .ir import LSE, P_T, Z_Y
-    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T))) if spec.form == "row" else (lambda e: e)
+    from .kinds import KINDS
+    names = _display_names(spec, KINDS[spec.kind])
+    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T)).xreplace(names)) if spec.form == "row" else \
+        (lambda e: e.xreplace(names))
     show = (lambda e: sympy.latex(readable(e))) if args.latex else \
         (lambda e: sympy.pretty(readable(e), use_unicode=True))
+
+    def describe(r) -> str:
+        return f"{readable(r.symbol)} = " + r.describe().split(" = ", 1)[1].replace(
+            sympy.sstr(r.body), sympy.sstr(readable(r.body)))
     print(f"{spec.name} ({spec.kind}, {spec.form} form)")
     print("\nloss =")
     print(show(spec.expr))
     for r in spec.reductions:
-        print(("\n" if args.latex else "\n  ") + r.describe())
+        print(("\n" if args.latex else "\n  ") + describe(r))
+    inputs = {v: k for k, v in KINDS[spec.kind].names.items() if isinstance(v, sympy.Symbol)}
     variable = {"row": "dL/dz_c (c = class; [j=y] is 1 at the target)",
-                "batch": "dL/ds_i (u = s_i, t = y_i; B1, B2, … the batch sums)",
-                "composite": "(dL/dL1, …, dL/dLk, dL/d each learnable)"}.get(spec.form, "dL/du")
+                "batch": "dL/ds_i (s, y: one element's values; B1, B2, … the batch sums)",
+                "composite": "(dL/dL1, …, dL/dLk, dL/d each learnable)"}.get(spec.form)
+    if variable is None:
+        from .ir import U
+        variable = f"dL/d{inputs.get(U, 'u')}"
     print(f"\n{variable} =")
     print(show(spec.gradient.expr))
     for r in spec.gradient.aux:
-        print(("\n" if args.latex else "\n  ") + r.describe())
+        print(("\n" if args.latex else "\n  ") + describe(r))
     return 0
+
+
+def _display_names(spec, kind) -> dict:
+    """Internal symbols shown as the kind's names (f, y, m, s, N) or their labels (R1, A1, B1)."""
+    from .ir import INTERNAL, is_internal
+    exprs = [spec.expr, spec.gradient.expr] + [r.body for r in spec.reductions + spec.gradient.aux]
+    symbols = set().union(*(e.free_symbols for e in exprs)) | {r.symbol for r in spec.reductions + spec.gradient.aux}
+    by_symbol = {v: k for k, v in kind.names.items() if isinstance(v, sympy.Symbol)}
+    return {s: sympy.Symbol(by_symbol.get(s, s.name[len(INTERNAL):]), **s.assumptions0)
+            for s in symbols if is_internal(s)}
 
 
 def cmd_catalog(args) -> int:
@@ -146,6 +186,7 @@ def cmd_catalog(args) -> int:
 
 def cmd_plot(args) -> int:
     from .plot import plot
+    check_writable(args.output)
     plot(args.spec, args.output, _params(args.param))
     print(f"wrote {args.output}")
     return 0

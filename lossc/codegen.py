@@ -250,6 +250,8 @@ def _generate_other(spec: LossSpec, target: str) -> str:
         tasks = max(int(s.name[1:]) for s in spec.expr.free_symbols if s.name[:1] == "L" and s.name[1:].isdigit())
         learnables = tuple((_check_identifier(v.name), () if v.size is None else (bound[v.size],), v.init)
                            for v in spec.learnables)
+        if not spec.params:  # (``*, **unused`` is no Python)
+            common["signature_kw"] = ""
         return _environment().get_template("module_tasks.py.j2").render(
             runtime=runtime.rstrip("\n"), program=composite_program(spec), tasks=tasks, learnables=learnables,
             **common)

@@ -17,8 +17,9 @@ import sympy
 
 from .atoms import FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
-from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, BatchSum, Constraint,
-                 Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry, per_class)
+from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, ROW_FORM_SYMBOLS, T, U, Z_J, Z_Y, BatchSum,
+                 Constraint, Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry,
+                 is_internal, numbered, per_class)
 from .kinds import KINDS
 from .resources import resource
 
@@ -30,6 +31,10 @@ MAX_NESTING = 64  # levels of the syntax tree
 MAX_EXPR_DEPTH = 96  # levels of a lowered expression, with locals inlined
 MAX_NUMBER_DIGITS = 100
 MAX_CONSTANT_DIGITS = 1000  # of a constant power such as 9^9^9, which sympy would evaluate exactly
+# Budgets that keep every text compiling in seconds: deterministic sizes, the same on every machine.
+MAX_SOURCE_CHARS = 32_000  # of a text (the catalog's longest is under 2,000)
+MAX_EXPR_SIZE = 1_500  # nodes of a lowered loss with its reductions, each use of a local counted (catalog: <= 90)
+LARGEST_FLOAT = 1.7976931348623157e308
 
 
 def _reserved_names() -> frozenset[str]:
@@ -46,7 +51,8 @@ def _reserved_names() -> frozenset[str]:
             for alias in node.names}
     generated = {"P", "self", "input", "target", "weight", "ignore_index", "reduction", "sample_weight",
                  "backend", "validate", "class_group", "batch_group", "from_logits", "inplace_grad", "triton", "tl",
-                 "unused", "NAME", "SPEC_HASH", "KERNEL", "LossParamError", "LossInputError"}
+                 "unused", "NAME", "SPEC_HASH", "KERNEL", "LossParamError", "LossInputError",
+                 "spec", "over", "name", "use_cache", "order"}  # (keywords of lossc.loss, parse, check, poly)
     return frozenset(top | generated | set(dir(builtins)) | set(keyword.kwlist))
 
 
@@ -155,6 +161,29 @@ def _too_deep(tree: lark.Tree):
     return None
 
 
+def _expr_size(values) -> int:
+    """Nodes of the trees of values (sympy expressions or class vectors), a subexpression counted at each
+    of its uses, as the later stages (diff, rewrites, printers) see it; computed on the shared graph."""
+    size: dict[int, int] = {}
+    total = 0
+    for value in values:
+        root = value.expr if isinstance(value, Vec) else value
+        if not isinstance(root, sympy.Basic):
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in size:
+                continue
+            if ready or not node.args:
+                size[id(node)] = 1 + sum(size[id(a)] for a in node.args)
+            else:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args if id(a) not in size)
+        total += size[id(root)]
+    return total
+
+
 def _expr_depth(value) -> int:
     """Depth of a lowered value's sympy tree (shared subexpressions counted once; iterative)."""
     root = value.expr if isinstance(value, Vec) else value
@@ -188,6 +217,13 @@ class SourceFile:
 
     @classmethod
     def from_text(cls, text: str, filename: str | None = None) -> "SourceFile":
+        text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
+        if len(text) > MAX_SOURCE_CHARS:
+            line = text.count("\n", 0, MAX_SOURCE_CHARS) + 1
+            column = MAX_SOURCE_CHARS - (text.rfind("\n", 0, MAX_SOURCE_CHARS) + 1) + 1
+            raise LossSyntaxError(f"text too long: {len(text)} characters (limit {MAX_SOURCE_CHARS})", source=text,
+                                  filename=filename, line=line, column=column,
+                                  hint="split it into several losses, or name parts with local definitions")
         tree = parse_tree(text, filename)
         losses: dict[str, lark.Tree] = {}
         for loss in tree.children:
@@ -244,13 +280,9 @@ class _ReductionPool:
         for item in self.items:
             if (item.op, item.body, item.exclude_target) == (op, body, exclude_target):
                 return item.symbol
-        symbol = sympy.Symbol(f"R{len(self.items) + 1}", real=True)
+        symbol = numbered("R", len(self.items) + 1)
         self.items.append(Reduction(symbol, op, body, exclude_target))
         return symbol
-
-
-def _is_reduction_symbol(s: sympy.Basic) -> bool:
-    return isinstance(s, sympy.Symbol) and s.name.startswith("R") and s.name[1:].isdigit()
 
 
 class _Lowering:
@@ -313,7 +345,8 @@ class _Lowering:
                         learnables=tuple(self.learnables.values()))
 
     def statement(self, run, node):
-        """``run(node)`` for one line of the loss, its result no deeper than MAX_EXPR_DEPTH."""
+        """``run(node)`` for one line of the loss, its result no deeper than MAX_EXPR_DEPTH and, with the
+        reductions so far, no larger than MAX_EXPR_SIZE."""
         try:
             result = run(node)
             value = self.env.get(str(node.children[0])) if node.data == "assign" else result
@@ -323,6 +356,11 @@ class _Lowering:
         if too_deep:
             raise self.error(LossSyntaxError, f"expression nested too deeply (limit {MAX_EXPR_DEPTH} levels "
                              "once locals are substituted)", node, "simplify the chain of definitions")
+        size = _expr_size([value] + [r.body for r in self.pool.items + self.batch_sums])
+        if size > MAX_EXPR_SIZE:
+            raise self.error(LossSyntaxError, f"expression too large: {size} operations once locals are "
+                             f"substituted (limit {MAX_EXPR_SIZE})", node,
+                             "a local used twice is copied into each use; simplify the definitions")
         return result
 
     def check_identifier(self, token, what: str) -> None:
@@ -341,6 +379,9 @@ class _Lowering:
             name_token, size_token, default_tree = node.children
             name = str(name_token)
             self.check_identifier(name_token, "parameter")
+            if self.kind.form == "composite" and _is_task_name(name):
+                raise self.error(LossNameError, f"parameter {name} clashes with the task losses L1 … Lk of kind "
+                                 "tasks", name_token, "choose another name")
             if name in params or name in self.kind.names:
                 raise self.error(LossNameError, f"parameter {name} clashes with "
                                  + ("another parameter" if name in params else f"a name of kind {self.kind.name}"),
@@ -368,7 +409,22 @@ class _Lowering:
                                      name_token, f"declare it as {name}[N] with an integer parameter N")
                 params[name] = Param(name, "float", default)
         self.ints = self.bind_ints(params, tree)
+        for node in tree.children:
+            self.check_form_symbols(params[str(node.children[0])], node.children[0])
         return params
+
+    def check_form_symbols(self, param: Param, token) -> None:
+        """A parameter's symbols are none of the normal form's own (p_t, C, p[j], q[j] of the row form):
+        a per-class parameter p would read as softmax(z)[j]."""
+        if self.kind.form != "row":
+            return
+        own = {s.name: s for s in ROW_FORM_SYMBOLS}
+        names = [class_entry(param.name).name, class_entry(param.name, "y").name] if param.type == "class" \
+            else [param.symbol.name]
+        clash = next((n for n in names if n in own), None)
+        if clash is not None:
+            raise self.error(LossNameError, f"parameter {param.name} would make the name {clash}, which the "
+                             f"{self.kind.name} kind already uses", token, "choose another name")
 
     def structural_names(self) -> set[str]:
         """Parameters used as series bounds or vector sizes: integers fixed at construction."""
@@ -700,7 +756,22 @@ class _Lowering:
             raise self.error(LossSyntaxError, f"invalid expression: {err}", node) from None
         if isinstance(result, sympy.Expr) and result.has(sympy.zoo, sympy.nan):
             raise self.error(LossSyntaxError, "the expression is undefined (division by zero?)", node)
+        if isinstance(result, sympy.Expr):
+            self.check_constants(result, node)
         return Vec(result) if vectors else result
+
+    def check_constants(self, result: sympy.Expr, node) -> None:
+        """The numbers an operation folded (the result and its operands: every operation is checked as it is
+        made) are real and finite in float64: (-1)^0.5, 2^1024, 1e308 * 10 are errors, not 0 or inf."""
+        for part in (result,) + result.args:
+            if part is sympy.I or sympy.I in part.args or (  # (I, 2*I, I*pi, 1 + I, I*r: two levels suffice)
+                    isinstance(part, sympy.Pow) and part.base.is_number and part.exp.is_number
+                    and part.is_real is False):  # (-8)^(1/3): sympy's principal root is complex
+                raise self.error(LossSyntaxError, "the expression is not real (a complex constant such as "
+                                 "(-1)^0.5)", node)
+            if part.is_Number and (part.is_infinite or abs(part) > LARGEST_FLOAT):
+                raise self.error(LossSyntaxError, "constant out of range: its magnitude exceeds the largest "
+                                 "float (1.8e308)", node)
 
     def scalar(self, value, node, what: str) -> sympy.Expr:
         if isinstance(value, Vec):
@@ -762,7 +833,7 @@ class _Lowering:
         inner = dict(env)
         inner[index] = _BatchIndex(index)
         body = self.scalar(self.eval(body_node, inner), body_node, "the body of a batch sum")
-        if any(s.name.startswith("B") and s.name[1:].isdigit() for s in body.free_symbols) or \
+        if any(is_internal(s, "B") for s in body.free_symbols) or \
                 BATCH_SIZE in body.free_symbols:
             raise self.error(LossKindError, "a batch sum's body is one element's term in s and y (and "
                              "parameters): it cannot use other batch sums or N", node)
@@ -771,7 +842,7 @@ class _Lowering:
         else:
             total = next((b.symbol for b in self.batch_sums if b.body == body), None)
             if total is None:
-                total = sympy.Symbol(f"B{len(self.batch_sums) + 1}", real=True)
+                total = numbered("B", len(self.batch_sums) + 1)
                 self.batch_sums.append(BatchSum(total, "sum", body))
         return total / BATCH_SIZE if name == "mean" else total
 
@@ -839,15 +910,19 @@ class _Lowering:
         callee_params = callee_tree.children[2].children if callee_tree.children[2] is not None else []
         names = [str(p.children[0]) for p in callee_params]
         values: dict[str, object] = {}
+        keywords = False
         for i, arg in enumerate(args):
             if isinstance(arg, lark.Tree) and arg.data == "kwarg":
                 key = str(arg.children[0])
                 if key not in names:
                     raise self.error(LossNameError, f"{name} has no parameter {key}", arg,
                                      suggest(key, names))
+                if key in values:
+                    raise self.error(LossSyntaxError, f"{name}: parameter {key} given twice", arg)
                 values[key] = self.eval(arg.children[1], env)
+                keywords = True
             else:
-                if values:
+                if keywords:
                     raise self.error(LossSyntaxError, "positional argument after a keyword argument", arg)
                 if i >= len(names):
                     raise self.error(LossSyntaxError, f"{name} takes at most {len(names)} arguments", arg)

@@ -1,15 +1,73 @@
 """The one IR: a frozen ``LossSpec`` around sympy expressions, in one of three normal forms.
 
-Symbols that are not user names carry names no identifier can have (``z[y]``,
-``lse(z)``), so they never collide with parameters and print naturally.
+Symbols that are not user names carry names no user symbol can have, so they never collide with
+parameters: the row form's ``z[y]``, ``lse(z)``, ``z[j]``, ``[j=y]`` (``z`` is an input of every row
+kind, never a parameter), and every other internal symbol made by ``internal`` (``@u``, ``@t``,
+``@R1``, ``@B1``, ``@N``, ...). User symbols are identifiers (parameters, learnables), ``name[k]``
+(vector elements) and ``name[j]``, ``name[y]`` (entries of per-class parameters). Printers give
+internal symbols code names of their own (``code_name``); parameters print as ``P.name``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 
 import sympy
+
+INTERNAL = "@"  # the first character of an internal symbol's name: no user name starts with it
+_USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\[([0-9]+|j|y)\])?")
+
+
+class _Internal(sympy.Symbol):
+    """An internal symbol: named ``@label`` (no user symbol is), shown as its label (``u``, ``R1``) in
+    sympy's text, pretty and LaTeX output; code printers give it a code name instead (``code_name``)."""
+
+    def _sympystr(self, printer) -> str:
+        return self.name[len(INTERNAL):]
+
+    def _pretty(self, printer):
+        return printer._print(sympy.Symbol(self.name[len(INTERNAL):]))
+
+    def _latex(self, printer) -> str:
+        return printer._print(sympy.Symbol(self.name[len(INTERNAL):]))
+
+
+def internal(label: str, **assumptions) -> sympy.Symbol:
+    """A symbol of lossc's own (an input, a feature, a class or batch reduction, a checker variable):
+    named ``@label``, which no user symbol can be."""
+    return _Internal(INTERNAL + label, **assumptions)
+
+
+def is_internal(symbol: sympy.Basic, family: str | None = None) -> bool:
+    """Whether symbol is an internal one (of ``family``: "R" for R1, R2, ... when given)."""
+    if not (isinstance(symbol, sympy.Symbol) and symbol.name.startswith(INTERNAL)):
+        return False
+    label = symbol.name[len(INTERNAL):]
+    return family is None or (label.startswith(family) and label[len(family):].isdigit())
+
+
+def numbered(family: str, index: int) -> sympy.Symbol:
+    """The index-th symbol of a family of internal ones: class reductions R1, R2, … (``family`` "R"),
+    the gradient's extra reductions A1, … ("A"), batch sums B1, … ("B")."""
+    return internal(f"{family}{index}", real=True)
+
+
+def code_name(symbol: sympy.Symbol) -> str:
+    """The name an internal symbol has in generated code (``@R1`` -> ``r1``, ``@m`` -> ``m``): a
+    local of the generated functions, which read parameters as attributes ``P.name`` only."""
+    if not is_internal(symbol):
+        raise ValueError(f"{symbol} is not an internal symbol")
+    name = symbol.name[len(INTERNAL):].lower()
+    assert name.isidentifier() and not name.startswith("_"), name
+    return name
+
+
+def is_user_name(name: str) -> bool:
+    """Whether a symbol name is one a user's spec can make (and so no internal symbol may have)."""
+    return _USER_NAME.fullmatch(name) is not None
+
 
 # Row normal form (multiclass, distribution): per-row scalars ...
 Z_Y = sympy.Symbol("z[y]", real=True)          # the target's logit
@@ -24,6 +82,9 @@ Q_J = sympy.Symbol("q[j]", nonnegative=True)   # distribution kind: the target p
 WEIGHT = "weight"                              # the class weights given at call time, a class vector
 ROW_SCALARS = (Z_Y, LSE, P_T)
 CLASS_SYMBOLS = (Z_J, P_J, IS_Y)
+# The row form's own symbols: a parameter of a row loss may not make one of these names (p_t, C, p[j]
+# of a per-class parameter p, ...), see ``form_symbol_names``.
+ROW_FORM_SYMBOLS = (Z_Y, LSE, P_T, NUM_CLASSES, Z_J, P_J, IS_Y, Q_J)
 
 
 def class_entry(name: str, at: str = "j") -> sympy.Symbol:
@@ -50,14 +111,14 @@ def at_target(expr: sympy.Expr) -> sympy.Expr:
     return expr.xreplace(mapping)
 
 # Elementwise normal form: the model output and the target of one element.
-U = sympy.Symbol("u", real=True)
-T = sympy.Symbol("t", real=True)
+U = internal("u", real=True)
+T = internal("t", real=True)
 
 REDUCTION_OPS = ("sum", "max", "lse")
 
 # Batch normal form: u, t are one element's prediction s_i and target y_i inside a batch sum;
 # the loss itself is a function of the sums B_k and of N (the batch size, or its total weight).
-BATCH_SIZE = sympy.Symbol("N", positive=True)
+BATCH_SIZE = internal("N", positive=True)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,26 @@ BACKENDS = ("auto", "torch", "reference", "triton")
 CHUNK_ELEMENTS = 1 << 21  # rows are processed in chunks of about this many logits
 
 
+class _Softplus(torch.autograd.Function):
+    """relu(x) + log1p(exp(-|x|)) whose derivative is sigmoid(x): 1/2 at x = 0, where autograd of that
+    expression gives relu's 0 + abs's 0 (the reference backend at a zero-initialised head)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
+
+
 def _softplus(x, out=None, tmp=None):
     # (with out and tmp, buffers of x's shape that x is not: the same operations, written into them)
     if out is None:
+        if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
+            return _Softplus.apply(x)
         return torch.relu(x) + torch.log1p(torch.exp(-torch.abs(x)))
     torch.abs(x, out=out).neg_().exp_().log1p_()
     return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
@@ -59,8 +76,9 @@ def _where(cond, a, b, out):
 
 
 class _PowFinite(torch.autograd.Function):
-    """x ** g whose derivative at x = 0, infinite for g < 1, is taken at the smallest normal number instead:
-    finite, so that autograd of (1 - p) ** 0.5 where p rounds to 1 gives 0 (the limit), not inf * 0."""
+    """x ** g whose derivative g x^(g-1) at x = 0, infinite for g < 1, is taken as 0 there (as abs' and
+    pos' at 0), the rule of the fused backends: so autograd of (1 - p) ** 0.5 where p rounds to 1, or of
+    pos(p - clip) ** g below the clip, gives 0 instead of inf * 0 = NaN."""
 
     @staticmethod
     def forward(ctx, x, g):
@@ -71,12 +89,14 @@ class _PowFinite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        at = torch.where(x == 0, torch.finfo(x.dtype).tiny, x)
-        return grad * ctx.g * torch.pow(at, ctx.g - 1), None
+        slope = torch.pow(x, ctx.g - 1)
+        if ctx.g < 1:
+            slope = slope.masked_fill(x == 0, 0.0)
+        return grad * ctx.g * slope, None
 
 
 def _pow(x, g):
-    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0
+    # x ** g for a number g that may be fractional; see _PowFinite for its derivative at 0 (0 for g < 1)
     if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
         return _PowFinite.apply(x, g)
     return torch.pow(x, g)
@@ -156,6 +176,130 @@ def _set_target(grad, t, own, c):
 
 
 # ---------------------------------------------------------------------------------------------
+# The validity agreement of a call over a process group (batch_group, class_group). Before the call's first
+# reduction its ranks all-reduce (MAX) one small int64 vector: the lowest rank whose checks failed, with the
+# class of its error, and a signature of the call, each field as its largest and its smallest value over the
+# ranks (with the lowest rank holding each). Where a rank failed, or the ranks disagree, every rank raises
+# the same LossError naming the rank at fault (the failed rank's message is broadcast to the others), instead
+# of one rank raising while the others wait in their next all-reduce, or the ranks issuing different ones.
+
+_AGREED_ERRORS = (None, LossInputError, LossParamError, LossInputError)  # by code; 3: any other exception
+_MESSAGE_BYTES = 1024
+_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+_ENGINES = ("reference", "torch", "triton")
+
+
+class _Agreement:
+    """The agreement of one call over a process group, made once per call on every rank: at the call's first
+    reduction (``agree``), at its first error (``fail``) or at its end, whichever comes first. fields: the
+    signature, (what, show) for each of its values, show(value) a phrase or None; extra: the number of further
+    ints all-reduced with MAX (the same on every rank, so that every rank's vector has the same length).
+    ``active`` False (validate=False on a batch_group): nothing is exchanged. A process outside the group is
+    refused."""
+
+    def __init__(self, name, group, kind, like, fields=(), extra=0, active=True):
+        import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
+        self.name, self.group, self.kind, self.fields, self.extra = name, group, kind, fields, extra
+        self.world, self.rank = dist.get_world_size(group), dist.get_rank(group)
+        if self.rank < 0:
+            raise LossParamError(f"{name}: this process is not in the {kind} (torch.distributed would leave it "
+                                 "out of the all-reduce)")
+        if isinstance(like, torch.Tensor):
+            self.device = like.device
+        else:  # (no tensor to follow: the device the group's backend communicates on)
+            self.device = torch.device("cuda", torch.cuda.current_device()) \
+                if "nccl" in str(dist.get_backend(group)) else torch.device("cpu")
+        self.done = not active
+
+    def fail(self, error):
+        """The agreement of a rank whose call raised ``error`` (nothing if it was already made)."""
+        if not self.done:
+            self.agree(error=error)
+
+    def agree(self, values=(), extra=(), error=None):
+        """Make the agreement (once). values: the signature's, ints in [0, 2^31); extra: self.extra ints,
+        returned all-reduced (both ignored where error). Raises the agreed LossError, if any."""
+        import torch.distributed as dist
+        if self.done:
+            return None
+        self.done = True
+        W, r, fields = self.world, self.rank, self.fields
+        code = 0 if error is None else 1 if isinstance(error, LossInputError) else \
+            2 if isinstance(error, LossParamError) else 3
+        packed = [(W - r) * 4 + code if code else 0]
+        for value in ([0] * len(fields) if error is not None or not fields else values):
+            packed += [int(value) * W + W - 1 - r, -int(value) * W + W - 1 - r]
+        packed += [0] * self.extra if error is not None or not self.extra else [int(v) for v in extra]
+        vector = torch.tensor(packed, dtype=torch.int64, device=self.device)
+        dist.all_reduce(vector, op=dist.ReduceOp.MAX, group=self.group)
+        reduced = vector.tolist()
+        if reduced[0]:
+            self._failed(W - reduced[0] // 4, reduced[0] % 4, error)
+        for i, (what, show) in enumerate(fields):
+            (high, a), (low, b) = divmod(reduced[1 + 2 * i], W), divmod(reduced[2 + 2 * i], W)
+            if high != -low:
+                a, b, high, low = W - 1 - a, W - 1 - b, high, -low
+                first, second = sorted([(a, high), (b, low)])
+                said = f"rank {first[0]} and rank {second[0]} differ in it" if show is None else \
+                    f"rank {first[0]} {show(first[1])}, rank {second[0]} {show(second[1])}"
+                raise LossInputError(f"{self.name}: the ranks of the {self.kind} disagree on {what}: {said}; "
+                                     f"every rank of the {self.kind} must make the same call")
+        return reduced[1 + 2 * len(fields):]
+
+    def _failed(self, fault, code, error):
+        """Every rank raises the error of rank ``fault`` (its message broadcast from it)."""
+        import torch.distributed as dist
+        buffer = torch.zeros(_MESSAGE_BYTES, dtype=torch.uint8, device=self.device)
+        if self.rank == fault:
+            text = str(error) if code != 3 else f"{type(error).__name__}: {error}"
+            data = text.encode()[:_MESSAGE_BYTES]
+            buffer[:len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+        dist.broadcast(buffer, src=dist.get_global_rank(self.group, fault) if self.group is not None else fault,
+                       group=self.group)
+        text = bytes(buffer.cpu().tolist()).rstrip(b"\0").decode(errors="replace")
+        text = text[len(self.name) + 2:] if text.startswith(f"{self.name}: ") else text
+        if self.rank == fault and code == 3:
+            raise error  # (an unexpected error: its own traceback on its rank; a LossError on the others)
+        raise _AGREED_ERRORS[code](f"{self.name}: on rank {fault} of the {self.kind} (of {self.world} ranks): "
+                                   f"{text}") from error
+
+
+def _agreed(agreement, run, *args):
+    """run(*args), calling agreement.agree before its first reduction, with the agreement made at its end if
+    it made none (no reduction ran) or at its error (then every rank raises the agreed error)."""
+    try:
+        out = run(*args)
+    except Exception as error:
+        agreement.fail(error)
+        raise
+    agreement.agree()
+    return out
+
+
+def _options_hash(*options):
+    """A 31-bit hash of the options of a call (its repr), for the signature."""
+    import zlib
+    return zlib.crc32(repr(options).encode()) & 0x7FFFFFFF
+
+
+def _dtype_code(dtype):
+    return _DTYPES.index(dtype) if dtype in _DTYPES else len(_DTYPES)
+
+
+_SHOW_DTYPE = ("the input's dtype",
+               lambda v: f"passes {str(_DTYPES[v]).removeprefix('torch.') if v < len(_DTYPES) else 'another dtype'}")
+_SHOW_ENGINE = ("the engine", lambda v: f"runs the {_ENGINES[v]} engine")
+_SHOW_OPTIONS = ("the loss and its options (parameters, reduction, ignore_index, from_logits, positions, "
+                 "inplace_grad)", None)
+_ROW_FIELDS = (("the rows", lambda v: f"holds {v} rows"), _SHOW_DTYPE,
+               ("the layout", lambda v: f"passes a {v}-d input"), _SHOW_ENGINE,
+               ("the gradient", lambda v: "needs the input's gradient" if v else "does not"),
+               ("class weights", lambda v: "passes them" if v else "passes none"),
+               ("validate", lambda v: f"passes validate={bool(v)}"), _SHOW_OPTIONS)
+_BATCH_FIELDS = (_SHOW_DTYPE, _SHOW_ENGINE, _SHOW_OPTIONS)
+
+
+# ---------------------------------------------------------------------------------------------
 # The class reductions and target gathers of the row form. Without a class group they are plain torch.
 # With one (``class_group``: each rank holds a contiguous block of every row's classes) each is a local
 # reduction followed by an all-reduce, so that every rank gets the whole row's value: a sum is summed,
@@ -166,10 +310,11 @@ _SHARD = None
 
 
 class _Shard:
-    """A class group: the process group, this rank's first class and the number of classes C of the rows."""
+    """A class group: the process group, this rank's first class, the number of classes C of the rows and the
+    call's validity agreement (made before its first row reduction, see _Agreement)."""
 
-    def __init__(self, group, offset, classes):
-        self.group, self.offset, self.classes = group, offset, classes
+    def __init__(self, group, offset, classes, agreement):
+        self.group, self.offset, self.classes, self.agreement = group, offset, classes, agreement
 
 
 def _num_classes(z):
@@ -181,6 +326,7 @@ def _all_reduce(local, op):
     autograd (the reference backend; sums alone, see _row_max) its backward all-reduces the gradient too,
     so the gradient of every rank's loss reaches the classes of every rank."""
     import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
+    _SHARD.agreement.agree()  # (the first reduction of a call: its ranks agree that every one's input is valid)
     if local.requires_grad:
         return _AllReduceSum.apply(local, _SHARD.group)
     total = local.clone()
@@ -451,6 +597,10 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
         raise LossInputError(f"{kernel.name}: target must be a tensor")
     if kernel.form == "row" and input.dim() < 2:
         raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...], got {list(input.shape)}")
+    if kernel.form == "row" and _num_classes(input) < 2:  # (docs/semantics.md, "Edge shapes")
+        raise LossInputError(f"{kernel.name}: input has C = {_num_classes(input)} classes (shape "
+                             f"{list(input.shape)}); a class loss needs C >= 2 (with one class p_t = 1 and the "
+                             "loss is constant or 0/0): for one logit per element use a binary loss (bce)")
     if kernel.target == "distribution":
         if tuple(target.shape) != tuple(input.shape) or not target.is_floating_point():
             raise LossInputError(f"{kernel.name}: target must hold class probabilities: a floating-point tensor "
@@ -477,6 +627,7 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
             raise LossInputError(f"{kernel.name}: target must hold class indices (an integer tensor), "
                                  f"got {target.dtype}")
         C = _num_classes(input)  # (with a class group: all ranks' classes; targets are global indices)
+        validate = validate or _SHARD is not None  # (there, a class outside [0, C) is on no rank: never dropped)
         t = target.reshape(-1).long()
         # the common case (every class in range, none ignored) by one reduction: no mask at all. It needs
         # a host sync, so it runs where one is paid anyway (validate) or costs nothing (eager, the CPU)
@@ -670,7 +821,7 @@ def _spatial_chunks(shape, step):
     as fit in step rows, or, where one n holds more, ranges of its positions."""
     N, _, S = shape
     if S <= step:
-        per = step // S
+        per = step // max(S, 1)  # (S = 0: an empty image; no rows)
         return [(n * S, min(n + per, N) * S, (slice(n, min(n + per, N)),)) for n in range(0, N, per)]
     return [(n * S + s, n * S + min(s + step, S), (n, slice(None), slice(s, min(s + step, S))))
             for n in range(N) for s in range(0, S, step)]
@@ -978,11 +1129,12 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=None,
     if class_group is None:
         return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
                            backend, validate, inplace_grad)
-    shard = _class_shard(kernel, class_group, input, backend)
+    call = (params, weight is not None, reduction, ignore_index, bool(validate), bool(inplace_grad))
+    shard = _class_shard(kernel, class_group, input, backend, call)
     previous, _SHARD = _SHARD, shard
     try:
-        return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
-                           backend, validate, inplace_grad)
+        return _agreed(shard.agreement, _apply_loss, kernel, params, input, target, weight, ignore_index,
+                       reduction, sample_weight, backend, validate, inplace_grad)
     finally:
         _SHARD = previous
 
@@ -997,35 +1149,45 @@ def _autocast_input(input):
     return input
 
 
-def _class_shard(kernel, group, input, backend):
-    """The class group of a call: this rank's first class and C, from one all-reduce of the ranks' widths
-    (which also checks that every rank holds the same rows)."""
+def _class_shard(kernel, group, input, backend, call):
+    """The class group of a call: this rank's first class and C, from one all-reduce (MAX) of the ranks'
+    widths, which is also the agreement (see _Agreement) on the checks that need no C and on the call's
+    signature: the same rows, dtype, layout, engine, gradient, class weights given or not, validate and
+    options on every rank. The checks that need C (targets, class weights) are agreed on before the first
+    row reduction, by the shard's agreement."""
     import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
     if kernel.form != "row":
         raise LossParamError(f"{kernel.name}: class_group splits the classes of a row loss (multiclass, "
                              "distribution); this loss has none")
-    if backend == "triton":
-        raise LossParamError(f"{kernel.name}: the triton backend does not take a class_group; use backend='torch'")
     if _compiling():
         raise LossParamError(f"{kernel.name}: class_group is not supported under torch.compile")
-    if not isinstance(input, torch.Tensor) or input.dim() < 2:
-        raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...] (C: this rank's classes)")
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
-    if rank < 0:
-        raise LossParamError(f"{kernel.name}: this process is not in the class_group")
-    rows = input.numel() // max(input.shape[1], 1)
-    sizes = torch.zeros(world + 2, dtype=torch.int64, device=input.device)
-    sizes[rank], sizes[world], sizes[world + 1] = input.shape[1], rows, -rows
-    dist.all_reduce(sizes, op=dist.ReduceOp.MAX, group=group)
-    sizes = sizes.tolist()
-    widths = sizes[:world]
-    if sizes[world] != -sizes[world + 1]:
-        raise LossInputError(f"{kernel.name}: the ranks of the class_group hold different rows (between "
-                             f"{-sizes[world + 1]} and {sizes[world]}); each must hold the same rows")
+    sizes = _Agreement(kernel.name, group, "class_group", input, _ROW_FIELDS, dist.get_world_size(group))
+    values = error = None
+    try:
+        if backend == "triton":
+            raise LossParamError(f"{kernel.name}: the triton backend does not take a class_group; use "
+                                 "backend='torch'")
+        if not isinstance(input, torch.Tensor) or not input.is_floating_point() or input.dim() < 2:
+            raise LossInputError(f"{kernel.name}: input must be a floating-point tensor [N, C] or [N, C, d1, ...] "
+                                 "(C: this rank's classes)")
+        params, weighted, reduction, ignore_index, validate, inplace_grad = call
+        engine = "reference" if backend == "reference" or kernel.loss_and_grad is None else "torch"
+        need_grad = torch.is_grad_enabled() and input.requires_grad
+        rows = input.shape[0] * math.prod(input.shape[2:])
+        values = (rows, _dtype_code(input.dtype), input.dim(), _ENGINES.index(engine), need_grad, weighted,
+                  validate, _options_hash(kernel.name, kernel.spec_hash, _flat(kernel, params), reduction,
+                                          ignore_index, tuple(input.shape[2:]), kernel.chunk, inplace_grad))
+    except Exception as failure:  # noqa: BLE001 - agreed on by every rank, raised on every rank
+        error = failure
+    widths = [0] * sizes.world
+    if error is None:
+        widths[sizes.rank] = input.shape[1]
+    widths = sizes.agree(values, widths, error)
     if min(widths) < 1:
-        raise LossInputError(f"{kernel.name}: every rank of the class_group must hold at least one class, "
-                             f"got widths {widths}")
-    return _Shard(group, sum(widths[:rank]), sum(widths))
+        raise LossInputError(f"{kernel.name}: rank {widths.index(min(widths))} of the class_group holds no class "
+                             f"(the ranks' widths are {widths}); every rank must hold at least one class")
+    return _Shard(group, sum(widths[:sizes.rank]), sum(widths),
+                  _Agreement(kernel.name, group, "class_group", input))
 
 
 def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight, backend, validate,
@@ -1084,7 +1246,16 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         else:
             out, _ = kernel.op(x, t, valid, w, den, mul, _flat(kernel, params), classes, reduction, engine,
                                need_grad)
+    if reduction == "mean":
+        out = _mean_of_nothing(out, shape)
     return out.reshape(shape) if reduction == "none" else out
+
+
+def _mean_of_nothing(out, shape):
+    """The mean over no element is 0 / 0 = NaN, as F.cross_entropy's and F.binary_cross_entropy_with_logits's;
+    its gradient stays that of the sum (empty). (Every element ignored, or weighted 0: the divisor
+    is 0 and the engines' mean NaN already.)"""
+    return out + math.nan if not math.prod(shape) else out
 
 
 def _check_inplace(kernel, input):
@@ -1264,10 +1435,12 @@ def _register_batch(kernel):
     return _Op(sums_op, sums_impl), _Op(op, impl, setup_context, backward)
 
 
-def _all_reduce_sums(sums, group):
-    """The sums of every rank of the process group, in place (torch.distributed, SUM)."""
+def _all_reduce_sums(sums, agreement, signature):
+    """The sums of every rank of the process group, in place (torch.distributed, SUM), once its ranks agreed
+    on the validity of their inputs and on the call's signature (see _Agreement)."""
     import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
-    dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
+    agreement.agree(signature)
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=agreement.group)
     return sums
 
 
@@ -1276,7 +1449,19 @@ def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index
     """Run a generated batch loss: one scalar for the whole batch (``reduction`` "mean" and "sum" both
     give it; "none" has no meaning). ``weight`` (broadcast to the input) and ``sample_weight`` weight each
     element's terms and its count in N; elements whose target is ``ignore_index`` are dropped. With
-    ``batch_group`` (a torch.distributed process group) the sums are all-reduced over it first."""
+    ``batch_group`` (a torch.distributed process group) the sums are all-reduced over it first, after the
+    ranks' agreement on their inputs' validity (with ``validate``, see _Agreement)."""
+    args = (kernel, params, input, target, weight, ignore_index, reduction, sample_weight, backend, validate,
+            from_logits)
+    if batch_group is None:
+        return _apply_batch_loss(*args, None)
+    agreement = _Agreement(kernel.name, batch_group, "batch_group", input, _BATCH_FIELDS,
+                           active=validate and not _compiling())
+    return _agreed(agreement, _apply_batch_loss, *args, agreement)
+
+
+def _apply_batch_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight, backend,
+                      validate, from_logits, group):
     if reduction not in ("mean", "sum"):
         raise LossParamError(f"{kernel.name}: a batch loss is one number for the whole batch: reduction "
                              f"must be 'mean' or 'sum' (both give it), got {reduction!r}")
@@ -1289,6 +1474,9 @@ def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index
         else "reference"
     validate = validate and not _compiling()
     t, valid, shape = _targets(kernel, input, target, ignore_index, validate)
+    if input.numel() == 0 and batch_group is None:  # (a rank of a batch_group may hold no element)
+        raise LossInputError(f"{kernel.name}: the batch is empty (input shape {list(input.shape)}); a batch loss "
+                             "is a function of the batch's sums and has no value without an element")
     if validate and not from_logits and input.numel():
         bad = (input < 0) | (input > 1) | torch.isnan(input)
         if valid is not None:
@@ -1301,6 +1489,8 @@ def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index
     if valid is not None:
         w = valid.to(dtype) if w is None else torch.where(valid, w, 0.0)
     x = input.reshape(-1)
+    signature = None if group is None else (_dtype_code(input.dtype), _ENGINES.index(engine), _options_hash(
+        kernel.name, kernel.spec_hash, _flat(kernel, params), ignore_index, bool(from_logits)))
     if engine == "reference":
         u = x.to(dtype)
         if from_logits:
@@ -1311,8 +1501,8 @@ def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index
                             + [torch.as_tensor(float(u.shape[0]), dtype=dtype, device=x.device)
                                if w is None else w.sum()])
         sums = local
-        if batch_group is not None:  # the other ranks' sums enter as constants: each rank's gradient is
-            other = _all_reduce_sums(local.detach().clone(), batch_group) - local.detach()  # its own part
+        if group is not None:  # the other ranks' sums enter as constants: each rank's gradient is its own part
+            other = _all_reduce_sums(local.detach().clone(), group, signature) - local.detach()
             sums = local + other
         return torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], params),
                                dtype=dtype, device=x.device).to(input.dtype)
@@ -1322,8 +1512,8 @@ def apply_batch_loss(kernel, params, input, target, *, weight=None, ignore_index
             w = w.to(torch.float32).contiguous()
     flat = _flat(kernel, params)
     sums = kernel.sums_op(x.detach(), t, w, flat, engine, bool(from_logits))
-    if batch_group is not None:
-        sums = _all_reduce_sums(sums.clone(), batch_group)
+    if group is not None:
+        sums = _all_reduce_sums(sums.clone(), group, signature)
     need_grad = torch.is_grad_enabled() and input.requires_grad
     out, _ = kernel.op(x, t, w, sums, flat, engine, bool(from_logits), need_grad)
     return out

@@ -175,12 +175,15 @@ def nce_mae(logits, target, alpha=1.0, beta=0.5):
     return alpha * nce(logits, target) + beta * mae(logits, target)
 
 
-def z_loss(logits, target, a=1.0, b=2.0, eps=1e-6):
-    """de Brebisson & Vincent 2016: softplus(a (b - z_c)) / a, z = (o - mean(o)) / std(o) over classes,
-    with eps added to the variance (as layer normalization does)."""
+def z_loss(logits, target, a=1.0, b=2.0):
+    """de Brebisson & Vincent 2016: softplus(a (b - z_c)) / a, z = (o - mean(o)) / std(o) over classes
+    (the population std, two-pass: of the centred logits); a row of equal logits has z_c = 0."""
     mu = logits.mean(dim=1, keepdim=True)
-    sigma = torch.sqrt(logits.var(dim=1, unbiased=False, keepdim=True) + eps)
-    z_c = ((logits - mu) / sigma).gather(1, target.unsqueeze(1)).squeeze(1)
+    centred = logits - mu
+    sigma = centred.square().mean(dim=1, keepdim=True).sqrt()
+    constant = (logits == logits[:, :1]).all(dim=1, keepdim=True)
+    z = torch.where(constant, 0.0, centred / torch.where(constant, 1.0, sigma))
+    z_c = z.gather(1, target.unsqueeze(1)).squeeze(1)
     return F.softplus(a * (b - z_c)) / a
 
 
@@ -449,7 +452,7 @@ REFERENCES: dict[str, Reference] = {
     "taylor_ce": Reference("multiclass", taylor_ce, {"t": 2}, {"t": 6}),
     "brier": Reference("multiclass", brier),
     "nce_mae": Reference("multiclass", nce_mae, {"alpha": 1.0, "beta": 0.5}, {"alpha": 10.0, "beta": 0.1}),
-    "z_loss": Reference("multiclass", z_loss, {"a": 1.0, "b": 2.0, "eps": 1e-6}, {"a": 0.3, "b": -1.0, "eps": 0.01}),
+    "z_loss": Reference("multiclass", z_loss, {"a": 1.0, "b": 2.0}, {"a": 0.3, "b": -1.0}),
     "crammer_singer": Reference("multiclass", crammer_singer),
     "weston_watkins": Reference("multiclass", weston_watkins),
     "sce": Reference("multiclass", sce, {"alpha": 0.1, "beta": 1.0, "A": _A},

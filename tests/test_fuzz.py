@@ -3,7 +3,9 @@
 Two sources of inputs: a seeded mutation fuzzer over the catalog's ``.loss`` files (delete, duplicate and
 swap tokens and characters, insert keywords, operators and odd unicode, truncate), and hypothesis
 strategies (token streams from the grammar's own vocabulary, arbitrary text, expressions that are valid
-and must parse). Each input gets at most ``TIMEOUT_S`` seconds. The CI run is fixed and deterministic;
+and must parse). No test here depends on wall-clock time: a hang detector (faulthandler, after a very
+generous ``HANG_S`` seconds on one input) ends a stuck run with every thread's traceback; the 10 s budget
+per input is measured by ``scripts/fuzz_frontend.py``. The CI run is fixed and deterministic;
 ``LOSSC_FUZZ_ITERATIONS=N`` multiplies the number of cases by N for a longer run (``LOSSC_FUZZ_SEED``
 picks another seed).
 """
@@ -14,7 +16,6 @@ import faulthandler
 import os
 import random
 import re
-import signal
 import string
 from contextlib import contextmanager
 
@@ -29,7 +30,7 @@ from lossc.frontend import SourceFile, _parser, catalog_names, lower
 from lossc.passes import derive
 from lossc.resources import resource
 
-TIMEOUT_S = 5.0
+HANG_S = 120.0  # a hang detector, not a speed assert
 ITERATIONS = max(1, int(os.environ.get("LOSSC_FUZZ_ITERATIONS", "1")))
 SEED = int(os.environ.get("LOSSC_FUZZ_SEED", "20240611"))
 MUTATIONS_PER_FILE = 120 * ITERATIONS
@@ -38,38 +39,26 @@ HYPOTHESIS = settings(max_examples=100 * ITERATIONS, deadline=None, derandomize=
                       database=None)
 
 
-class _Hang(Exception):
-    """An input took longer than TIMEOUT_S."""
-
-
 @contextmanager
-def _time_limit(seconds: float = TIMEOUT_S):
-    """SIGALRM interrupts Python code that runs too long; faulthandler ends the process (with every
-    thread's traceback) if C code such as a huge integer power never returns to Python."""
-    def alarm(signum, frame):
-        raise _Hang(f"more than {seconds} s")
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    faulthandler.dump_traceback_later(seconds * 6, exit=True)
+def _hang_detector(seconds: float = HANG_S):
+    """faulthandler ends the process, with every thread's traceback, if one input runs past ``seconds``
+    (Python code or C code, such as a huge integer power, that never returns)."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
         faulthandler.cancel_dump_traceback_later()
 
 
 def _compile(text: str):
     """Parse, lower and derive a .loss text; returns the LossSpec or the LossError it raised. Any other
-    exception, a RecursionError or a hang fails the test with the input."""
+    exception or a RecursionError fails the test with the input (a hang ends the run, see _hang_detector)."""
     try:
-        with _time_limit():
+        with _hang_detector():
             try:
                 return derive(lower(SourceFile.from_text(text, "<fuzz>")))
             except lossc.LossError as err:
                 return err
-    except _Hang:
-        pytest.fail(f"hang (> {TIMEOUT_S} s) on input {text!r}")
     except Exception as err:  # noqa: BLE001 - the point of the test
         pytest.fail(f"{type(err).__name__}: {err} on input {text!r}")
 
@@ -232,12 +221,10 @@ def test_arbitrary_text_as_a_body(text):
 def test_arbitrary_text_through_the_api(text):
     """``lossc.parse`` takes names, paths and text: whatever it makes of a string, only LossError escapes."""
     try:
-        with _time_limit():
+        with _hang_detector():
             lossc.parse(text)
     except lossc.LossError:
         pass
-    except _Hang:
-        pytest.fail(f"hang on {text!r}")
 
 
 _NUMBER = st.sampled_from(["0.5", "2", "3", "1.5", "0.25", "10", "1e-3"])

@@ -8,18 +8,13 @@ numbers), ``plausible`` (a numerical search found nothing), ``unknown`` or
 
 from __future__ import annotations
 
-import sympy
-
 from ..errors import LossError, LossParamError
 from . import cache
+from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, default_timeout, is_budget_verdict, run_properties
 from .context import Context
 from .verdict import PROPERTIES, Report, Verdict, not_applicable, unknown
 
-__all__ = ["check", "poly", "Verdict", "Report", "PROPERTIES"]
-
-# Failures of the symbolic machinery on unusual input: the property becomes "unknown", never a crash.
-_SOFT_ERRORS = (ArithmeticError, ValueError, TypeError, NotImplementedError, RuntimeError, AttributeError,
-                IndexError, KeyError, RecursionError, sympy.PolynomialError)
+__all__ = ["check", "poly", "Verdict", "Report", "PROPERTIES", "DEFAULT_TIMEOUT", "DEFAULT_MEMORY_MB"]
 
 
 def _filled(spec, params: dict) -> dict:
@@ -57,8 +52,20 @@ def _prepare(spec, over, params):
     return Context(unweighted(parsed), filled)  # the loss without class weights (weight = 1)
 
 
-def check(spec, *, over: str | None = None, use_cache: bool = True, **params) -> Report:
-    """Verdicts for every property of a loss at the given parameter values (defaults otherwise)."""
+def check(spec, *, over: str | None = None, use_cache: bool = True, timeout: float | None = None,
+          memory_mb: float = DEFAULT_MEMORY_MB, **params) -> Report:
+    """Verdicts for every property of a loss at the given parameter values (defaults otherwise).
+
+    Bad input (the spec, its parameters) raises a ``LossError``; after that nothing raises: a property
+    whose check fails is ``unknown`` with the reason, and each property has ``timeout`` seconds and
+    ``memory_mb`` MiB (``unknown (timed out)`` / ``unknown (memory budget exceeded)`` past them); the
+    timeout defaults to $LOSSC_CHECK_TIMEOUT or 10 s."""
+    if timeout is None:
+        timeout = default_timeout()
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise LossParamError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or not memory_mb > 0:
+        raise LossParamError(f"memory_mb must be a positive number of MiB, got {memory_mb!r}")
     ctx = _prepare(spec, over, params)
     k = cache.key(ctx.spec.hash, ctx.params)
     if use_cache:
@@ -70,12 +77,13 @@ def check(spec, *, over: str | None = None, use_cache: bool = True, **params) ->
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the numerical searches use tiny tensors: more threads only spin (10x slower on busy cores)
     try:
-        checker = _checker(ctx)
-        for name in PROPERTIES:
-            report.verdicts[name] = _run(checker, name, ctx)
+        ctx.warm()  # the generated code, compiled once before the workers fork
+        report.verdicts.update(run_properties(lambda: _checker(ctx), lambda checker, name, known:
+                                              _run(checker, name, ctx, known), PROPERTIES, timeout, memory_mb))
     finally:
         torch.set_num_threads(threads)
-    cache.store(k, report)
+    if not any(is_budget_verdict(v) for v in report.values()):  # a budget's verdict is not the loss's
+        cache.store(k, report)
     return report
 
 
@@ -114,22 +122,21 @@ def _checker(ctx):
     return Elementwise(ctx)
 
 
-def _run(checker, name: str, ctx) -> Verdict:
+def _run(checker, name: str, ctx, known: dict) -> Verdict:
+    """One property (the only place that runs one; budget.run_properties turns what it raises into
+    ``unknown``). ``known``: the verdicts decided so far, which checks that reuse them (calibration
+    reuses convexity) read from the checker's memo."""
+    memo = getattr(checker, "_memo", None)
+    if isinstance(memo, dict):
+        for other, verdict in known.items():
+            memo.setdefault(other, verdict)
     if name == "stable" and not hasattr(checker, "stable"):
         from .stable import check_stable
-        try:
-            return check_stable(ctx)
-        except _SOFT_ERRORS as err:
-            return unknown(f"the stability run failed: {type(err).__name__}: {err}")
+        return check_stable(ctx)
     method = getattr(checker, name, None)
     if method is None:
         return not_applicable(f"{name} does not apply to {ctx.spec.kind} losses")
-    try:
-        return method()
-    except LossError:
-        raise
-    except _SOFT_ERRORS as err:
-        return unknown(f"not decided: the check stopped with {type(err).__name__}: {err}")
+    return method()
 
 
 def poly(spec, order: int = 5, *, over: str | None = None, **params) -> dict:

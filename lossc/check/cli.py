@@ -8,6 +8,7 @@ import sys
 import sympy
 
 from ..errors import LossError
+from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from .verdict import PROPERTIES
 
 STYLE = {"proved": "bold green", "refuted": "bold red", "plausible": "yellow", "unknown": "dim", "n/a": "dim"}
@@ -25,7 +26,7 @@ def cmd_check(args) -> int:
     if unknown:
         raise LossError(f"--require names unknown propert{'y' if len(unknown) == 1 else 'ies'} "
                         f"{', '.join(unknown)}", hint="properties: " + ", ".join(PROPERTIES))
-    report = check(args.spec, **_params(args))
+    report = check(args.spec, timeout=args.timeout, memory_mb=args.memory, **_params(args))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
@@ -91,6 +92,11 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--require", metavar="PROP,...", help="exit 1 unless each named property is proved")
     p.add_argument("-v", "--verbose", action="store_true", help="print every property's full evidence")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"time budget per property (default $LOSSC_CHECK_TIMEOUT or {DEFAULT_TIMEOUT:g}); past it: "
+                        "unknown (timed out)")
+    p.add_argument("--memory", type=float, default=DEFAULT_MEMORY_MB, metavar="MIB",
+                   help=f"memory budget per property in MiB (default {DEFAULT_MEMORY_MB:g})")
     p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("poly", help="PolyLoss coefficients in (1 - p_t)^j of a loss of p_t alone")

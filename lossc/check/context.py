@@ -48,6 +48,14 @@ class Context:
         from .numeric import Evaluator
         return Evaluator(self.spec, self.params)
 
+    def warm(self) -> None:
+        """Build the evaluator now, in this process, so that every forked worker shares it; a failure is
+        left for the properties that use it to report."""
+        try:
+            self.evaluator
+        except Exception:  # noqa: BLE001 - reported by each property that needs it
+            pass
+
     def setting(self) -> str:
         """'at gamma = 2' / 'with no parameters', for evidence texts."""
         if not self.params:

@@ -14,8 +14,8 @@ from ..kinds.margin import M
 from ..kinds.regression import R
 from .curvature import affine, analyze
 from .numeric import fmt
-from .onevar import (Pieces, Undecided, bounded_on, compare, elementary, grid, is_smooth, kink_report,
-                     pieces_of, prove_sign)
+from .onevar import (Pieces, Undecided, bounded_on, compare, continuous_at, elementary, finite_real, grid,
+                     is_smooth, kink_report, one_sided, pieces_of, prove_sign, simpler)
 from .verdict import Verdict, not_applicable, plausible, proved, refuted, unknown
 
 OO = sympy.oo
@@ -158,7 +158,7 @@ class Elementwise:
         x = case.x
         e = elementary(case.expr)
         if is_smooth(e):
-            d2 = sympy.simplify(sympy.diff(e, x, 2))
+            d2 = simpler(sympy.diff(e, x, 2))
             why = prove_sign(d2, x, -OO, OO, "nonneg")
             if why:
                 return True, f"d2L/d{x}2 = {_s(d2)} >= 0 ({why})", None
@@ -166,15 +166,17 @@ class Elementwise:
         P = self.pieces(case)
         lines = []
         for piece in P.pieces:
-            d2 = sympy.simplify(sympy.diff(piece.expr, x, 2))
+            d2 = simpler(sympy.diff(piece.expr, x, 2))
             why = prove_sign(d2, x, piece.lo, piece.hi, "nonneg")
             if not why:
                 return False, f"on {piece.interval()} d2/d{x}2 = {_s(d2)} not shown >= 0", \
                     self._negative_point(d2, x, piece.lo, piece.hi)
             lines.append(f"{_s(piece.expr)} on {piece.interval()}: second derivative {_s(d2)} >= 0")
         for k, value, lv, rv, ls, rs in kink_report(P):
-            if compare(lv, value) != 0 or compare(rv, value) != 0:
-                return False, f"discontinuous at {x} = {_s(k)} (limits {_s(lv)}, {_s(rv)}, value {_s(value)})", k
+            if not continuous_at(value, lv, rv):
+                return False, f"not shown continuous at {x} = {_s(k)} (limits {_s(lv)}, {_s(rv)}, value {_s(value)})", k
+            if not (finite_real(ls) and finite_real(rs)):
+                return False, f"one-sided slopes {_s(ls)}, {_s(rs)} at the kink {x} = {_s(k)} not finite", k
             if compare(ls, rs) > 0:
                 return False, f"the slope drops at the kink {x} = {_s(k)}: {_s(ls)} on the left, {_s(rs)} on the right", k
             lines.append(f"kink at {x} = {_s(k)}: continuous (value {_s(value)}), slope {_s(ls)} -> {_s(rs)} "
@@ -250,6 +252,8 @@ class Elementwise:
         P = pieces_of(e, U)
         for k, value, lv, rv, ls, rs in kink_report(P):
             if compare(k, 0) == 0:
+                if not (continuous_at(value, lv, rv) and finite_real(ls) and finite_real(rs)):
+                    return None
                 return None if compare(ls, rs) != 0 else ls
         for piece in P.pieces:
             if (piece.lo == -OO or compare(piece.lo, 0) < 0) and (piece.hi == OO or compare(piece.hi, 0) > 0):
@@ -505,10 +509,12 @@ class Elementwise:
                                    {**case.where(), "x": pts, "L": vals.tolist(), "limit": str(lim)})
             if P is not None:
                 whys = [bounded_on(p.expr, x, p.lo, p.hi) for p in P.pieces]
-                if all(whys):
+                at = [P.expr.subs(x, k) for k in P.kinks]
+                if all(whys) and all(finite_real(v) for v in at):
                     return proved(f"bounded{self._where(case)} {self.setting}: "
                                   + "; ".join(f"{_s(p.expr)} on {p.interval()}: {w}" for p, w in zip(P.pieces, whys))
-                                  + ("; finite at the kinks" if P.kinks else ""))
+                                  + ("; at the kinks " + ", ".join(f"L({_s(k)}) = {_s(v)}" for k, v in
+                                                                  zip(P.kinks, at)) if P.kinks else ""))
         xs = np.array(grid(-OO, OO) + [1e4, -1e4])
         vals = self.phi(case, xs)
         return plausible(f"largest value {fmt(np.nanmax(np.abs(vals)))} on {len(xs)} points up to |{case.x}| = 1e4"
@@ -529,8 +535,11 @@ class Elementwise:
                         break
                     whys.append(f"on {p.interval()}: {why}")
                 else:
-                    return proved(f"L >= 0{self._where(case)} {self.setting}: " + "; ".join(whys)
-                                  + ("; at the kinks by continuity" if P.kinks else ""))
+                    at = [P.expr.subs(x, k) for k in P.kinks]  # the value at a kink is its own (a where may jump)
+                    if all(finite_real(v) and compare(v, 0) >= 0 for v in at):
+                        return proved(f"L >= 0{self._where(case)} {self.setting}: " + "; ".join(whys)
+                                      + ("; at the kinks " + ", ".join(f"L({_s(k)}) = {_s(v)}" for k, v in
+                                                                      zip(P.kinks, at)) if P.kinks else ""))
             except (Undecided, NotImplementedError, TypeError, ValueError):
                 pass
         xs = np.array(grid(-OO, OO) + [1e4, -1e4])
@@ -572,7 +581,7 @@ class Elementwise:
                 whys = []
                 ok = True
                 for p in P.pieces:
-                    d1 = sympy.simplify(sympy.diff(p.expr, x))
+                    d1 = simpler(sympy.diff(p.expr, x))
                     spans = [(p.lo, p.hi, want)]
                     if want == "unimodal":
                         spans = []
@@ -588,7 +597,7 @@ class Elementwise:
                         whys.append(f"dL/d{x} = {_s(d1)} on ({_s(lo)}, {_s(hi)}): {why}")
                     if not ok:
                         break
-                cont = all(compare(lv, v) == 0 and compare(rv, v) == 0 for _, v, lv, rv, _, _ in kink_report(P))
+                cont = all(continuous_at(v, lv, rv) for _, v, lv, rv, _, _ in kink_report(P))
                 if ok and cont:
                     return proved(f"{what} in {x}{self._where(case)} {self.setting}: " + "; ".join(whys)
                                   + ("; continuous at the kinks" if P.kinks else ""))
@@ -616,6 +625,8 @@ class Elementwise:
         return self._all(self._smooth_case, f"gradient Lipschitz for each target {self.setting}:")
 
     def _smooth_case(self, case: Case) -> Verdict:
+        """Gradient Lipschitz: at every kink the value continuous and the derivative continuous (equal finite
+        one-sided limits), and the second derivative bounded on every piece."""
         x = case.x
         if not case.symbolic:
             return unknown("the loss depends on the target beyond the residual: not decided")
@@ -624,6 +635,17 @@ class Elementwise:
         except (Undecided, NotImplementedError, TypeError, ValueError) as err:
             return unknown(f"kinks not located: {err}")
         for k, value, lv, rv, ls, rs in kink_report(P):
+            if not continuous_at(value, lv, rv):
+                jump = self._value_jump(case, k, value, lv, rv)
+                if jump is not None:
+                    return jump
+                return unknown(f"continuity of the value at the kink {x} = {_s(k)} not shown (limits {_s(lv)}, "
+                               f"{_s(rv)}, value {_s(value)})")
+            if not (finite_real(ls) and finite_real(rs)):
+                if ls in (OO, -OO) or rs in (OO, -OO):
+                    return self._steep(case, k, ls if ls in (OO, -OO) else rs, "the derivative",
+                                       -1 if ls in (OO, -OO) else 1)
+                return unknown(f"one-sided derivatives {_s(ls)}, {_s(rs)} at the kink {x} = {_s(k)} not shown finite")
             if compare(ls, rs) != 0:
                 eps = 1e-7
                 ga, gb = self.dphi(case, [float(k) - eps, float(k) + eps])
@@ -635,30 +657,66 @@ class Elementwise:
                                 "x2": float(k) + eps, "grad2": float(gb)})
         whys = []
         for p in P.pieces:
-            d2 = sympy.simplify(sympy.diff(p.expr, x, 2))
+            d2 = simpler(sympy.diff(p.expr, x, 2))
             why = bounded_on(d2, x, p.lo, p.hi)
             if why:
                 whys.append(f"{_s(d2)} on {p.interval()}: {why}")
                 continue
-            for end in (p.lo, p.hi):
+            for end, side in ((p.lo, "+"), (p.hi, "-")):
+                try:
+                    lim = sympy.limit(d2, x, end) if end in (OO, -OO) else sympy.limit(d2, x, end, side)
+                except (NotImplementedError, ValueError, TypeError):
+                    continue
+                if lim not in (OO, -OO):
+                    continue
                 if end in (OO, -OO):
-                    try:
-                        lim = sympy.limit(d2, x, end)
-                    except (NotImplementedError, ValueError, TypeError):
-                        continue
-                    if lim in (OO, -OO):
-                        s = 1 if end == OO else -1
-                        pts = [s * v for v in (10.0, 20.0, 40.0)]
-                        ratios = []
-                        for a in pts:
-                            ga, gb = self.dphi(case, [a, a + s * 1e-3])
-                            ratios.append(abs(gb - ga) / 1e-3)
-                        return refuted(
-                            f"not smooth{self._where(case)} {self.setting}: d2L/d{x}2 = {_s(d2)} -> {_s(lim)} as "
-                            f"{x} -> {_s(end)} (sympy limit), so the gradient has no Lipschitz constant; "
-                            f"|dL(a) - dL(a + h)|/h = {fmt(ratios)} at a = {fmt(pts)}, h = 1e-3 (float64, generated code)",
-                            {**case.where(), "a": pts, "h": 1e-3, "ratios": ratios, "limit": str(lim)})
+                    s = 1 if end == OO else -1
+                    pts = [s * v for v in (10.0, 20.0, 40.0)]
+                    ratios = []
+                    for a in pts:
+                        ga, gb = self.dphi(case, [a, a + s * 1e-3])
+                        ratios.append(abs(gb - ga) / 1e-3)
+                    return refuted(
+                        f"not smooth{self._where(case)} {self.setting}: d2L/d{x}2 = {_s(d2)} -> {_s(lim)} as "
+                        f"{x} -> {_s(end)} (sympy limit), so the gradient has no Lipschitz constant; "
+                        f"|dL(a) - dL(a + h)|/h = {fmt(ratios)} at a = {fmt(pts)}, h = 1e-3 (float64, generated code)",
+                        {**case.where(), "a": pts, "h": 1e-3, "ratios": ratios, "limit": str(lim)})
+                return self._steep(case, end, lim, f"d2L/d{x}2 = {_s(d2)}", 1 if side == "+" else -1)
             return unknown(f"second derivative {_s(d2)} on {p.interval()} not shown bounded")
         return proved(f"gradient Lipschitz{self._where(case)} {self.setting}: "
-                      + ("derivative continuous at the kinks; " if P.kinks else "")
+                      + ("value and derivative continuous at the kinks "
+                         + ", ".join(_s(k) for k in P.kinks) + " (equal one-sided limits, sympy); " if P.kinks else "")
                       + "second derivative bounded on every piece: " + "; ".join(whys))
+
+    def _value_jump(self, case: Case, k, value, lv, rv) -> Verdict | None:
+        """Refuted when the value jumps at the kink (finite limits or value that differ), with the generated
+        code's values beside it; None when the limits are not finite numbers."""
+        if not all(finite_real(v) for v in (value, lv, rv)):
+            return None
+        if compare(lv, value) == 0 and compare(rv, value) == 0:
+            return None
+        x, kf = case.x, float(k)
+        eps = 1e-9 * max(1.0, abs(kf))
+        pts = [kf - eps, kf, kf + eps]
+        vals = self.phi(case, pts)
+        return refuted(f"not smooth{self._where(case)} {self.setting}: the value jumps at the kink {x} = {_s(k)}: "
+                       f"limit {_s(lv)} from the left, {_s(rv)} from the right, value {_s(value)} there (sympy), so L "
+                       f"is not differentiable there; generated code: L = {fmt(vals, 10)} at {x} = {fmt(pts, 12)} "
+                       f"(float64)", {**case.where(), "kink": kf, "x": pts, "L": vals.tolist(),
+                                      "limits": [str(lv), str(rv)], "value": str(value)})
+
+    def _steep(self, case: Case, k, lim, what: str, side: int) -> Verdict:
+        """Refuted: ``what`` tends to +-oo at the finite point k from one side (side -1: from the left), so the
+        gradient is not Lipschitz there; the generated gradient's difference quotients beside it."""
+        x, kf = case.x, float(k)
+        hs = [1e-2, 1e-4, 1e-6]
+        ratios = []
+        for h in hs:
+            a = kf + side * h
+            ga, gb = self.dphi(case, [a, a + side * h / 2])
+            ratios.append(float(abs(gb - ga) / (h / 2)))
+        return refuted(f"not smooth{self._where(case)} {self.setting}: {what} -> {_s(lim)} as {x} -> {_s(k)} "
+                       f"from the {'left' if side < 0 else 'right'} (sympy limit): no Lipschitz constant for the "
+                       f"gradient; |dL(a) - dL(a + s h/2)|/(h/2) = {fmt(ratios)} at a = {_s(k)} + s h, h = "
+                       f"{fmt(hs)} (float64, generated code)",
+                       {**case.where(), "point": kf, "side": side, "h": hs, "ratios": ratios, "limit": str(lim)})

@@ -230,6 +230,15 @@ def _enclose(e, box):
         return _increasing(_sigmoid_iv, args[0], 0, 1)
     if isinstance(e, sympy.tanh):
         return _increasing(iv.tanh, args[0], -1, 1)
+    if isinstance(e, sympy.sinh):
+        return _increasing(lambda v: (iv.exp(v) - iv.exp(-v)) / 2, args[0], NINF, INF)
+    if isinstance(e, sympy.cosh):  # even, increasing in |x|, >= 1
+        a = args[0]
+        near = mpf(0) if a.lo <= 0 <= a.hi else min(abs(a.lo), abs(a.hi))
+        far = max(abs(a.lo), abs(a.hi))
+        def cosh(v):
+            return (iv.exp(iv.mpf(v)) + iv.exp(-iv.mpf(v))) / 2
+        return Interval(max(mpf(1), cosh(near).a), INF if far == INF else cosh(far).b)
     if isinstance(e, log1p):
         return _log_iv(_add(args[0], Interval(1, 1)))
     if isinstance(e, expm1):

@@ -13,7 +13,7 @@ from . import row as rowalg
 from .curvature import analyze, row_leaves
 from .interval import enclose_on
 from .numeric import DTYPE, dirichlet_posteriors, fmt, margin_of, minimise, rng_for
-from .onevar import bounded_on, elementary, is_smooth, prove_sign
+from .onevar import bounded_on, continuous_on, elementary, is_smooth, prove_sign
 from .row import P
 from .verdict import Verdict, not_applicable, plausible, proved, refuted, unknown
 
@@ -44,6 +44,10 @@ class Multiclass:
         self.invariant = self.sums is not None  # a function of softmax(z): shift-invariant
         self.setting = ctx.setting()
         self._strict_proper = None
+        # the derivative-based routes (properness, the minimiser map, monotonicity, smoothness) need smooth
+        # forms: sympy differentiates a where/pos branch by branch and sees no jump (where(p_t < 0.5, 0, 1))
+        self.sep_smooth = self.sep is not None and is_smooth(elementary(self.sep.G)) and all(
+            is_smooth(elementary(h)) for _, h in self.sep.terms)
 
     @property
     def ev(self):
@@ -154,7 +158,7 @@ class Multiclass:
 
     # ------------------------------------------------------------------ proper
     def proper(self) -> Verdict:
-        if self.sep is not None:
+        if self.sep is not None and self.sep_smooth:
             return self._proper_separable()
         if self.invariant:
             return self._proper_numeric(invariant=True)
@@ -292,11 +296,11 @@ class Multiclass:
             v = self._calibrated_pt()
             if v is not None:
                 return v
-        if self.sep is not None and self.sep.terms:
+        if self.sep is not None and self.sep.terms and self.sep_smooth:
             v = self._calibrated_map()
             if v is not None:
                 return v
-        if self._strict_proper is None and self.sep is not None:
+        if self._strict_proper is None and self.sep is not None and self.sep_smooth:
             self.proper()
         if self._strict_proper:
             return proved(f"strictly proper (see 'proper'): the unique minimiser p* = q has the argmax of q, and "
@@ -506,8 +510,10 @@ class Multiclass:
         g = self.g
         low = sympy.limit(g, P, 0, "+")
         at1 = sympy.simplify(g.subs(P, 1))
-        cont = sympy.calculus.util.continuous_domain(g, P, sympy.Interval.Lopen(0, 1))
-        if low.is_finite and at1.is_finite and cont == sympy.Interval.Lopen(0, 1):
+        # continuous on (0, 1]: the premises are shown by enclosures over [0, 1] (the route of continuous_on
+        # for a finite interval), which cover the closed end p = 1 too
+        cont = continuous_on(elementary(g), P, 0, 1)
+        if low.is_finite and at1.is_finite and cont is not None:
             return proved(f"L = g(p_t), g(p) = {_s(g)}, is continuous on (0, 1] with lim_(p->0+) g = {_s(low)} "
                           f"and g(1) = {_s(at1)} (sympy), so bounded on (0, 1] {self.setting}")
         if low in (sympy.oo, -sympy.oo):
@@ -550,7 +556,7 @@ class Multiclass:
 
     # ------------------------------------------------------------------ monotone
     def monotone(self) -> Verdict:
-        if self.g is not None:
+        if self.g is not None and is_smooth(elementary(self.g)):
             g = self.g
             dg = sympy.simplify(sympy.diff(g, P))
             why = prove_sign(dg, P, 0, 1, "nonpos")
@@ -630,6 +636,8 @@ class Multiclass:
 
     def _smooth_symbolic(self) -> Verdict | None:
         e = elementary(self.ctx.expr).xreplace({P_T: sympy.exp(Z_Y - LSE)})
+        if not is_smooth(e) or any(not is_smooth(elementary(r.body)) for r in self.spec.reductions):
+            return None  # a kink or a jump: differentiating branch by branch would not see it
         coeffs, lines = {}, []
         for r in self.spec.reductions:
             body = elementary(r.body.xreplace(self.values))

@@ -36,6 +36,22 @@ def elementary(e: sympy.Expr) -> sympy.Expr:
             .replace(logratio, lambda d: d / (1 - sympy.exp(d)))
 
 
+def _symbolic_powers(e) -> int:
+    return sum(1 for node in sympy.preorder_traversal(e) if isinstance(node, sympy.Pow) and not node.exp.is_number)
+
+
+def simpler(e: sympy.Expr, limit: int = 150) -> sympy.Expr:
+    """sympy.simplify(e) when e is small and the result is no worse a proof target, else e. simplify may fold
+    a sum of logs into log(b^(polynomial)) (logcombine); simplifying that again expands the power by the
+    multinomial theorem (ASL with clip 0.05: minutes and gigabytes), so such results are refused."""
+    if e.is_number or e.count_ops() >= limit:
+        return e
+    s = sympy.simplify(e)
+    if _symbolic_powers(s) > _symbolic_powers(e):
+        return e
+    return s
+
+
 def is_smooth(e: sympy.Expr) -> bool:
     return not any(e.has(cls) for cls in NONSMOOTH)
 
@@ -167,13 +183,22 @@ def pieces_of(expr: sympy.Expr, x: sympy.Symbol) -> Pieces:
     """The smooth pieces of a one-variable expression and its kinks (raises Undecided)."""
     parts = split(expr, x)
     merged = []
-    for p in parts:  # adjacent pieces with the same expression are one piece
-        if merged and sympy.simplify(merged[-1].expr - p.expr) == 0:
+    for p in parts:  # adjacent pieces with the same expression are one piece, unless the value at the cut
+        # differs from it (where(m == 0, 5, m^2): a jump at one point is a kink of its own)
+        if merged and sympy.simplify(merged[-1].expr - p.expr) == 0 and _same_at(expr, p.expr, x, p.lo):
             merged[-1] = Piece(merged[-1].lo, p.hi, merged[-1].expr)
         else:
             merged.append(p)
     kinks = tuple(p.hi for p in merged[:-1])
     return Pieces(x, expr, tuple(merged), kinks)
+
+
+def _same_at(expr, piece_expr, x, k) -> bool:
+    """True when expr at x = k is shown equal to the (continuous) piece expression there."""
+    try:
+        return compare(expr.subs(x, k), piece_expr.subs(x, k)) == 0
+    except Undecided:
+        return False
 
 
 def number(e) -> sympy.Expr:
@@ -197,35 +222,50 @@ def compare(a, b) -> int:
     return 1 if v > 0 else -1
 
 
-def one_sided(expr_piece, x, k):
-    """Value of a smooth piece's expression at an end of its interval (its one-sided limit there)."""
+def one_sided(expr_piece, x, k, side: str):
+    """The one-sided limit of a smooth piece's expression at an end k of its interval: side "-" for the
+    piece left of k (its right end), "+" for the piece right of k. The value at k when it is a finite real
+    number (elementary functions are continuous where they are finite and real), else sympy's limit."""
     v = expr_piece.subs(x, k)
-    if v.has(sympy.nan, sympy.zoo) or not v.is_finite:
-        v = sympy.limit(expr_piece, x, k)
+    if v.has(sympy.nan, sympy.zoo) or not v.is_finite or v.is_real is not True:
+        v = sympy.limit(expr_piece, x, k, side)
     return v
 
 
 def kink_report(P: Pieces):
-    """Per kink: (k, value, left limit, right limit, left slope, right slope)."""
+    """Per kink: (k, value, left limit, right limit, left slope, right slope); the slopes are the one-sided
+    limits of the derivative (equal and finite, with a continuous value, means continuously differentiable)."""
     x = P.x
     out = []
     for left, right in zip(P.pieces, P.pieces[1:]):
         k = left.hi
         value = P.expr.subs(x, k)
-        lv, rv = one_sided(left.expr, x, k), one_sided(right.expr, x, k)
-        ls, rs = one_sided(sympy.diff(left.expr, x), x, k), one_sided(sympy.diff(right.expr, x), x, k)
+        lv, rv = one_sided(left.expr, x, k, "-"), one_sided(right.expr, x, k, "+")
+        ls, rs = one_sided(sympy.diff(left.expr, x), x, k, "-"), one_sided(sympy.diff(right.expr, x), x, k, "+")
         out.append((k, value, lv, rv, ls, rs))
     return out
+
+
+def finite_real(v) -> bool:
+    """True when v is shown to be a finite real number."""
+    v = sympy.sympify(v)
+    return bool(v.is_number and v.is_finite and v.is_real is not False
+                and not v.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) and sympy.N(v, 30).is_real)
+
+
+def continuous_at(value, lv, rv) -> bool:
+    """A finite value equal to both one-sided limits (sympy shows the equalities)."""
+    return all(finite_real(v) for v in (value, lv, rv)) and compare(lv, value) == 0 and compare(rv, value) == 0
 
 
 def _as_symbol_on(x, lo, hi):
     """x as a symbol with the assumptions its interval allows (for sympy's sign inference)."""
     if lo == -OO and hi == OO:
-        return sympy.Symbol(x.name, real=True), None
+        return type(x)(x.name, real=True), None  # (an internal symbol stays one)
     if lo == 0 and hi == OO:
-        return sympy.Symbol(x.name, positive=True), None
+        return type(x)(x.name, positive=True), None  # (an internal symbol stays one)
     if lo == -OO and hi == 0:
-        return sympy.Symbol(x.name, negative=True), None
+        return type(x)(x.name, negative=True), None  # (an internal symbol stays one)
     return None, None
 
 
@@ -234,10 +274,9 @@ def prove_sign(e: sympy.Expr, x: sympy.Symbol, lo, hi, want: str) -> str | None:
     lo, hi = sympy.sympify(lo), sympy.sympify(hi)
     e = elementary(e)
     forms = [e]
-    if e.count_ops() < 120:
-        simple = sympy.simplify(e)
-        if simple != e:
-            forms.append(simple)
+    simple = simpler(e, 120)
+    if simple != e:
+        forms.append(simple)
     for f in forms:
         if f.is_number:
             v = sympy.N(f, 30)
@@ -273,18 +312,15 @@ def bounded_on(e, x, lo, hi) -> str | None:
     """Why e is bounded for x in (lo, hi): an interval enclosure, or continuity with finite limits at the
     ends (a continuous function with finite limits at both ends of an interval is bounded); else None."""
     lo, hi = sympy.sympify(lo), sympy.sympify(hi)
-    e = elementary(e)
-    if e.count_ops() < 150:
-        e = sympy.simplify(e)
+    e = simpler(elementary(e))
     if e.is_number:
         return f"constant {sympy.sstr(e)}" if e.is_finite else None
     box = enclose_on(e, x, lo, hi)
     if box.finite:
         return f"in {box.text()} by interval arithmetic"
     try:
-        interval = sympy.Interval(lo, hi, left_open=True, right_open=True)
-        if sympy.calculus.util.continuous_domain(e, x, interval) != interval:
-            return None
+        if continuous_on(e, x, lo, hi) is None:  # (not sympy's continuous_domain: its solveset can run for
+            return None                          # minutes and take gigabytes, e.g. on ASL's clipped piece)
         ends = []
         for end, side in ((lo, "+"), (hi, "-")):
             v = sympy.limit(e, x, end, side) if end.is_finite else sympy.limit(e, x, end)
@@ -294,3 +330,65 @@ def bounded_on(e, x, lo, hi) -> str | None:
     except Exception:  # noqa: BLE001 - sympy fails in many ways; then nothing is claimed
         return None
     return f"continuous on ({sympy.sstr(lo)}, {sympy.sstr(hi)}) with finite limits {ends[0]} and {ends[1]} at the ends"
+
+
+_CONTINUOUS = (sympy.exp, sigmoid, softplus, sympy.tanh, sympy.cosh, sympy.sinh, expm1, sympy.Abs, pos, sympy.Max, sympy.Min, sympy.sin,
+               sympy.cos, sympy.atan)
+
+
+def _premises(e: sympy.Expr, x: sympy.Symbol) -> list:
+    """[(g, need)]: e is continuous wherever each g satisfies its need ("pos": g > 0, "nonneg": g >= 0,
+    "nonzero": g != 0); raises Undecided for a node with no continuity rule."""
+    out = []
+    for node in sympy.preorder_traversal(e):
+        if not node.has(x) or isinstance(node, (sympy.Symbol, sympy.Add, sympy.Mul)) or isinstance(node, _CONTINUOUS):
+            continue
+        if isinstance(node, sympy.Pow):
+            base, ex = node.args
+            if ex.has(x):
+                out.append((base, "pos"))  # b^g = exp(g log b)
+            elif ex.is_Integer:
+                if ex < 0:
+                    out.append((base, "nonzero"))
+            elif ex.is_real and ex.is_number:
+                out.append((base, "nonneg" if ex > 0 else "pos"))
+            else:
+                raise Undecided(f"no continuity rule for the power {node}")
+        elif isinstance(node, sympy.log):
+            out.append((node.args[0], "pos"))
+        elif isinstance(node, log1p):
+            out.append((node.args[0] + 1, "pos"))
+        else:
+            raise Undecided(f"no continuity rule for {type(node).__name__}")
+    return out
+
+
+def _holds(g, need: str, x, lo, hi) -> bool:
+    box = enclose_on(g, x, lo, hi)
+    if (need == "pos" and box.lo > 0) or (need == "nonneg" and box.lo >= 0) or \
+            (need == "nonzero" and (box.lo > 0 or box.hi < 0)):
+        return True
+    xs, _ = _as_symbol_on(x, lo, hi)
+    if xs is None:
+        return False
+    g = g.subs(x, xs)
+    fact = {"pos": g.is_positive, "nonneg": g.is_nonnegative, "nonzero": g.is_nonzero}[need]
+    return fact is True
+
+
+def continuous_on(e: sympy.Expr, x: sympy.Symbol, lo, hi) -> str | None:
+    """Why e is continuous on the open interval (lo, hi), or None: a composition of continuous atoms whose
+    every domain condition (log argument > 0, denominator != 0, base of a fractional power >= 0) is shown
+    by interval arithmetic or sympy's assumptions. Bounded cost: no equation solving."""
+    lo, hi = sympy.sympify(lo), sympy.sympify(hi)
+    try:
+        premises = _premises(e, x)
+    except Undecided:
+        return None
+    for g, need in premises:
+        if not _holds(g, need, x, lo, hi):
+            return None
+    if not premises:
+        return "a composition of functions continuous everywhere"
+    return "continuous: " + ", ".join(f"{sympy.sstr(g)} {'> 0' if n == 'pos' else '>= 0' if n == 'nonneg' else '!= 0'}"
+                                      for g, n in premises) + f" on ({sympy.sstr(lo)}, {sympy.sstr(hi)})"

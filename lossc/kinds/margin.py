@@ -1,11 +1,9 @@
 """margin: scores and targets in {-1, +1}; the loss is written in the margin m = y * f."""
 
-import sympy
-
-from ..ir import T, U
+from ..ir import T, U, internal
 from . import Kind
 
-M = sympy.Symbol("m", real=True)
+M = internal("m", real=True)
 
 ORDER = 3  # place in listings
 KIND = Kind(

@@ -1,11 +1,9 @@
 """regression: predictions and real targets; the residual is r = y - yhat."""
 
-import sympy
-
-from ..ir import T, U
+from ..ir import T, U, internal
 from . import Kind
 
-R = sympy.Symbol("r", real=True)
+R = internal("r", real=True)
 
 ORDER = 4  # place in listings
 KIND = Kind(

@@ -21,7 +21,8 @@ from dataclasses import replace
 
 import sympy
 
-from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, per_class
+from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
+                  per_class)
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
 
 
@@ -53,7 +54,7 @@ def row_gradient(spec: LossSpec) -> Gradient:
                 ratio = sympy.cancel(body / a.body)
                 if not per_class(ratio):
                     return ratio * a.symbol
-        symbol = sympy.Symbol(f"A{len(aux) + 1}", real=True)
+        symbol = numbered("A", len(aux) + 1)
         aux.append(Reduction(symbol, "sum", body, exclude))
         return symbol
 
@@ -129,6 +130,48 @@ def _real(expr: sympy.Expr) -> sympy.Expr:
         .replace(sympy.im, lambda a: sympy.S.Zero).replace(sympy.conjugate, lambda a: a)
 
 
+def _signs(spec: LossSpec) -> dict:
+    """Parameters -> positive (or nonnegative) stand-ins, from the spec's constraints (``gamma >= 0``,
+    ``0 < a``, conjunctions of them): what sympy may assume about an exponent or a base."""
+    signs: dict = {}
+    for constraint in spec.constraints:
+        for atom in sympy.And.make_args(constraint.condition):
+            if not isinstance(atom, (sympy.GreaterThan, sympy.StrictGreaterThan,
+                                     sympy.LessThan, sympy.StrictLessThan)):
+                continue
+            big, small = (atom.lhs, atom.rhs) if isinstance(atom, (sympy.GreaterThan, sympy.StrictGreaterThan)) \
+                else (atom.rhs, atom.lhs)
+            if isinstance(big, sympy.Symbol) and small.is_number and small >= 0:
+                strict = small > 0 or isinstance(atom, (sympy.StrictGreaterThan, sympy.StrictLessThan))
+                if strict or big not in signs:
+                    signs[big] = sympy.Dummy(big.name, positive=True) if strict \
+                        else sympy.Dummy(big.name, nonnegative=True)
+    return signs
+
+
+def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.Expr:
+    """x^e for a fractional or parametric e (a number or parameters alone) -> 0 at x = 0 where e < 0.
+
+    The derivative of x^g is g x^(g-1), infinite at x = 0 for g < 1; lossc takes it as 0 there, as it
+    takes abs' and pos' at 0 (docs/semantics.md). Otherwise a chain factor that vanishes there
+    (pos(p - clip)' = 0 below the clip, d(1 - p_t) = 0 once p_t rounds to 1) or g = 0 itself
+    gives inf * 0 = NaN. At x = 0, x^e is then [e == 0] (0^0 = 1, 0^e = 0 for e > 0: unchanged).
+    Powers whose exponent is nonnegative, or whose base is positive or reads parameters alone, stay."""
+    def guarded(p: sympy.Pow) -> sympy.Expr:
+        base, exp = p.args
+        at_zero = sympy.S.Zero if exp.is_negative else sympy.Piecewise((1, sympy.Eq(exp, 0)), (0, True))
+        return sympy.Piecewise((p, sympy.Ne(base, 0)), (at_zero, True))
+
+    def infinite_at_zero(n) -> bool:
+        if not isinstance(n, sympy.Pow) or n.exp.is_integer or not n.exp.free_symbols <= scalars:
+            return False
+        if n.base.free_symbols <= scalars or n.exp.subs(signs).is_nonnegative:
+            return False
+        return not n.base.subs(signs).is_positive
+
+    return expr.replace(infinite_at_zero, guarded)
+
+
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
     real = _with_real_abs(spec)
@@ -140,4 +183,11 @@ def gradient(spec: LossSpec) -> LossSpec:
     derived = Gradient(split(rewrite(derived.expr, ctx, GRADIENT_RULES), ctx),
                        tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)
                              for a in derived.aux))
+    bound = dict(spec.bound)
+    scalars = {p.symbol for p in spec.params if p.type == "float"} | {
+        p.element(i) for p in spec.params if p.type == "vector" for i in range(1, bound[p.size] + 1)}
+    scalars |= {class_entry(name, at) for name in spec.class_vectors for at in ("j", "y")}  # (a base of them alone)
+    signs = _signs(spec)
+    derived = Gradient(_zero_where_infinite(derived.expr, scalars, signs),
+                       tuple(replace(a, body=_zero_where_infinite(a.body, scalars, signs)) for a in derived.aux))
     return spec.with_(gradient=derived, reductions=tuple(ctx.reductions))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import sympy
 
 from ..atoms import expm1, log1p, logratio, sigmoid, softplus
-from ..ir import LSE, P_J, P_T, Z_J, Z_Y, Gradient, LossSpec, Reduction
+from ..ir import INTERNAL, LSE, P_J, P_T, Z_J, Z_Y, Gradient, LossSpec, Reduction, is_internal, numbered
 
 ONE = sympy.S.One
 
@@ -27,8 +27,8 @@ class Context:
         for r in self.reductions:
             if (r.op, r.body, r.exclude_target) == (op, body, exclude_target):
                 return r.symbol
-        taken = {int(r.symbol.name[1:]) for r in self.reductions if r.symbol.name[1:].isdigit()}
-        symbol = sympy.Symbol(f"R{max(taken, default=0) + 1}", real=True)
+        taken = {int(r.symbol.name[len(INTERNAL) + 1:]) for r in self.reductions if is_internal(r.symbol, "R")}
+        symbol = numbered("R", max(taken, default=0) + 1)
         self.reductions.append(Reduction(symbol, op, body, exclude_target))
         return symbol
 
@@ -121,6 +121,22 @@ def one_minus_sigmoid(e, ctx):
     return None
 
 
+def one_minus_target_mixture(e, ctx):
+    # 1 - (t a + (1 - t) b) -> t (1 - a) + (1 - t)(1 - b) for the binary target t (an identity for every t),
+    # when a or b is a sigmoid: 1 - p_t as torchvision writes it, whose 1 - sigmoid(f) then meets
+    # one_minus_sigmoid instead of cancelling (1 - p_t = 0 in float64 from f = 37 on)
+    t = ctx.binary_target
+    if t is None or not isinstance(e, sympy.Add) or ONE not in e.args:
+        return None
+    rest = e - ONE
+    if t not in rest.free_symbols or sympy.diff(rest, t, 2) != 0:
+        return None
+    a, b = -rest.subs(t, 1), -rest.subs(t, 0)
+    if t in (a + b).free_symbols or not (isinstance(a, sigmoid) or isinstance(b, sigmoid)):
+        return None
+    return t * (ONE - a) + (ONE - t) * (ONE - b)
+
+
 def log_of_exp(e, ctx):
     # log(exp(x)) -> x
     if isinstance(e, sympy.log) and isinstance(e.args[0], sympy.exp):
@@ -143,10 +159,16 @@ def power_times_log(e, ctx):
                 rest = e / (factor * sign * d)
                 return sign * rest * factor.base ** (factor.exp + 1) * logratio(d)
             # the log inside a sum (nfl's aux reduction: x^(g-1) (g d e^d - x)): distribute, so that each
-            # term meets this rule (or combine_powers) on its own
-            if any(isinstance(f, sympy.Add) and any({d, -d} & set(sympy.Mul.make_args(term)) for term in f.args)
-                   for f in e.args):
-                return sympy.expand_mul(e, deep=False)
+            # term meets this rule (or combine_powers) on its own. d may be merged into the sum's terms
+            # (a literal g = 1/2 gives (lse - z_j - 2 e^-d expm1(d)) / (2 sqrt(x))): collected first
+            log = sympy.Dummy("d")
+            for i, f in enumerate(e.args):
+                if not isinstance(f, sympy.Add):
+                    continue
+                collected = f.subs(d, log)
+                if any(log in sympy.Mul.make_args(term) for term in sympy.Add.make_args(collected)):
+                    product = sympy.Mul(*e.args[:i], collected, *e.args[i + 1:])
+                    return sympy.expand_mul(product, deep=False).subs(log, d)
     return None
 
 
@@ -230,6 +252,8 @@ RULES = (
      log_one_minus_target_probability),
     ("one_minus_probability", "1 - p_t -> -expm1(z[y] - lse(z))", one_minus_probability),
     ("one_minus_exp", "1 - exp(x) -> -expm1(x)", one_minus_exp),
+    ("one_minus_target_mixture", "1 - (t a + (1 - t) b) -> t (1 - a) + (1 - t)(1 - b) (binary t, a sigmoid)",
+     one_minus_target_mixture),
     ("one_minus_sigmoid", "1 - sigmoid(f) -> sigmoid(-f)", one_minus_sigmoid),
     ("log_sigmoid", "log(sigmoid(f)) -> -softplus(-f)", log_sigmoid),
     ("log_one_plus", "log(1 + exp(x)) -> softplus(x); log(1 + x) -> log1p(x)", log_one_plus),

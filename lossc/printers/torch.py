@@ -14,8 +14,8 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
-from ..ir import (LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
-                  class_entry, class_symbols, per_class)
+from ..ir import (BATCH_SIZE, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
+                  class_entry, class_symbols, code_name, per_class)
 from . import print_piecewise
 
 # Atom -> function of the generated module's runtime (tensor arguments).
@@ -47,6 +47,16 @@ SCALAR_FUNCTIONS = {
 }
 
 
+def _symbol_code(names: dict, symbol: sympy.Symbol) -> str:
+    """A symbol's code: its name in ``names``, else its own name when that is a code identifier (CSE
+    temporaries); an internal symbol without a code name is a printer bug, never printed as is."""
+    if symbol in names:
+        return names[symbol]
+    if not symbol.name.isidentifier():
+        raise ValueError(f"the torch printer has no code name for {symbol}")
+    return symbol.name
+
+
 class _ScalarPrinter(PythonCodePrinter):
     """Python-number expressions (parameters, C)."""
 
@@ -55,7 +65,7 @@ class _ScalarPrinter(PythonCodePrinter):
         self.names = names
 
     def _print_Symbol(self, expr):
-        return self.names.get(expr, expr.name)
+        return _symbol_code(self.names, expr)
 
     def _print_Function(self, expr):
         name = type(expr).__name__
@@ -83,7 +93,7 @@ class TorchCodePrinter(TorchPrinter):
         return super()._print(expr, **kwargs)
 
     def _print_Symbol(self, expr):
-        return self.names.get(expr, expr.name)
+        return _symbol_code(self.names, expr)
 
     def _print_Function(self, expr):
         name = type(expr).__name__
@@ -117,11 +127,25 @@ class TorchCodePrinter(TorchPrinter):
         return self._pairwise(expr, "torch.minimum", "torch.clamp_max")
 
     def _print_Piecewise(self, expr):
+        if any(self._is_scalar_condition(cond) for _, cond in expr.args[:-1]):
+            # a condition on parameters alone (where(k > 0, r^2, abs(r))) is a Python test, not a tensor
+            *pieces, (default, _) = expr.args
+            text = self._print(default)
+            for value, cond in reversed(pieces):
+                if self._is_scalar_condition(cond):
+                    text = f"({self._print(value)} if {self.scalar_printer.doprint(cond)} else {text})"
+                else:
+                    text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
+            return text
         last = None
         if self.like and all(self._is_scalar(value) for value, _ in expr.args):
             # torch.where of numbers alone gives the default dtype: the last one takes the input's instead
             last = f"_constant({self._print(expr.args[-1][0])}, {self.like})"
         return print_piecewise(self, expr, "torch.where", last)
+
+    def _is_scalar_condition(self, cond) -> bool:
+        return isinstance(cond, sympy.Basic) and cond not in (sympy.true, sympy.false) and \
+            cond.free_symbols <= self.scalars
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
@@ -143,6 +167,8 @@ class TorchCodePrinter(TorchPrinter):
         op = {"<": "torch.lt", "<=": "torch.le", ">": "torch.gt", ">=": "torch.ge",
               "==": "torch.eq", "!=": "torch.ne"}[expr.rel_op]
         lhs, rhs = expr.args
+        if self._is_scalar_condition(expr):  # parameters alone: a Python bool
+            return "(" + self.scalar_printer.doprint(expr) + ")"
         if self._is_scalar(lhs):  # torch.lt needs a tensor first
             flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}[expr.rel_op]
             return self._print(sympy.Rel(rhs, lhs, flipped))
@@ -187,10 +213,10 @@ REDUCE = {"sum": ("_row_sum({})", "0.0"),
 
 
 def _names(spec: LossSpec) -> tuple[dict, set]:
-    names = dict(ROW_NAMES) if spec.form == "row" else {U: "u", T: "t"}
+    names = dict(ROW_NAMES) if spec.form == "row" else {U: "u", T: "t", BATCH_SIZE: "N"}
     scalars = {NUM_CLASSES}
     for feature, _ in spec.features:
-        names[feature] = feature.name
+        names[feature] = code_name(feature)
     for p in spec.params:
         if p.type == "float":
             names[p.symbol] = f"P.{p.name}"  # attributes: never clash with locals
@@ -204,7 +230,7 @@ def _names(spec: LossSpec) -> tuple[dict, set]:
         names[class_entry(name)] = f"P.{name}"
         names[class_entry(name, "y")] = f"_{name}_y"
     for r in spec.reductions + (spec.gradient.aux if spec.gradient else ()):
-        names[r.symbol] = r.symbol.name.lower()
+        names[r.symbol] = code_name(r.symbol)
     return names, scalars
 
 
@@ -317,16 +343,39 @@ def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
     em.assign(em.names[r.symbol], template.format(body))
 
 
+MAX_AFFINE_EXPAND = 200
+
+
+def _affine_in(e: sympy.Expr, variables: set) -> bool:
+    """Whether e is affine in the variables as written (sums, and products with one factor holding them),
+    without expanding it."""
+    if not e.free_symbols & variables:
+        return True
+    if e in variables:
+        return True
+    if isinstance(e, sympy.Add):
+        return all(_affine_in(a, variables) for a in e.args)
+    if isinstance(e, sympy.Mul):
+        holding = [a for a in e.args if a.free_symbols & variables]
+        return len(holding) == 1 and _affine_in(holding[0], variables)
+    return False
+
+
 def _affine_parts(other: sympy.Expr):
     """(K, M, L) when the gradient of the classes c != y is ``K * p_c + M * z_c + L`` with K, M, L
     constant over the classes (cross-entropy, focal, Poly-N, label smoothing, squentropy, ...): then
     the program updates p in place. None otherwise."""
-    try:  # a polynomial of degree <= 1 in p_c, z_c (whose coefficients then cannot hold them)
-        poly = sympy.Poly(other, P_J, Z_J)
-    except sympy.PolynomialError:
-        return None
-    if poly.total_degree() > 1:
-        return None
+    if not _affine_in(other, {P_J, Z_J}):
+        # a polynomial of degree <= 1 in p_c, z_c only once expanded: asked of small expressions alone
+        # (expanding a large one, nested tanh, a long series, can take minutes)
+        if sympy.count_ops(other) > MAX_AFFINE_EXPAND:
+            return None
+        try:
+            poly = sympy.Poly(other, P_J, Z_J)
+        except sympy.PolynomialError:
+            return None
+        if poly.total_degree() > 1:
+            return None
     # (the coefficients as derived, not as Poly expands them: exp(-lse) exp(z_y) would overflow)
     k, m, l = sympy.diff(other, P_J), sympy.diff(other, Z_J), other.subs({P_J: 0, Z_J: 0})
     return None if per_class(k) or per_class(m) else (k, m, l)
@@ -441,7 +490,7 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
     em.plan([definition for _, definition in spec.features] + exprs)
     for feature, definition in spec.features:
         (code,) = em.stage([definition])
-        em.assign(feature.name, code)
+        em.assign(code_name(feature), code)
     codes = em.stage(exprs)
     em.assign("loss", codes[0])
     if with_grad:
@@ -466,7 +515,7 @@ def program(spec: LossSpec, with_grad: bool) -> Program:
 def batch_programs(spec: LossSpec) -> dict[str, Program]:
     """The programs of the batch form's three generated functions, by function name."""
     sums = [b.symbol for b in spec.reductions]
-    unpack = [(b.name.lower(), f"B[{i}]") for i, b in enumerate(sums)]
+    unpack = [(code_name(b), f"B[{i}]") for i, b in enumerate(sums)]
     terms = _Emitter(spec, like="u")
     codes = terms.stage([b.body for b in spec.reductions])
     names = tuple(f"g{i + 1}" for i in range(len(codes)))
@@ -594,6 +643,7 @@ class _Flattener:
         self.registers: list[str] = []  # register -> letter
         self.statements: list[_Statement] = []
         self.code = ""
+        self._shapes: dict = {}
 
     def register(self, shape, is_bool: bool) -> int:
         letter = _LETTERS[(self.form,) + shape]
@@ -615,7 +665,13 @@ class _Flattener:
         return None
 
     def shape(self, node) -> tuple:
-        """The shape of a node's value, from its leaves."""
+        """The shape of a node's value, from its leaves (memoized per line: operand asks at every level)."""
+        key = (id(node), self.code)
+        if key not in self._shapes:
+            self._shapes[key] = self._shape(node)
+        return self._shapes[key]
+
+    def _shape(self, node) -> tuple:
         if isinstance(node, ast.Name):
             return self.shapes.get(node.id, _SCALAR)
         if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store):
@@ -698,6 +754,7 @@ class _Flattener:
 
     def line(self, target: str, code: str) -> None:
         self.code = code
+        self._shapes = {}  # (ids of this line's nodes only: the tree is alive until the next line)
         node = ast.parse(code, mode="eval").body
         count = len(self.statements)
         text, shape, uses, is_bool = self.operand(node)

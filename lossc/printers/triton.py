@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
-from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry
+from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
+                  code_name)
 from .torch import _ScalarPrinter
 from . import print_piecewise
 
@@ -136,7 +137,7 @@ class TritonCodePrinter(PythonCodePrinter):
         if exp == -sympy.S.Half:
             return f"(1.0 / tl.sqrt_rn({b}))"
         if exp.is_Integer and 0 < abs(int(exp)) <= MAX_INTEGER_POWER:
-            power = b if abs(int(exp)) == 1 else f"_tl_powi({b}, {abs(int(exp))})"
+            power = f"({b})" if abs(int(exp)) == 1 else f"_tl_powi({b}, {abs(int(exp))})"  # (1 / (1 + e))
             return power if exp > 0 else f"(1.0 / {power})"
         if not exp.is_Number and exp.free_symbols <= self.constants.scalars:  # one value per launch
             return f"_tl_powk({b}, {self._print(exp)})"
@@ -348,7 +349,7 @@ def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
     g = spec.gradient.expr
     loss_reductions, aux = spec.reductions, _used_aux(g, spec.gradient.aux)
     for r in loss_reductions + aux:
-        names[r.symbol] = r.symbol.name.lower()
+        names[r.symbol] = code_name(r.symbol)
     em = _KernelEmitter(spec, names)
     class_symbols = CLASS_SYMBOLS | {class_entry(v) for v in vectors}
 
@@ -413,8 +414,8 @@ def elementwise_kernel_program(spec: LossSpec) -> ElementwiseKernelProgram:
     for feature, definition in spec.features:
         temps, (code,), _ = em.stage([definition])
         feature_lines += _lines(temps)
-        feature_lines.append((feature.name, code))
-        em.names[feature] = feature.name
+        feature_lines.append((code_name(feature), code))
+        em.names[feature] = code_name(feature)
     temps, (loss, grad), reduced = em.stage([spec.expr, spec.gradient.expr])
     loss_temps, rest, _ = _split(temps, reduced[:1], class_symbols=())
     return ElementwiseKernelProgram(
@@ -443,7 +444,7 @@ def batch_kernel_program(spec: LossSpec) -> BatchKernelProgram:
     from ..ir import BATCH_SIZE
     names = {U: "u", T: "t", BATCH_SIZE: "N"}
     for b in spec.reductions:
-        names[b.symbol] = b.symbol.name.lower()
+        names[b.symbol] = code_name(b.symbol)
     em = _KernelEmitter(spec, names)
     temps, codes, _ = em.stage([b.body for b in spec.reductions])
     terms = tuple(f"g{i + 1}" for i in range(len(codes)))

@@ -1,7 +1,7 @@
 # hinge: generated from its spec.
 
 NAME = 'hinge'
-SPEC_HASH = '78f5c6afbf92eb69'
+SPEC_HASH = '2933cfe28d2b3df9'
 
 
 def _loss(u, t, P):

@@ -1,7 +1,7 @@
 # squentropy: generated from its spec.
 
 NAME = 'squentropy'
-SPEC_HASH = '8df366e53e1d90bf'
+SPEC_HASH = 'abc077aab1207775'
 
 
 def _loss(z, t, P):
@@ -9,7 +9,7 @@ def _loss(z, t, P):
     z_y = _at_target(z, t)
     lse = _row_lse(z)
     r1 = _row_sum(_exclude_target(torch.square(z), t, 0.0))
-    loss = r1/((C - 1)) + lse - z_y
+    loss = lse - z_y + r1/((C - 1))
     return loss
 
 
@@ -26,7 +26,7 @@ def _loss_and_grad(z, t, P, out, c, _pool=None):
     torch.square(z, out=_b2)
     r1 = _row_sum(_exclude_target_(_b2, t, 0.0))
     _t0 = 1/(C - 1)
-    torch.mul(r1, _t0, out=_b3)
+    torch.mul(_t0, r1, out=_b3)
     torch.add(_b3, lse, out=_b0)
     loss = torch.sub(_b0, z_y, out=_b0)
     torch.reciprocal(_s, out=_b3)

@@ -1,0 +1,409 @@
+"""Numeric defects found from outside (issue 12), each against a truth written here by hand: float64
+torch formulas derived on paper, or mpmath at 50 digits. Every backend the loss runs on: reference,
+torch, triton (under TRITON_INTERPRET=1 on the CPU, set by conftest.py; small shapes).
+
+- the derivative of x^g at x = 0 where it is infinite (g < 1) is 0 (docs/semantics.md): no NaN from
+  g = 0, from a chain factor that vanishes there (ASL below its clip), or from nfl's literal 1/2 power
+  inside a class reduction;
+- the reference backend's softplus has derivative 1/2 at exactly 0;
+- the triton printer parenthesises the base of 1 / x (``1 / (1 + exp(-L (s - 1/2)))``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import mpmath
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lossc
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS = ["reference", "torch", pytest.param("triton", marks=pytest.mark.skipif(
+    not HAS_TRITON, reason="triton is not installed"))]
+
+
+def _value_and_grad(source, backend, x, t, **params):
+    """Sum of the loss and its gradient; triton runs in float32 (its compute dtype) on DEVICE."""
+    dtype = torch.float32 if backend == "triton" else x.dtype
+    device = DEVICE if backend == "triton" else "cpu"
+    module = lossc.loss(source, backend=backend, reduction="sum", **params)
+    leaf = x.detach().to(dtype).to(device).requires_grad_(True)
+    target = t.to(device) if t.dtype == torch.int64 else t.to(dtype).to(device)
+    value = module(leaf, target)
+    value.backward()
+    return value.detach().double().cpu(), leaf.grad.double().cpu()
+
+
+def _tolerance(backend):
+    return 2e-6 if backend == "triton" else 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) torchvision's sigmoid focal loss, written as in its source
+
+TORCHVISION_FOCAL = '''
+loss tv_focal(alpha = 0.25, gamma = 2.0) over binary:
+    p = sigmoid(f)
+    ce = -y * log(p) - (1 - y) * log(1 - p)
+    p_t = p * y + (1 - p) * (1 - y)
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    return alpha_t * ce * (1 - p_t)^gamma
+'''
+
+
+def _focal_truth(f, y, alpha, gamma):
+    """With x = (2y - 1) f and hard y: L = alpha_t softplus(-x) sigmoid(-x)^gamma, so
+    dL/dx = -alpha_t (sigmoid(-x)^(gamma + 1) + gamma softplus(-x) sigmoid(-x)^gamma sigmoid(x))."""
+    s = 2 * y - 1
+    x = s * f
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    q = torch.sigmoid(-x)
+    value = alpha_t * F.softplus(-x) * q ** gamma
+    dx = -alpha_t * (q ** (gamma + 1) + gamma * F.softplus(-x) * q ** gamma * torch.sigmoid(x))
+    return value.sum(), dx * s
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torchvision_focal_saturated_has_finite_gradients(backend, gamma):
+    """gamma = 0 used to give d/db b^0 = 0 * b^-1 = NaN at 1 - p_t = 0 (f = +-40 in float64, +-20 in
+    float32), gamma = 1/2 gave -inf: the truth there is ~ -1e-18 or less, and 1 - p_t cancelled."""
+    f = torch.tensor([-40.0, -20.0, -5.0, 0.0, 5.0, 20.0, 40.0] * 2, dtype=torch.float64)
+    y = torch.tensor([1.0] * 7 + [0.0] * 7, dtype=torch.float64)
+    value, grad = _value_and_grad(TORCHVISION_FOCAL, backend, f, y, gamma=gamma)
+    exp_value, exp_grad = _focal_truth(f, y, 0.25, gamma)
+    assert torch.isfinite(grad).all(), grad
+    # (1 - p_t as written is rewritten into y sigmoid(-f) + (1 - y) sigmoid(f): no cancellation, so the
+    # saturated entries are right to the last digits too, not only finite)
+    tol = _tolerance(backend)
+    torch.testing.assert_close(value, exp_value, rtol=tol, atol=0)
+    tiny = 1e-37 if backend == "triton" else 1e-300  # (float32: below its normal range, 0)
+    torch.testing.assert_close(grad, exp_grad, rtol=10 * tol, atol=tiny)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) ASL (asymmetric loss, Ridnik et al. 2021) with a probability clip
+
+ASL = '''
+loss asl(gamma_neg = 4.0, gamma_pos = 1.0, clip = 0.05) over binary:
+    p = sigmoid(f)
+    p_m = pos(p - clip)
+    return -y * (1 - p)^gamma_pos * log(p) - (1 - y) * p_m^gamma_neg * log(1 - p_m)
+'''
+
+
+def _asl_truth(f, y, gamma_neg, gamma_pos, clip):
+    """By hand: y = 1, the focal form above (alpha_t = 1); y = 0, with m = max(p - clip, 0):
+    L = -m^g log(1 - m), dL/df = (m^g / (1 - m) - g m^(g - 1) log(1 - m)) p (1 - p) where m > 0, else 0."""
+    p = torch.sigmoid(f)
+    m = (p - clip).clamp_min(0)
+    q = torch.sigmoid(-f)
+    value_pos = F.softplus(-f) * q ** gamma_pos
+    grad_pos = -(q ** (gamma_pos + 1) + gamma_pos * F.softplus(-f) * q ** gamma_pos * p)
+    active = m > 0
+    ms = torch.where(active, m, 0.5)
+    value_neg = torch.where(active, -ms ** gamma_neg * torch.log1p(-ms), 0.0)
+    slope = ms ** gamma_neg / (1 - ms) - gamma_neg * ms ** (gamma_neg - 1) * torch.log1p(-ms)
+    grad_neg = torch.where(active, slope * p * q, 0.0)
+    return (y * value_pos + (1 - y) * value_neg).sum(), y * grad_pos + (1 - y) * grad_neg
+
+
+@pytest.mark.parametrize("gamma_neg", [0.0, 0.5, 4.0])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_asl_below_its_clip_has_zero_gradient(backend, gamma_neg):
+    """p < clip for negatives: p_m = 0 and the loss is flat there; gamma_neg = 0 or 1/2 gave NaN."""
+    f = torch.tensor([-40.0, -5.0, -3.5, -1.0, 0.0, 2.0, 8.0, -6.0, 0.0, 3.0], dtype=torch.float64)
+    y = torch.tensor([0.0] * 7 + [1.0] * 3, dtype=torch.float64)
+    value, grad = _value_and_grad(ASL, backend, f, y, gamma_neg=gamma_neg)
+    exp_value, exp_grad = _asl_truth(f, y, gamma_neg, 1.0, 0.05)
+    assert torch.isfinite(grad).all(), grad
+    assert (grad[:3] == 0).all()  # sigmoid(-3.5) = 0.029 < clip
+    tol = max(_tolerance(backend), 1e-10)
+    torch.testing.assert_close(value, exp_value, rtol=tol, atol=tol)
+    torch.testing.assert_close(grad, exp_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_derivative_of_a_power_at_zero(backend):
+    """d r^g / dr at r = 0: 0 where it is infinite (g < 1) and for g = 0, 1 for g = 1, 0 for g > 1."""
+    for g, slope in [(0.0, 0.0), (0.5, 0.0), (1.0, 1.0), (2.5, 0.0)]:
+        _, grad = _value_and_grad("r^g", backend, torch.zeros(2, dtype=torch.float64),
+                                  torch.zeros(2, dtype=torch.float64), over="regression", g=g)
+        torch.testing.assert_close(grad, torch.full((2,), -slope, dtype=torch.float64))  # (r = y - yhat)
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) nfl() + rce(): nfl's default gamma = 1/2 is a literal sqrt inside its class reduction
+
+NFL_RCE = '''
+loss nfl_rce() over multiclass:
+    return nfl() + rce()
+'''
+A_RCE = -9.210340371976182
+
+
+def _nfl_rce_mp(z, y):
+    """nfl (gamma = 1/2) + rce at 50 digits, with 1 - p_j summed from the other classes (no cancellation)."""
+    e = [mpmath.exp(v) for v in z]
+    s = mpmath.fsum(e)
+    one_minus = [mpmath.fsum(e[k] for k in range(len(z)) if k != j) / s for j in range(len(z))]
+    logp = [v - mpmath.log(s) for v in z]
+    den = mpmath.fsum(mpmath.sqrt(one_minus[j]) * logp[j] for j in range(len(z)))
+    return mpmath.sqrt(one_minus[y]) * logp[y] / den - A_RCE * one_minus[y]
+
+
+def _nfl_rce_truth(z, t):
+    mpmath.mp.dps = 50
+    values, grads = [], torch.zeros_like(z, dtype=torch.float64)
+    for i, (row, y) in enumerate(zip(z.double().tolist(), t.tolist())):
+        point = [mpmath.mpf(v) for v in row]
+        values.append(_nfl_rce_mp(point, y))
+        for k in range(len(row)):
+            def along(x, k=k):
+                moved = list(point)
+                moved[k] = x
+                return _nfl_rce_mp(moved, y)
+            grads[i, k] = float(mpmath.diff(along, point[k]))
+    return torch.tensor(float(mpmath.fsum(values)), dtype=torch.float64), grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nfl_plus_rce_at_large_logits(backend, dtype):
+    """float32 at logits of scale 30: every row's gradient was NaN (0/0 in nfl's aux reduction)."""
+    if backend == "triton" and dtype == torch.float64:
+        pytest.skip("triton computes in float32")
+    g = torch.Generator().manual_seed(12)
+    z = (torch.randn(4, 5, generator=g, dtype=torch.float64) * 30).to(dtype)
+    t = torch.tensor([0, 1, 2, 3])
+    t[0] = int(z[0].argmax())  # a row whose target wins: p_t rounds to 1
+    value, grad = _value_and_grad(NFL_RCE, backend, z, t)
+    exp_value, exp_grad = _nfl_rce_truth(z, t)
+    assert torch.isfinite(grad).all(), grad
+    tol = 2e-5 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(value, exp_value, rtol=tol, atol=tol)
+    torch.testing.assert_close(grad, exp_grad, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. softplus'(0) = 1/2 on the reference backend (a zero-initialised head)
+
+def _truth_at_zero(name, f, y):
+    """Plain torch autograd in float64, written from each loss's definition."""
+    f = f.detach().clone().requires_grad_(True)
+    if name == "bce":
+        value = F.binary_cross_entropy_with_logits(f, y, reduction="sum")
+    elif name == "logistic":  # margin: log(1 + exp(-y f))
+        value = torch.log1p(torch.exp(-y * f)).sum()
+    elif name == "sigmoid_focal":  # torchvision's sigmoid_focal_loss, alpha = 0.25, gamma = 2
+        p = torch.sigmoid(f)
+        ce = F.binary_cross_entropy_with_logits(f, y, reduction="none")
+        p_t = p * y + (1 - p) * (1 - y)
+        value = ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t) ** 2).sum()
+    else:  # log_cosh of the residual y - f
+        value = torch.log(torch.cosh(y - f)).sum()
+    value.backward()
+    return f.grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["bce", "logistic", "sigmoid_focal", "log_cosh"])
+def test_gradient_at_exactly_zero(name, backend):
+    y = {"logistic": torch.tensor([1.0, -1.0, 1.0]), "log_cosh": torch.zeros(3)}.get(
+        name, torch.tensor([1.0, 0.0, 1.0])).double()
+    f = torch.zeros(3, dtype=torch.float64)
+    if name == "log_cosh":  # r = 0 at a zero-initialised head, and around it
+        f = torch.tensor([0.0, 1e-3, -0.5], dtype=torch.float64)
+    _, grad = _value_and_grad(name, backend, f, y)
+    atol = 1e-7 if backend == "triton" else 1e-12  # (float32: log_cosh's softplus(2r) - r cancels)
+    torch.testing.assert_close(grad, _truth_at_zero(name, f, y), rtol=1e-6, atol=atol)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. triton batch kernels: 1 / (1 + exp(..)) printed without parentheses around its base
+
+BATCH_LOSSES = {
+    # AnyLoss F1 with the amplifier written out (catalog/anyloss_f1.loss uses sigmoid)
+    "f1_written_out": ('''
+loss f1w(L = 10.0) over batch:
+    a = 1 / (1 + exp(-L * (s - 0.5)))
+    tp = sum(y * a for i)
+    fn = sum(y * (1 - a) for i)
+    fp = sum((1 - y) * a for i)
+    return 1 - 2 * tp / (2 * tp + fn + fp)
+''', lambda s, y, L: (lambda a: 1 - 2 * (y * a).sum() / (2 * (y * a).sum() + (y * (1 - a)).sum()
+                                                            + ((1 - y) * a).sum()))(1 / (1 + torch.exp(-L * (s - 0.5))))),
+    # a soft accuracy with the reciprocal of a sum in its terms and in its value
+    "reciprocal_terms": ('''
+loss recip(L = 3.0) over batch:
+    a = 1 / (1 + s^2 * L)
+    return sum(y * a + (1 - y) / (2 + s) for i) / (1 + sum(a for i))
+''', lambda s, y, L: (lambda a: (y * a + (1 - y) / (2 + s)).sum() / (1 + a.sum()))(1 / (1 + s ** 2 * L))),
+    # a ratio of two sums whose terms are reciprocals of sums of exponentials
+    "ratio_of_sums": ('''
+loss ratio(L = 5.0) over batch:
+    num = sum(y / (exp(L * s) + exp(-s)) for i)
+    return num / (1 + sum(1 / (1 + exp(s)) for i))
+''', lambda s, y, L: (y / (torch.exp(L * s) + torch.exp(-s))).sum() / (1 + (1 / (1 + torch.exp(s))).sum())),
+}
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("L", [10.0, 73.0])
+@pytest.mark.parametrize("case", sorted(BATCH_LOSSES))
+def test_triton_batch_kernels_on_hand_written_losses(case, L):
+    source, truth = BATCH_LOSSES[case]
+    g = torch.Generator().manual_seed(3)
+    s = torch.rand(500, generator=g, dtype=torch.float64)
+    y = (torch.rand(500, generator=g) < 0.4).double()
+    leaf = s.clone().requires_grad_(True)
+    exp_value = truth(leaf, y, L)
+    exp_value.backward()
+    for backend in ("torch", "triton"):
+        value, grad = _value_and_grad(source, backend, s, y, L=L)
+        tol = 2e-5 if backend == "triton" else 1e-12
+        torch.testing.assert_close(value, exp_value.detach(), rtol=tol, atol=tol)
+        torch.testing.assert_close(grad, leaf.grad, rtol=tol, atol=tol * float(leaf.grad.abs().max()))
+
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. z_loss without eps: exactly shift and scale invariant, a documented value at a row of equal logits
+
+def _z_loss_mp(row, y, a, b):
+    """softplus(a (b - z'_y)) / a with z'_y = (z_y - mu) / sigma (population std), at 50 digits."""
+    n = len(row)
+    mu = mpmath.fsum(row) / n
+    sigma = mpmath.sqrt(mpmath.fsum((v - mu) ** 2 for v in row) / n)
+    zs = (row[y] - mu) / sigma
+    return mpmath.log1p(mpmath.exp(a * (b - zs))) / a
+
+
+def _z_loss_truth(z, t, a=1.0, b=2.0):
+    mpmath.mp.dps = 50
+    value, grad = mpmath.mpf(0), torch.zeros_like(z, dtype=torch.float64)
+    for i, (row, y) in enumerate(zip(z.double().tolist(), t.tolist())):
+        point = [mpmath.mpf(v) for v in row]
+        value += _z_loss_mp(point, y, a, b)
+        for k in range(len(row)):
+            def along(x, k=k):
+                moved = list(point)
+                moved[k] = x
+                return _z_loss_mp(moved, y, a, b)
+            grad[i, k] = float(mpmath.diff(along, point[k]))
+    return torch.tensor(float(value), dtype=torch.float64), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_z_loss_is_shift_and_scale_invariant(backend, dtype):
+    """The same standardized logits at std 1e-3 (the default eps = 1e-6 was 40% off there) and 1e3, with
+    offsets: the value equals that at std 1, the gradient scales as 1 / std; both against mpmath."""
+    if backend == "triton" and dtype == torch.float64:
+        pytest.skip("triton computes in float32")
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(6, 7, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 4, 5])
+    unit_value, unit_grad = _z_loss_truth(base, t)
+    for scale, shift in [(1e-3, 0.0), (1e-3, 0.5), (1e3, 0.0), (1e3, -2e3), (1.0, 0.0)]:
+        # the sum of the logits carries an error of about C eps |offset| (0.5 is 500 std at scale 1e-3)
+        tol = (1e-4 if dtype == torch.float32 else 1e-10) * (1 + abs(shift) / scale / 100)
+        z = (base * scale + shift).to(dtype)
+        value, grad = _value_and_grad("z_loss", backend, z, t)
+        exp_value, exp_grad = _z_loss_truth(z, t)  # (of the rounded inputs)
+        torch.testing.assert_close(value, exp_value, rtol=tol, atol=tol)
+        torch.testing.assert_close(grad * scale, exp_grad * scale, rtol=tol, atol=tol)
+        torch.testing.assert_close(value, unit_value, rtol=10 * tol, atol=10 * tol)  # invariance
+        torch.testing.assert_close(grad * scale, unit_grad, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_z_loss_at_a_row_of_equal_logits(backend):
+    """sigma = 0: z'_y = 0, L = softplus(a b) / a, dL/dz_k = -sigmoid(a b) ([k = y] - 1/C) (the gradient of
+    z_y - mu); rows whose mean does not round back to the value (0.1 three times) included."""
+    a, b, C = 0.7, 1.5, 3
+    z = torch.tensor([[0.0] * C, [0.1] * C, [-1e4] * C, [7.3] * C], dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 0])
+    value, grad = _value_and_grad("z_loss", backend, z, t, a=a, b=b)
+    torch.testing.assert_close(value, torch.tensor(4 * math.log1p(math.exp(a * b)) / a, dtype=torch.float64),
+                               rtol=1e-6, atol=0)
+    one_hot = F.one_hot(t, C).double()
+    expected = -(1 / (1 + math.exp(-a * b))) * (one_hot - 1 / C)
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Edge shapes: N = 0, every element ignored, C = 1 (docs/semantics.md, "Edge shapes")
+
+EMPTY_CASES = {  # name: (input, target) with no element; the torch function with the same semantics
+    "cross_entropy": (torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64),
+                      lambda x, t, r: F.cross_entropy(x, t, reduction=r)),
+    "cross_entropy_image": (torch.zeros(2, 3, 0, 4), torch.zeros(2, 0, 4, dtype=torch.int64),
+                            lambda x, t, r: F.cross_entropy(x, t, reduction=r)),
+    "soft_cross_entropy": (torch.zeros(0, 3), torch.zeros(0, 3),
+                           lambda x, t, r: F.cross_entropy(x, t, reduction=r)),
+    "bce": (torch.zeros(0, 5), torch.zeros(0, 5),
+            lambda x, t, r: F.binary_cross_entropy_with_logits(x, t, reduction=r)),
+    "hinge": (torch.zeros(0), torch.zeros(0), lambda x, t, r: F.relu(1 - t * x).sum() if r == "sum"
+              else F.relu(1 - t * x).mean() if r == "mean" else F.relu(1 - t * x)),
+    "mse": (torch.zeros(0), torch.zeros(0), lambda x, t, r: F.mse_loss(x, t, reduction=r)),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", sorted(EMPTY_CASES))
+def test_an_empty_input_reduces_as_torch_does(case, backend, reduction):
+    """'none': an empty tensor of the unreduced shape; 'sum': 0; 'mean': NaN (0 / 0); the gradient empty."""
+    x, t, torch_fn = EMPTY_CASES[case]
+    name = case.removesuffix("_image")
+    device = DEVICE if backend == "triton" else "cpu"
+    leaf = x.clone().to(device).requires_grad_(True)
+    value = lossc.loss(name, backend=backend, reduction=reduction)(leaf, t.to(device))
+    expected = torch_fn(x, t, reduction)
+    assert value.shape == expected.shape and value.dtype == x.dtype
+    torch.testing.assert_close(value.detach().cpu(), expected, equal_nan=True)
+    value.sum().backward()
+    assert leaf.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mean_over_ignored_or_zero_weighted_rows_is_nan(backend):
+    """Every row ignored, or every kept row weighted 0: the mean's divisor is 0, NaN as F.cross_entropy."""
+    device = DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([-100, -100, -100, -100])
+    value = lossc.loss("cross_entropy", backend=backend)(x.to(device), t.to(device))
+    assert torch.isnan(F.cross_entropy(x, t)) and torch.isnan(value)
+    weight = torch.tensor([0.0, 1.0, 1.0])
+    t0 = torch.zeros(4, dtype=torch.int64)
+    value = lossc.loss("cross_entropy", weight=weight.to(device), backend=backend)(x.to(device), t0.to(device))
+    assert torch.isnan(F.cross_entropy(x, t0, weight=weight)) and torch.isnan(value)
+    kept = lossc.loss("cross_entropy", backend=backend)(x.to(device), torch.tensor([0, -100, 2, -100]).to(device))
+    torch.testing.assert_close(kept.cpu(), F.cross_entropy(x, torch.tensor([0, -100, 2, -100])))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["anyloss_f1", "anyloss_mcc"])
+def test_an_empty_batch_is_refused(name, backend):
+    device = DEVICE if backend == "triton" else "cpu"
+    module = lossc.loss(name, backend=backend)
+    with pytest.raises(lossc.LossInputError, match="the batch is empty"):
+        module(torch.zeros(0, device=device), torch.zeros(0, device=device))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["cross_entropy", "squentropy", "nce", "nfl", "soft_cross_entropy"])
+def test_one_class_is_refused(name, backend):
+    """C = 1 made squentropy divide by C - 1 = 0 (ZeroDivisionError) and nce / nfl 0 / 0 (NaN)."""
+    device = DEVICE if backend == "triton" else "cpu"
+    x = torch.randn(3, 1, device=device)
+    t = torch.ones(3, 1, device=device) if name == "soft_cross_entropy" else torch.zeros(3, dtype=torch.int64,
+                                                                                          device=device)
+    with pytest.raises(lossc.LossInputError, match="C >= 2"):
+        lossc.loss(name, backend=backend)(x, t)
