@@ -24,6 +24,11 @@ from .passes import derive
 
 _BARE_NAME = "expression"
 
+# Memory bounds: the compiled entries, derived specs and loaded modules of the most recent CACHE_SIZE
+# distinct losses are kept (least recently used dropped first). A dropped module leaves sys.modules and
+# linecache; the losses built from it keep working, and all of it is freed once the last of them is.
+CACHE_SIZE = 64
+
 
 def _bare_source(expr: str, over: str, params: dict) -> str:
     if over not in KINDS:
@@ -81,7 +86,7 @@ def _source_file(spec: str) -> tuple[str, str, str | None]:
     return spec, "<string>", None
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=CACHE_SIZE)
 def _derive(file_text: str, filename: str | None, name: str | None, structural: tuple) -> LossSpec:
     return derive(lower(SourceFile.from_text(file_text, filename), name, dict(structural)))
 
@@ -145,29 +150,53 @@ def _compiled_entry(spec: str | LossSpec, over: str | None, params: dict, target
     if isinstance(spec, LossSpec):
         parsed = parse(spec)
         key = _compile_key("spec", parsed.hash, target)
-        entry = _MEMORY.get(key)
+        entry = _recall(_MEMORY, key)
         if entry is None:
-            entry = _MEMORY[key] = _entry(parsed, target)
+            entry = _remember(key, _entry(parsed, target))
         return entry
-    text, filename, name = _source_text(spec, over, params, pick)
+    return _text_entry(_source_text(spec, over, params, pick), over, params, target)
+
+
+def _text_entry(source: tuple[str, str, str | None], over: str | None, params: dict, target: str) -> dict:
+    """The compiled entry of (text, file name, loss name) as _source_text gives them."""
+    text, filename, name = source
     structural = _structural_key(params, over)
     # a float that is not an integer never shapes the program (an integer parameter given one is refused
     # by the module), so gamma = 0.5 and gamma = 2.5 share one entry
     shaping = tuple((k, v) for k, v in structural if not (isinstance(v, float) and not v.is_integer()))
     key = _compile_key(text, filename, name, shaping, target)
-    entry = _MEMORY.get(key)
+    entry = _recall(_MEMORY, key)
     if entry is None:
         entry = read_entry("compile", key)
         if not _valid_entry(entry):
             entry = _entry(_derive_checked(text, filename, name, structural), target)
             _check_param_names(entry["name"], entry["params"], params)
             write_entry("compile", key, entry)
-        _MEMORY[key] = entry
+        _remember(key, entry)
     _check_param_names(entry["name"], entry["params"], params)
     return entry
 
 
 _MEMORY: dict[str, dict] = {}
+
+
+def _recall(cache: dict, key):
+    """An LRU cache's value for key (now the most recent: a dict keeps its insertion order), or None."""
+    value = cache.pop(key, None)
+    if value is not None:
+        cache[key] = value
+    return value
+
+
+def _evict(cache: dict) -> list:
+    """The oldest values of an LRU cache past CACHE_SIZE, taken out of it."""
+    return [cache.pop(next(iter(cache))) for _ in range(len(cache) - CACHE_SIZE)]
+
+
+def _remember(key: str, entry: dict) -> dict:
+    _MEMORY[key] = entry
+    _evict(_MEMORY)
+    return entry
 
 
 def _compile_key(*parts) -> str:
@@ -199,8 +228,13 @@ def _check_target(target: str) -> None:
         raise LossParamError(f"target must be one of {TARGETS}, got {target!r}")
 
 
-@lru_cache(maxsize=128)
+_MODULES: dict[tuple[str, str], types.ModuleType] = {}
+
+
 def _load(source: str, name: str) -> types.ModuleType:
+    module = _recall(_MODULES, (source, name))
+    if module is not None:
+        return module
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     module = types.ModuleType(f"lossc_generated_{name}_{digest}")
     # a file name linecache knows (triton.jit reads its kernels' source through inspect), and a module
@@ -209,7 +243,22 @@ def _load(source: str, name: str) -> types.ModuleType:
     linecache.cache[module.__file__] = (len(source), None, source.splitlines(keepends=True), module.__file__)
     sys.modules[module.__name__] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)  # our own generated text
+    _MODULES[(source, name)] = module
+    for dropped in _evict(_MODULES):
+        _forget(dropped)
     return module
+
+
+def _forget(module: types.ModuleType) -> None:
+    """A loaded module out of the process's registries (what _load and triton.jit put it in)."""
+    if sys.modules.get(module.__name__) is module:
+        del sys.modules[module.__name__]
+    linecache.cache.pop(module.__file__, None)
+    jit = sys.modules.get("triton.runtime.jit")
+    registry = getattr(jit, "_triton_jit_function_registry", None)
+    if isinstance(registry, dict):  # (triton keeps its kernels by "module:name" for the life of the process)
+        for key in [key for key in registry if key.startswith(module.__name__ + ":")]:
+            del registry[key]
 
 
 def _triton_installed() -> bool:
@@ -231,7 +280,18 @@ def module(spec: str | LossSpec, *, over: str | None = None, target: str = "torc
     return _load(source, name)
 
 
-def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int = -100,
+class _KindDefault:
+    """The default ``ignore_index`` of ``loss``: -100 for row losses (as nn.CrossEntropyLoss), None (nothing
+    ignored) for elementwise and batch losses, whose targets are values."""
+
+    def __repr__(self) -> str:
+        return "-100 for row losses, None otherwise"
+
+
+KIND_DEFAULT = _KindDefault()
+
+
+def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_index: int | None = KIND_DEFAULT,
          reduction: str = "mean", backend: str = "auto", validate: bool = True, batch_group=None,
          class_group=None, from_logits: bool = False, inplace_grad: bool = False, name: str | None = None,
          **params) -> torch.nn.Module:
@@ -239,6 +299,8 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
 
     ``spec`` is a catalog name, a path to a ``.loss`` file, ``.loss`` source text, or a
     bare expression when ``over=`` names its kind. Parameters are keywords.
+    ``ignore_index``: targets equal to it are dropped; None drops nothing. The default is -100 for row
+    losses (multiclass, distribution) and None for elementwise and batch losses.
     Batch losses also take ``from_logits`` (the input is logits; s = sigmoid(input)) and
     ``batch_group`` (a ``torch.distributed`` process group: the batch sums are all-reduced over it).
     Row losses (multiclass, distribution) take ``class_group`` (a process group over which each row's
@@ -247,33 +309,58 @@ def loss(spec: str | LossSpec, *, over: str | None = None, weight=None, ignore_i
     gradient buffer; the input's values are gone after it — see docs/semantics.md).
     A tasks loss takes its parameters alone. ``name`` picks one loss of a file or text with several
     (as ``"path.loss:name"`` does; default: the loss named like the file, else the last one).
+    The module pickles (``torch.save``) as its source text, parameters and options, and is rebuilt
+    through ``lossc.loss`` when loaded.
     """
-    entry = _compiled_entry(spec, over, params, _target_for(backend), name)
+    options = dict(weight=weight, reduction=reduction, backend=backend, validate=validate,
+                   batch_group=batch_group, class_group=class_group, from_logits=from_logits,
+                   inplace_grad=inplace_grad)
+    if ignore_index is not KIND_DEFAULT:
+        options["ignore_index"] = ignore_index
+    source = spec if isinstance(spec, LossSpec) else _source_text(spec, over, params, name)
+    return _build(source, over, params, options)
+
+
+def _build(source: LossSpec | tuple[str, str, str | None], over: str | None, params: dict,
+           options: dict) -> torch.nn.Module:
+    """The module of a spec (a LossSpec, or (text, file name, loss name) as _source_text gives them)."""
+    backend = options.get("backend", "auto")
+    entry = _compiled_entry(source, over, params, _target_for(backend)) if isinstance(source, LossSpec) \
+        else _text_entry(source, over, params, _target_for(backend))
     name, form = entry["name"], entry["form"]
     cls = getattr(_load(entry["source"], name), class_name(name))
     runtime = {} if over is not None else params
-    if form != "batch" and (batch_group is not None or from_logits):
+    if form != "batch" and (options.get("batch_group") is not None or options.get("from_logits")):
         raise LossParamError(f"{name}: batch_group and from_logits are options of batch losses, not of "
                              f"{entry['kind']} losses")
-    if form in ("batch", "composite") and inplace_grad:
+    if form in ("batch", "composite") and options.get("inplace_grad"):
         raise LossParamError(f"{name}: inplace_grad is an option of row and elementwise losses, not of "
                              f"{entry['kind']} losses")
-    if form != "row" and class_group is not None:
+    if form != "row" and options.get("class_group") is not None:
         raise LossParamError(f"{name}: class_group splits the classes of row losses (multiclass, distribution), "
                              f"not of {entry['kind']} losses")
+    accepted = {"composite": (), "batch": _BATCH_OPTIONS}.get(form, _ROW_OPTIONS)
     try:
-        if form == "composite":
-            return cls(**runtime)
-        if form == "batch":
-            return cls(**runtime, weight=weight, ignore_index=None if ignore_index == -100 else ignore_index,
-                       reduction=reduction, backend=backend, validate=validate, from_logits=from_logits,
-                       batch_group=batch_group)
-        return cls(**runtime, weight=weight, ignore_index=ignore_index, reduction=reduction, backend=backend,
-                   validate=validate, class_group=class_group, inplace_grad=inplace_grad)
+        module = cls(**runtime, **{k: v for k, v in options.items() if k in accepted})
     except LossError:
         raise
     except TypeError as err:
         raise LossParamError(f"{name}: {err}") from None
+    # what pickling needs to build it again in another process (see runtime.reduce_module)
+    module._lossc_recipe = (_rebuild, (source, over if isinstance(source, LossSpec) else None, runtime))
+    return module
+
+
+_ROW_OPTIONS = ("weight", "ignore_index", "reduction", "backend", "validate", "class_group", "inplace_grad")
+_BATCH_OPTIONS = ("weight", "ignore_index", "reduction", "backend", "validate", "from_logits", "batch_group")
+
+
+def _rebuild(recipe: tuple, options: dict, state: dict, training: bool) -> torch.nn.Module:
+    """A module unpickled: built again from its recipe and options, then given its saved state."""
+    source, over, params = recipe
+    module = _build(source, over, params, options)
+    module.load_state_dict(state, assign=True)
+    return module.train(training)
 
 
 def source(name: str) -> str:

@@ -220,6 +220,7 @@ def generate_module(spec: LossSpec, target: str = "torch") -> str:
     return _environment().get_template("module.py.j2").render(
         header=header, runtime=runtime.rstrip("\n"), name=spec.name, spec_hash=spec.hash,
         functions=functions, form=spec.form, triton=triton, layout=_layout(spec),
+        ignore_default=-100 if spec.form == "row" else None,  # (elementwise: no value is ignored unless asked)
         fused="_loss_and_grad" if target != "triton" else "None", plain=plain,
         target=_target(spec), checks=checks, signature=signature, signature_kw=signature_kw, call=call,
         packed=packed, class_name=class_name(spec.name), function_name=function_name(spec.name),
@@ -273,8 +274,18 @@ def _target(spec: LossSpec) -> str:
 _HELPERS = '''
 
 
+def _constant_tensor(name, value):
+    """A tensor given for a parameter: refused where it requires grad (parameters are constants of the
+    compiled loss; the gradient would silently stop at them)."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        raise LossParamError(f"{name} is a tensor that requires grad, but lossc parameters are constants: "
+                             "no gradient flows to them. Pass a number or a detached tensor (for a learnable "
+                             "weighting, write a tasks loss with learnable parameters)")
+    return value
+
+
 def _number(name, value):
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if isinstance(value, torch.Tensor) and _constant_tensor(name, value).numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LossParamError(f"{name} must be a number, got {value!r}")
@@ -286,6 +297,8 @@ def _class_vector(name, value):
         raise LossParamError(f"{name} is a per-class parameter: give one value per class (a 1-d tensor or list)")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _number(name, value)  # the same for every class
+    for entry in value if isinstance(value, (list, tuple)) else (value,):
+        _constant_tensor(name, entry)
     try:
         value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
@@ -299,7 +312,7 @@ def _class_vector(name, value):
 
 def _vector(name, value, size):
     if isinstance(value, torch.Tensor):
-        value = value.tolist()
+        value = _constant_tensor(name, value).tolist()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value] * size
     values = tuple(_number(name, v) for v in value)

@@ -635,7 +635,7 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
             low, high = (int(v) for v in torch.aminmax(t))
             if 0 <= low and high < C and (ignore_index is None or not low <= ignore_index <= high):
                 return t, None, tuple(target.shape)
-        valid = t != ignore_index
+        valid = t != ignore_index if ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
         if validate and t.numel():
             bad = valid & ((t < 0) | (t >= C))
             if bool(bad.any()):
@@ -887,17 +887,17 @@ class _Op:
         return _Eager.apply(self.impl, self.setup_context, self.backward, *inputs)
 
 
-def _register_scale(kernel, name):
+def _register_scale(kernel, name, weak):
     """``scale_op(grad, grad_output)``: the triton engine's in-place grad *= grad_output as a custom op that
     declares the mutation (what torch.compile traces in the backward)."""
-    @torch.library.custom_op(name + "_scale", mutates_args=("grad",))
-    def scale_op(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
+    def scale(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
         kernel.triton.scale_(grad, grad_output)
 
-    @scale_op.register_fake
-    def _(grad, grad_output):
+    def fake(grad, grad_output):
         return None
 
+    scale_op = torch.library.custom_op(name + "_scale", weak(scale), mutates_args=("grad",))
+    scale_op.register_fake(weak(fake))
     return scale_op
 
 
@@ -925,6 +925,47 @@ def _scaled_grad(ctx, kernel, scale_op, grad, grad_output):
     return grad
 
 
+def _released_with(kernel, names):
+    """How a kernel's ops get their functions: torch.library keeps what it is given for the life of the
+    process, so it gets each function through a weak reference (the kernel keeps the function), and the
+    ops named are unregistered once the kernel is gone: a module nothing uses any more is freed whole."""
+    import builtins, types, weakref  # (local imports: the runtime's globals are names a spec may not use)
+    unregister = types.FunctionType(_unregister.__code__, {"__builtins__": builtins})  # (this module's
+    finalizer = weakref.finalize(kernel, unregister, names)                          # globals not kept)
+    finalizer.atexit = False
+    kernel.registered = []
+    return lambda fn: _weakly(fn, kernel.registered)
+
+
+def _weakly(fn, keep):
+    """fn (kept alive by ``keep``) behind a function that reaches it, and nothing else of this module, only
+    through a weak reference: its globals are builtins and the names its annotations use. Same signature
+    (torch.library reads it)."""
+    import builtins, inspect, types, typing, weakref  # (local imports, as above)
+    keep.append(fn)
+    ref = weakref.ref(fn)
+
+    def call(*args, **kwargs):
+        return ref()(*args, **kwargs)
+
+    names = {"__builtins__": builtins, "torch": torch, "_Optional": typing.Optional, "_List": typing.List,
+             "_Tuple": typing.Tuple}
+    call = types.FunctionType(call.__code__, names, fn.__name__, None, call.__closure__)
+    call.__signature__, call.__qualname__ = inspect.signature(fn), fn.__qualname__
+    return call
+
+
+def _unregister(names):
+    try:
+        from torch._library.custom_ops import OPDEF_TO_LIB
+    except ImportError:  # (another torch: its ops stay registered)
+        return
+    for name in names:
+        library = OPDEF_TO_LIB.pop(name, None)
+        if library is not None:
+            library._destroy()
+
+
 def _register(kernel):
     """The fused loss of a kernel as a ``torch.library`` custom op, so that ``torch.compile`` sees one
     opaque op (no graph break): ``op(x, t, valid, w, den, mul, params, reduction, engine, need_grad)
@@ -937,6 +978,7 @@ def _register(kernel):
     while hasattr(torch.ops.lossc, f"{base}_{index}") or hasattr(torch.ops.lossc, f"{base}_{index}_scale"):
         index += 1
     name = f"lossc::{base}_{index}"
+    weak = _released_with(kernel, (name, name + "_scale"))
 
     def impl(x: torch.Tensor, t: torch.Tensor, valid: _Optional[torch.Tensor], w: _Optional[torch.Tensor],
              den: _Optional[torch.Tensor], mul: float, params: _List[float], classes: _List[torch.Tensor],
@@ -946,15 +988,15 @@ def _register(kernel):
             return kernel.triton.forward(x, t, valid, w, den, mul, values, reduction, need_grad)
         return _torch_engine(kernel, x, t, valid, w, den, mul, values, reduction, need_grad)
 
-    op = torch.library.custom_op(name, impl, mutates_args=())
+    op = torch.library.custom_op(name, weak(impl), mutates_args=())
 
-    @op.register_fake
-    def _(x, t, valid, w, den, mul, params, classes, reduction, engine, need_grad):
+    def fake(x, t, valid, w, den, mul, params, classes, reduction, engine, need_grad):
         rows = x.shape[0] * (x.shape[2] if x.dim() == 3 else 1)
         out = x.new_empty((rows,) if reduction == "none" else ())
         return out, (x.new_empty(x.shape) if need_grad else x.new_empty(0))
 
-    scale_op = _register_scale(kernel, name)
+    op.register_fake(weak(fake))
+    scale_op = _register_scale(kernel, name, weak)
 
     def setup_context(ctx, inputs, output):
         ctx.reduction, ctx.engine = inputs[8], inputs[9]
@@ -963,15 +1005,78 @@ def _register(kernel):
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)  # else autograd builds an N x C zero "gradient" for output[1]
         ctx.save_for_backward(output[1])
+        _keep_for_double_backward(ctx, inputs)
 
     def backward(ctx, grad_output, _):
         (grad,) = ctx.saved_tensors
         if grad_output is None:  # grads are not materialized: nothing flowed into the loss
             return (None,) + ctx.no_grads
+        if torch.is_grad_enabled():  # backward(create_graph=True): a gradient autograd can differentiate
+            return (_double_backward(ctx, kernel, _differentiable_loss, grad_output),) + ctx.no_grads
         return (_scaled_grad(ctx, kernel, scale_op, grad, grad_output),) + ctx.no_grads
 
-    op.register_autograd(backward, setup_context=setup_context)
+    op.register_autograd(weak(backward), setup_context=weak(setup_context))
     return _Op(op, impl, setup_context, backward), scale_op
+
+
+def _keep_for_double_backward(ctx, inputs):
+    """What a backward with create_graph=True recomputes the loss from: the op's inputs (eager calls; the
+    input is referenced, not copied, and must not change in place before such a backward)."""
+    ctx.inputs = inputs if getattr(ctx, "eager", False) and _SHARD is None else None
+    ctx.version = inputs[0]._version
+
+
+def _double_backward(ctx, kernel, loss, grad_output):
+    """The gradient as differentiable torch ops (so that autograd can take a second derivative): the loss
+    computed again by the reference backend's program, differentiated under autograd."""
+    if ctx.inputs is None:
+        raise LossParamError(f"{kernel.name}: double backward (create_graph=True) is supported in eager calls "
+                             "of the torch and triton engines, not through the custom op (torch.compile, "
+                             "functorch transforms, dispatch modes) nor with a class_group; use "
+                             "backend='reference' there")
+    x = ctx.inputs[0]
+    if x._version != ctx.version:
+        raise RuntimeError(f"{kernel.name}: the input was modified in place after the loss was computed; a "
+                           "double backward (create_graph=True) needs its values")
+    with torch.enable_grad():
+        out = loss(kernel, *ctx.inputs)
+        (grad,) = torch.autograd.grad(out, x, grad_output, create_graph=True)
+    return grad
+
+
+def _differentiable_loss(kernel, x, t, valid, w, den, mul, params, classes, reduction, engine, need_grad):
+    """The fused op's loss from its inputs, as the reference backend computes it (differentiable)."""
+    dtype = _compute_dtype(x.dtype)
+    rows = x.movedim(1, -1).reshape(-1, x.shape[1]) if x.dim() == 3 else x  # ([N, C, S]: row n*S + s)
+    if engine == "triton":  # the kernels take the targets as given: convert them as the torch engine does
+        if kernel.target == "distribution":
+            t = t.movedim(1, -1).reshape(-1, x.shape[1]).to(dtype)
+        elif kernel.form == "row":
+            t = t.long() if valid is None else torch.where(valid, t.long(), 0)
+        else:
+            t = t.to(dtype) if valid is None else torch.where(valid, t.to(dtype), 0.0)
+    values = _Values(kernel.layout, params, classes)
+    z = rows.to(dtype)
+    losses = _as_rows(kernel.functions(values)[0](z, t, values), z.shape[0], z)
+    if valid is not None:
+        losses = torch.where(valid, losses, 0.0)
+    scale = _scale_of(w, den, mul, dtype)
+    weighted = losses if scale is None else losses * scale
+    return (weighted if reduction == "none" else weighted.sum()).to(x.dtype)
+
+
+def _differentiable_batch_loss(kernel, x, t, w, sums, params, engine, from_logits, need_grad):
+    """The batch op's loss from its inputs (differentiable): this call's sums computed again, the rest of
+    the given sums (other ranks', all-reduced) as constants."""
+    dtype = _compute_dtype(x.dtype)
+    values = _Values(kernel.layout, params, [])
+    u = torch.sigmoid(x.to(dtype)) if from_logits else x.to(dtype)
+    terms = [torch.as_tensor(g, dtype=dtype, device=x.device).expand(u.shape[0]) for g in kernel.terms(u, t, values)]
+    count = torch.as_tensor(float(u.shape[0]), dtype=dtype, device=x.device) if w is None else w.to(dtype).sum()
+    local = torch.stack([g.sum() if w is None else (g * w.to(dtype)).sum() for g in terms] + [count])
+    total = local + (sums.to(dtype) - local.detach())
+    value = kernel.value([total[k] for k in range(kernel.count)], total[kernel.count], values)
+    return torch.as_tensor(value, dtype=dtype, device=x.device).to(x.dtype)
 
 
 def _engine(kernel, backend, input):
@@ -1010,15 +1115,17 @@ def _interpreting_triton():
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100, reduction="mean",
+def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=None, reduction="mean",
                sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
-    """Run a generated loss with nn.CrossEntropyLoss's weight / ignore_index / reduction semantics. With
+    """Run a generated loss with nn.CrossEntropyLoss's weight / ignore_index / reduction semantics
+    (``ignore_index`` None: nothing is ignored; the modules default it to -100 for row losses). With
     ``class_group`` (a torch.distributed process group; row losses) the input holds this rank's contiguous
     block of the classes (ranks in group order hold consecutive blocks), the targets are global class
     indices (or this rank's block of the probabilities), ``weight`` and per-class parameters are the whole
     C-vectors; every rank gets the whole rows' loss and the gradient of its own block. With
     ``inplace_grad`` the forward writes the gradient over the input (see _InplaceGrad)."""
     global _SHARD
+    input = _autocast_input(input)
     if class_group is None:
         return _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, sample_weight,
                            backend, validate, inplace_grad)
@@ -1030,6 +1137,16 @@ def apply_loss(kernel, params, input, target, *, weight=None, ignore_index=-100,
                        reduction, sample_weight, backend, validate, inplace_grad)
     finally:
         _SHARD = previous
+
+
+def _autocast_input(input):
+    """Under torch.autocast on the CPU, as torch.nn.functional's losses there: a half-precision input is
+    cast to float32, so the loss is float32 (the gradient still comes back in the input's dtype). On a GPU
+    the engines read half precision as it is (they compute in float32) and return the input's dtype."""
+    if isinstance(input, torch.Tensor) and input.dtype in (torch.bfloat16, torch.float16) \
+            and input.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return input.float()
+    return input
 
 
 def _class_shard(kernel, group, input, backend, call):
@@ -1079,8 +1196,6 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         raise LossParamError(f"{kernel.name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if backend not in BACKENDS:
         raise LossParamError(f"{kernel.name}: backend must be one of {BACKENDS}, got {backend!r}")
-    if kernel.form != "row" and ignore_index == -100:
-        ignore_index = None  # elementwise targets are values, not classes: nothing ignored by default
     if isinstance(input, torch.Tensor) and input.is_floating_point():
         engine = _engine(kernel, backend, input)
     else:
@@ -1262,6 +1377,7 @@ def _register_batch(kernel):
     while hasattr(torch.ops.lossc, f"{base}_{index}_sums"):
         index += 1
     name = f"lossc::{base}_{index}"
+    weak = _released_with(kernel, (name + "_sums", name + "_loss", name + "_scale"))
 
     def sums_impl(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], params: _List[float], engine: str,
                   from_logits: bool) -> torch.Tensor:
@@ -1270,11 +1386,12 @@ def _register_batch(kernel):
             return kernel.triton.batch_sums(x, t, w, values, from_logits)
         return _batch_sums_torch(kernel, x, t, w, values, from_logits)
 
-    sums_op = torch.library.custom_op(name + "_sums", sums_impl, mutates_args=())
+    sums_op = torch.library.custom_op(name + "_sums", weak(sums_impl), mutates_args=())
 
-    @sums_op.register_fake
-    def _(x, t, w, params, engine, from_logits):
+    def sums_fake(x, t, w, params, engine, from_logits):
         return x.new_empty((kernel.count + 1,), dtype=_compute_dtype(x.dtype))
+
+    sums_op.register_fake(weak(sums_fake))
 
     def impl(x: torch.Tensor, t: torch.Tensor, w: _Optional[torch.Tensor], sums: torch.Tensor, params: _List[float],
              engine: str, from_logits: bool, need_grad: bool) -> _Tuple[torch.Tensor, torch.Tensor]:
@@ -1291,27 +1408,30 @@ def _register_batch(kernel):
                                    dtype=sums.dtype, device=x.device)
         return loss.reshape(()).to(x.dtype), grad
 
-    op = torch.library.custom_op(name + "_loss", impl, mutates_args=())
+    op = torch.library.custom_op(name + "_loss", weak(impl), mutates_args=())
 
-    @op.register_fake
-    def _(x, t, w, sums, params, engine, from_logits, need_grad):
+    def fake(x, t, w, sums, params, engine, from_logits, need_grad):
         return x.new_empty(()), (x.new_empty(x.shape) if need_grad else x.new_empty(0))
 
-    scale_op = _register_scale(kernel, name)
+    op.register_fake(weak(fake))
+    scale_op = _register_scale(kernel, name, weak)
 
     def setup_context(ctx, inputs, output):
         ctx.engine, ctx.reduction = inputs[5], "sum"  # (a batch loss is one number: a scalar grad_output)
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(output[1])
+        _keep_for_double_backward(ctx, inputs)
 
     def backward(ctx, grad_output, _):
         (grad,) = ctx.saved_tensors
         if grad_output is None:
             return (None,) * 8
+        if torch.is_grad_enabled():  # backward(create_graph=True)
+            return (_double_backward(ctx, kernel, _differentiable_batch_loss, grad_output),) + (None,) * 7
         return (_scaled_grad(ctx, kernel, scale_op, grad, grad_output),) + (None,) * 7
 
-    op.register_autograd(backward, setup_context=setup_context)
+    op.register_autograd(weak(backward), setup_context=weak(setup_context))
     return _Op(sums_op, sums_impl), _Op(op, impl, setup_context, backward)
 
 
@@ -1347,8 +1467,7 @@ def _apply_batch_loss(kernel, params, input, target, weight, ignore_index, reduc
                              f"must be 'mean' or 'sum' (both give it), got {reduction!r}")
     if backend not in BACKENDS:
         raise LossParamError(f"{kernel.name}: backend must be one of {BACKENDS}, got {backend!r}")
-    if ignore_index == -100:
-        ignore_index = None
+    input = _autocast_input(input)
     if isinstance(input, torch.Tensor) and input.is_floating_point() and input.dim() == 0:
         raise LossInputError(f"{kernel.name}: input must hold a batch of predictions, got a 0-d tensor")
     engine = _engine(kernel, backend, input) if isinstance(input, torch.Tensor) and input.is_floating_point() \
@@ -1430,3 +1549,25 @@ def apply_tasks_loss(name, count, loss, learned, params, losses):
         setattr(S, key, parameter.to(dtype=dtype, device=values[0].device)
                 if parameter.dim() else parameter.to(dtype=dtype, device=values[0].device))
     return loss([v.to(dtype) for v in values], S, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pickling: a module built by lossc.loss is saved as what builds it again (see lossc.api._rebuild).
+
+_OPTIONS = ("ignore_index", "reduction", "backend", "validate", "class_group", "inplace_grad", "from_logits",
+            "batch_group")
+
+
+def reduce_module(module, protocol):
+    """``__reduce_ex__`` of a generated nn.Module: a module built by ``lossc.loss`` (its class lives in a
+    module made from text, which another process cannot import) pickles as its recipe (source text,
+    parameters), its options as they are now and its state_dict; None for any other (a module imported from
+    its generated file pickles by reference, as usual)."""
+    recipe = module.__dict__.get("_lossc_recipe")
+    if recipe is None:
+        return None
+    rebuild, spec = recipe
+    options = {key: module.__dict__[key] for key in _OPTIONS if key in module.__dict__}
+    if "weight" in module._buffers:
+        options["weight"] = module._buffers["weight"]
+    return rebuild, (spec, options, module.state_dict(), module.training)

@@ -66,8 +66,8 @@ class _Params:
 class FocalLoss(torch.nn.Module):
     __doc__ = 'Focal loss: down-weights easy examples by (1 - p_t)^gamma.\n\nAdds a modulating factor (1 - p_t)^gamma to cross-entropy so that\nwell-classified examples contribute little; gamma = 0 is cross-entropy.\nThe paper tries gamma in [0, 5] and finds gamma = 2 best (with the\nalpha-balanced variant, alpha = 0.25; this multiclass form has no alpha).\nLin, Goyal, Girshick, He & Dollar, 2017, Focal Loss for Dense Object Detection.'
 
-    def __init__(self, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", backend="auto",
-                 validate=True, class_group=None, inplace_grad=False):
+    def __init__(self, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean",
+                 backend="auto", validate=True, class_group=None, inplace_grad=False):
         super().__init__()
         self.params = _params(gamma=gamma)
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
@@ -81,12 +81,15 @@ class FocalLoss(torch.nn.Module):
                           reduction=self.reduction, sample_weight=sample_weight, backend=self.backend,
                           validate=self.validate, class_group=self.class_group, inplace_grad=self.inplace_grad)
 
+    def __reduce_ex__(self, protocol):
+        return reduce_module(self, protocol) or super().__reduce_ex__(protocol)
+
     def extra_repr(self):
         return f"{self.params!r}, reduction={self.reduction!r}"
 
 
-def focal_loss(input, target, *, gamma=2.0, weight=None, ignore_index=-100, reduction="mean",
-        sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
+def focal_loss(input, target, *, gamma=2.0, weight=None, ignore_index=-100,
+        reduction="mean", sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
     """Functional form of FocalLoss."""
     return apply_loss(KERNEL, _params(gamma=gamma), input, target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate,

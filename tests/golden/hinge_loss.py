@@ -40,8 +40,8 @@ class _Params:
 class HingeLoss(torch.nn.Module):
     __doc__ = 'Hinge loss: max(0, 1 - m), the soft-margin SVM loss.\n\nConvex, classification-calibrated, not differentiable at m = 1 (not smooth).\nNo parameters.\nCortes & Vapnik, 1995, Support-Vector Networks.'
 
-    def __init__(self, *, weight=None, ignore_index=-100, reduction="mean", backend="auto",
-                 validate=True, class_group=None, inplace_grad=False):
+    def __init__(self, *, weight=None, ignore_index=None, reduction="mean",
+                 backend="auto", validate=True, class_group=None, inplace_grad=False):
         super().__init__()
         self.params = _params()
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
@@ -55,12 +55,15 @@ class HingeLoss(torch.nn.Module):
                           reduction=self.reduction, sample_weight=sample_weight, backend=self.backend,
                           validate=self.validate, class_group=self.class_group, inplace_grad=self.inplace_grad)
 
+    def __reduce_ex__(self, protocol):
+        return reduce_module(self, protocol) or super().__reduce_ex__(protocol)
+
     def extra_repr(self):
         return f"{self.params!r}, reduction={self.reduction!r}"
 
 
-def hinge_loss(input, target, *, weight=None, ignore_index=-100, reduction="mean",
-        sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
+def hinge_loss(input, target, *, weight=None, ignore_index=None,
+        reduction="mean", sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
     """Functional form of HingeLoss."""
     return apply_loss(KERNEL, _params(), input, target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate,

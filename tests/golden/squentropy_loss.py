@@ -55,8 +55,8 @@ class _Params:
 class SquentropyLoss(torch.nn.Module):
     __doc__ = 'Squentropy: cross-entropy plus the mean squared logit of wrong classes.\n\n-log p_y + (1/(C - 1)) sum_{j != y} z_j^2, on the raw logits. Convex in the\nlogits; a plug-in replacement for cross-entropy with better calibration.\nNo parameters (unlike the rescaled square loss).\nHui, Belkin & Wright, 2023, Cut your Losses with Squentropy.'
 
-    def __init__(self, *, weight=None, ignore_index=-100, reduction="mean", backend="auto",
-                 validate=True, class_group=None, inplace_grad=False):
+    def __init__(self, *, weight=None, ignore_index=-100, reduction="mean",
+                 backend="auto", validate=True, class_group=None, inplace_grad=False):
         super().__init__()
         self.params = _params()
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
@@ -70,12 +70,15 @@ class SquentropyLoss(torch.nn.Module):
                           reduction=self.reduction, sample_weight=sample_weight, backend=self.backend,
                           validate=self.validate, class_group=self.class_group, inplace_grad=self.inplace_grad)
 
+    def __reduce_ex__(self, protocol):
+        return reduce_module(self, protocol) or super().__reduce_ex__(protocol)
+
     def extra_repr(self):
         return f"{self.params!r}, reduction={self.reduction!r}"
 
 
-def squentropy_loss(input, target, *, weight=None, ignore_index=-100, reduction="mean",
-        sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
+def squentropy_loss(input, target, *, weight=None, ignore_index=-100,
+        reduction="mean", sample_weight=None, backend="auto", validate=True, class_group=None, inplace_grad=False):
     """Functional form of SquentropyLoss."""
     return apply_loss(KERNEL, _params(), input, target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction, sample_weight=sample_weight, backend=backend, validate=validate,
