@@ -47,6 +47,8 @@ AVOIDABLE = {
     "pow0": "a fractional or parametric power whose base can reach 0 (NaN gradient of b^g at b = 0)",
     "softplus": "softplus and the catalog losses built on it (reference backend: gradient 0 at x = 0)",
     "batch_exp": "exp inside a batch sum (triton batch kernel wrong values, helper numerics)",
+    "positional2": "a second positional argument in a loss call (refused, although docs/language.md allows it)",
+    "const_where": "a where whose condition reads no input, only parameters, C or literals (RecursionError)",
 }
 
 _NAME_POOL = ("alpha", "beta", "gamma", "k", "lam", "w0", "T", "a", "b", "c", "x", "eps", "delta", "L",
@@ -311,56 +313,102 @@ def _exact(node: Node) -> bool:
 
 def ev(node: Node, env: Env):
     """The node's value at env (mpmath, 50 digits)."""
-    v = _ev(node, env)
+    return evx(node, env)[0]
+
+
+def evx(node: Node, env: Env):
+    """(value, error bound): the bound is a first-order running error analysis of the expression as written,
+    in units of the unit roundoff (each operation's rounding, propagated by the operation's derivative);
+    tolerances are a multiple of it."""
+    v, e = _ev(node, env)
     if env.rec is not None:
         env.rec.see(v)
-    return v
+    return v, e
+
+
+def _leaf_err(name: str, env: Env, v):
+    if name in ("lse",):
+        return max(abs(t) for t in env.z) + abs(v)
+    if name in ("lsmy", "lsmj"):
+        return max(abs(t) for t in env.z) * 2 + abs(v)
+    if name in ("pt", "smy", "smj"):
+        return abs(v) * (2 * max(abs(t) for t in env.z) + 1)
+    if name == "r":
+        return abs(v)
+    return mpf(0)
+
+
+def _fn_deriv(name: str, x, v):
+    if name == "log":
+        return 1 / abs(x)
+    if name == "exp":
+        return v
+    if name == "sqrt":
+        return 1 / (2 * v) if v > 0 else mpf(0)
+    if name in ("abs", "pos", "detach"):
+        return mpf(1)
+    if name == "log1p":
+        return 1 / (1 + x)
+    if name == "expm1":
+        return mpmath.exp(x)
+    if name == "softplus":
+        return _sigmoid(x)
+    if name == "sigmoid":
+        return v * (1 - v)
+    if name == "tanh":
+        return 1 - v * v
+    raise ValueError(name)
 
 
 def _ev(node: Node, env: Env):
     op, a, rec = node.op, node.args, env.rec
     if op == "num":
-        return mpf(node.val)
+        v = mpf(node.val)
+        return v, (mpf(0) if node.val in _DYADIC else abs(v))
     if op == "in":
-        return env.scalar(node.val)
+        v = env.scalar(node.val)
+        return v, _leaf_err(node.val, env, v)
     if op == "param":
-        return env.params[node.val]
+        v = env.params[node.val]
+        return v, abs(v)
     if op == "local":
         return env.locals[node.val]
-    if op == "vecy":
-        return env.params[node.val][env.y]
-    if op == "vecj":
-        return env.params[node.val][env.j]
-    if op == "add":
-        return ev(a[0], env) + ev(a[1], env)
-    if op == "sub":
-        return ev(a[0], env) - ev(a[1], env)
-    if op == "mul":
-        return ev(a[0], env) * ev(a[1], env)
+    if op in ("vecy", "vecj"):
+        v = env.params[node.val][env.y if op == "vecy" else env.j]
+        return v, abs(v)
+    if op in ("add", "sub", "mul"):
+        (x, ex), (y, ey) = evx(a[0], env), evx(a[1], env)
+        v = x + y if op == "add" else x - y if op == "sub" else x * y
+        e = ex + ey if op != "mul" else abs(y) * ex + abs(x) * ey
+        return v, e + abs(v)
     if op == "div":
-        d = ev(a[1], env)
+        (y, ey) = evx(a[1], env)
         if rec is not None:
-            rec.sensitive(d)
-        return ev(a[0], env) / d
+            rec.sensitive(y)
+        (x, ex) = evx(a[0], env)
+        v = x / y
+        return v, ex / abs(y) + abs(v) * ey / abs(y) + abs(v)
     if op == "neg":
-        return -ev(a[0], env)
+        x, ex = evx(a[0], env)
+        return -x, ex
     if op == "pow":
-        b, e = ev(a[0], env), ev(a[1], env)
+        (b, eb), (p, ep) = evx(a[0], env), evx(a[1], env)
         if rec is not None:
-            if e < 0:
+            if p < 0:
                 rec.sensitive(b)
-            if 0 < e < 1:  # an infinite derivative at b = 0
+            if 0 < p < 1:  # an infinite derivative at b = 0
                 rec.near(b, mpf(0))
         if b == 0:
-            return mpf(1) if e == 0 else mpf(0)
-        if b < 0 and e != int(e):
+            return (mpf(1) if p == 0 else mpf(0)), (eb if p == 1 else mpf(0))
+        if b < 0 and p != int(p):
             raise ValueError("negative base to a fractional power")
-        return b ** e
+        v = b ** p
+        return v, abs(p * v / b) * eb + abs(v * mpmath.log(abs(b))) * ep + abs(v)
     if op == "fn":
         name = node.val
         if name == "detach":
-            return ev(a[0], env.base if env.base is not None else env)
-        x = ev(a[0], env)
+            return evx(a[0], env.base if env.base is not None else env)
+        x, ex = evx(a[0], env)
         if rec is not None:
             if name in ("abs", "pos", "sqrt"):
                 rec.near(x, mpf(0))
@@ -368,21 +416,27 @@ def _ev(node: Node, env: Env):
                 rec.sensitive(x)
         if (name == "log" and x <= 0) or (name == "sqrt" and x < 0):
             raise ValueError(f"{name} of {x}")
-        return _MPFN[name](x)
+        v = _MPFN[name](x)
+        if name == "log" and _is_stable_log_arg(a[0]):  # computed stably: z_y - lse, -softplus(-x) ...
+            return v, abs(v) + (max(abs(t) for t in env.z) if env.z else abs(v))
+        if name == "sqrt" and v == 0:
+            return v, mpmath.sqrt(ex)
+        return v, abs(_fn_deriv(name, x, v)) * ex + abs(v)
     if op in ("min2", "max2"):
-        x, y = ev(a[0], env), ev(a[1], env)
+        (x, ex), (y, ey) = evx(a[0], env), evx(a[1], env)
         if rec is not None:
             rec.near(x, y)
-        return min(x, y) if op == "min2" else max(x, y)
+        first = (x <= y) if op == "min2" else (x >= y)
+        return (x, ex) if first else (y, ey)
     if op == "clamp":
-        x, lo, hi = (ev(t, env) for t in a)
+        (x, ex), (lo, elo), (hi, ehi) = (evx(t, env) for t in a)
         if rec is not None:
             rec.near(x, lo)
             rec.near(x, hi)
-        return min(max(x, lo), hi)
+        return (lo, elo) if x < lo else (hi, ehi) if x > hi else (x, ex)
     if op == "where":
         cond, yes, no = a
-        l, r = ev(cond.args[0], env), ev(cond.args[1], env)
+        (l, el), (r, er) = evx(cond.args[0], env), evx(cond.args[1], env)
         truth = {"<": l < r, "<=": l <= r, ">": l > r, ">=": l >= r}[cond.val]
         if rec is not None:
             rel = rec.near(l, r)
@@ -390,37 +444,47 @@ def _ev(node: Node, env: Env):
                 truth = not truth
                 rec.flipped = True
             try:  # the branch not taken: its magnitudes count too (a backend computes both)
-                ev(no if truth else yes, env)
+                evx(no if truth else yes, env)
             except (ValueError, ZeroDivisionError):
                 pass
-        return ev(yes if truth else no, env)
+        return evx(yes if truth else no, env)
     if op == "red":
         red, excl = node.val
-        vals = [ev(a[0], replace_env(env, j=j)) for j in range(len(env.z)) if not (excl and j == env.y)]
-        if red == "sum":
-            return mpmath.fsum(vals)
-        if red == "mean":
-            return mpmath.fsum(vals) / len(vals)
+        pairs = [evx(a[0], replace_env(env, j=j)) for j in range(len(env.z)) if not (excl and j == env.y)]
+        vals = [p[0] for p in pairs]
+        errs = [p[1] for p in pairs]
+        if red in ("sum", "mean"):
+            v = mpmath.fsum(vals)
+            e = mpmath.fsum(errs) + len(vals) * max(abs(t) for t in vals) + abs(v)
+            return (v, e) if red == "sum" else (v / len(vals), e / len(vals))
         if red in ("max", "min"):
             if rec is not None and len(vals) > 1:
                 s = sorted(vals, reverse=(red == "max"))
                 rec.near(s[0], s[1])
-            return max(vals) if red == "max" else min(vals)
+            i = vals.index(max(vals) if red == "max" else min(vals))
+            return vals[i], errs[i]
         if red == "logsumexp":
             m = max(vals)
-            return m + mpmath.log(mpmath.fsum(mpmath.exp(v - m) for v in vals))
+            v = m + mpmath.log(mpmath.fsum(mpmath.exp(t - m) for t in vals))
+            return v, max(errs) + abs(v) + max(abs(t) for t in vals)
         raise ValueError(red)
     if op == "bred":
         w = env.params["__w"]
-        total = mpmath.fsum(w[i] * ev(a[0], replace_env(env, i=i)) for i in range(len(env.x)) if w[i] != 0)
-        return total if node.val == "sum" else total / mpmath.fsum(w)
+        pairs = [(w[i], evx(a[0], replace_env(env, i=i))) for i in range(len(env.x)) if w[i] != 0]
+        total = mpmath.fsum(wi * p[0] for wi, p in pairs)
+        e = mpmath.fsum(abs(wi) * (p[1] + abs(p[0])) for wi, p in pairs) * (1 + len(pairs)) + abs(total)
+        if node.val == "sum":
+            return total, e
+        n = mpmath.fsum(w)
+        return total / n, e / n + abs(total / n)
     if op == "lsmT":
-        T = ev(a[0], env)
+        T, _ = evx(a[0], env)
         zs = [t / T for t in env.z]
         m = max(zs)
-        return zs[env.y] - m - mpmath.log(mpmath.fsum(mpmath.exp(t - m) for t in zs))
+        v = zs[env.y] - m - mpmath.log(mpmath.fsum(mpmath.exp(t - m) for t in zs))
+        return v, abs(v) + 3 * max(abs(t) for t in zs)
     if op == "call":
-        return ev(expand_call(node), env)
+        return evx(expand_call(node), env)
     raise ValueError(op)
 
 
@@ -558,6 +622,7 @@ class _Ctx:
     locals: list = field(default_factory=list)      # (name, Node, level, has_red)
     names: set = field(default_factory=set)
     features: set = field(default_factory=set)
+    in_local: bool = False
 
     def fresh(self) -> str:
         bad = lambda n: (n in self.names or n in _RESERVED[self.kind] or n in _FUNCS or n in CALLS
@@ -609,6 +674,8 @@ def _scalars(ctx: _Ctx, level: str) -> list[str]:
     if k == "regression":
         return ["r", "yhat", "y", "r"]
     if k == "batch":
+        if level == "elem" and ctx.in_local:
+            return ["s", "y"]
         return ["s", "si", "y", "yi", "s"] if level == "elem" else ["N"]
     raise ValueError(k)
 
@@ -728,8 +795,8 @@ def _where(ctx: _Ctx, level: str, depth: int) -> Node:
     rng = ctx.rng
     ctx.features.add("where")
     # a boundary on a kind name and a dyadic literal: exact ties are reachable from the inputs
-    exact = [s for s in _scalars(ctx, level) if s in _EXACT_LEAVES and s != "ind"]
-    if rng.random() < 0.6 and exact:
+    exact = [s for s in _scalars(ctx, level) if s in _EXACT_LEAVES and s not in ("ind", "C", "N")]
+    if (rng.random() < 0.6 or "const_where" in ctx.avoid) and exact:
         lhs = leaf(rng.choice(exact))
         if rng.random() < 0.3:
             lhs = fn("abs", lhs)
@@ -769,7 +836,9 @@ def _call(ctx: _Ctx) -> Node | None:
                 break  # the rest take their defaults
             keyword = True
             continue  # this one takes its default: the following ones must be keywords
-        keyword = keyword or rng.random() < 0.5
+        keyword = keyword or rng.random() < 0.5 or ("positional2" in ctx.avoid and len(keys) >= 1)
+        if not keyword and len(keys) >= 1:
+            ctx.features.add("positional2")
         keys.append(pname if keyword else None)
         args.append(num(rng.choice(allowed)))
     ctx.features.add("call")
@@ -852,19 +921,28 @@ def generate(kind: str, rng: random.Random, avoid=()) -> GeneratedLoss:
         raise ValueError(kind)
     ctx = _Ctx(kind=kind, rng=rng, avoid=frozenset(avoid))
     top = "batch" if kind == "batch" else "row"
-    for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+    for _ in range(rng.choice((0, 1, 1, 2, 3))):
         level = top if kind != "batch" or rng.random() < 0.5 else "elem"
+        ctx.in_local = True
         e = expr(ctx, level, rng.choice((1, 2, 3)))
+        ctx.in_local = False
         name = ctx.fresh()
         ctx.locals.append((name, e, level, _has_red(e)))
     ret = expr(ctx, top, rng.choice((2, 3, 3, 4)))
+    if ret.op in ("num", "in", "param", "local", "vecy") or rng.random() < 0.3:  # never a bare name
+        ret = bin_(rng.choice(("add", "mul", "sub")), ret, expr(ctx, top, 3))
     if kind == "batch" and not _has(ret, "bred"):
         ret = bin_("add", ret, _batch_sum(ctx))
     params = tuple((p, "vector", None) if role == "vector" else (p, "scalar", value) for p, role, value in ctx.params)
     loss = GeneratedLoss(kind=kind, name="g" + str(rng.randrange(10 ** 6)), params=params,
                          locals=tuple((n, e) for n, e, _, _ in ctx.locals), ret=ret,
                          features=frozenset(ctx.features))
-    return _prune(loss) if rng.random() < 0.7 else loss
+    loss = _prune(loss) if rng.random() < 0.7 else loss
+    loss = replace(loss, features=features(loss))
+    bad = loss.features & ctx.avoid
+    if bad:  # a construct to avoid slipped in (a where on a local holding constants ...): draw again
+        return generate(kind, rng, avoid)
+    return loss
 
 
 def _has(node: Node, op: str) -> bool:
@@ -893,6 +971,9 @@ class RowTruth:
     kink: float             # smallest nonzero relative distance to a non-smooth point (0 < kink: near it)
     scale: float            # largest |intermediate| (also of where branches not taken)
     tiny: float             # smallest sensitive intermediate (a log argument, denominator, negative-power base)
+    err: float = 0.0        # running error bound of the value, in unit roundoffs
+    grad_err: list = field(default_factory=list)  # per component: d(err)/dx, the gradient's error scale
+    grad_noise: list = field(default_factory=list)  # per component: the truth's own absolute uncertainty
 
 
 def _env(loss: GeneratedLoss, inputs: dict) -> Env:
@@ -921,8 +1002,8 @@ def _env(loss: GeneratedLoss, inputs: dict) -> Env:
 def _eval_loss(loss: GeneratedLoss, env: Env):
     env.locals = {}
     for lname, e in loss.locals:
-        env.locals[lname] = ev(e, env)
-    return ev(loss.ret, env)
+        env.locals[lname] = evx(e, env)
+    return evx(loss.ret, env)
 
 
 def _is_elem_local(loss: GeneratedLoss, lname: str) -> bool:
@@ -982,9 +1063,9 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
             inputs = dict(inputs, s=[_sigmoid(v) for v in logits])
         env = _env(loss, inputs)
         env.rec = _Rec(flip)
-        value = _eval_loss(loss, env)
+        value, err = _eval_loss(loss, env)
         rec = env.rec
-        grads, kinked = [], []
+        grads, kinked, gerrs, noise = [], [], [], []
         if grad:
             key, vals = _inputs_vector(loss, inputs)
             if from_logits:
@@ -1006,12 +1087,17 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                     if flip:
                         pe.rec = _Rec(flip)
                     sides.append(_eval_loss(loss, pe))
-                right, left = (sides[0] - value) / h, (value - sides[1]) / h
-                grads.append((sides[0] - sides[1]) / (2 * h))
+                (vp, ep), (vm, em) = sides
+                right, left = (vp - value) / h, (value - vm) / h
+                grads.append((vp - vm) / (2 * h))
+                gerrs.append(abs(ep - em) / (2 * h))
+                # the central difference's own noise at 50 digits (a component far below the value's scale)
+                noise.append(float(mpf("1e-45") * (abs(vp) + abs(vm) + err) / h))
                 kinked.append(bool(abs(right - left) > mpf("1e-12") * (abs(right) + abs(left)) + mpf("1e-40")))
         near = rec.kink if rec.kink > 0 else math.inf
         return RowTruth(value=value, grad=grads, kinked=kinked, kink=near, scale=float(rec.big),
-                        tiny=float(rec.tiny))
+                        tiny=float(rec.tiny), err=float(err), grad_err=[float(g) for g in gerrs],
+                        grad_noise=noise)
 
 
 def _base_locals(loss: GeneratedLoss, inputs: dict) -> dict:
@@ -1115,9 +1201,73 @@ def _prune(loss: GeneratedLoss) -> GeneratedLoss:
     used = lambda n: _uses_name(n, loss.ret) or any(_uses_name(n, e) for _, e in loss.locals)
     locals_ = tuple((n, e) for n, e in loss.locals if used(n))
     loss = replace(loss, locals=locals_)
-    return replace(loss, params=tuple(p for p in loss.params if used(p[0])))
+    loss = replace(loss, params=tuple(p for p in loss.params if used(p[0])))
+    return replace(loss, features=features(loss))
 
 
 def size(loss: GeneratedLoss) -> int:
     count = lambda n: 1 + sum(count(a) for a in n.args)
     return count(loss.ret) + sum(count(e) + 1 for _, e in loss.locals) + len(loss.params)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# features of a loss, read from its AST (they follow the shrinker)
+# ---------------------------------------------------------------------------------------------------------
+
+_INPUT_LEAVES = {"zy", "pt", "lse", "lsmy", "smy", "f", "y", "m", "r", "yhat", "zj", "smj", "lsmj", "ind", "qj",
+                 "s", "si", "yi"}
+
+
+def _reads_input(node: Node, loss: GeneratedLoss) -> bool:
+    if node.op == "in" and node.val in _INPUT_LEAVES:
+        return True
+    if node.op in ("red", "bred", "call", "lsmT"):
+        return True
+    if node.op == "local":
+        e = dict(loss.locals).get(node.val)
+        return e is not None and _reads_input(e, loss)
+    return any(_reads_input(a, loss) for a in node.args)
+
+
+def _can_be_zero(node: Node) -> bool:
+    """A base built by _nonneg (pos, abs, sigmoid, a square, 1 - p_t, p_t, softmax, s, 1 - s)."""
+    if node.op == "fn" and node.val in ("pos", "abs", "sigmoid"):
+        return True
+    if node.op == "in" and node.val in ("pt", "smj", "s", "smy"):
+        return True
+    if node.op == "sub" and node.args[0] == ONE and node.args[1].op == "in":
+        return True
+    return node.op == "pow" and node.args[1] == num("2")
+
+
+def features(loss: GeneratedLoss) -> frozenset:
+    """The constructs of known defects a loss contains (see AVOIDABLE), and a few others."""
+    out = set()
+    names = [p for p, _, _ in loss.params] + [n for n, _ in loss.locals]
+    if any(n in CAPTURE_NAMES for n in names):
+        out.add("capture")
+    roots = [loss.ret] + [e for _, e in loss.locals]
+    for root in roots:
+        for _, node in _paths(root):
+            if node.op == "pow" and _can_be_zero(node.args[0]) and not (
+                    node.args[1].op == "num" and node.args[1].val in ("1", "2", "3")):
+                out.add("pow0")
+            if node.op == "fn" and node.val == "sqrt" and _can_be_zero(node.args[0]):
+                out.add("pow0")
+            if node.op == "fn" and node.val == "softplus":
+                out.add("softplus")
+            if node.op == "call":
+                if node.val[0] in _SOFTPLUS_CALLS:
+                    out.add("softplus")
+                if sum(1 for k in node.val[1] if k is None) >= 2:
+                    out.add("positional2")
+                if node.val[0] == "anyloss_f1":
+                    out.add("batch_exp")  # its sigmoid(L * (s - 0.5)) is the triton batch kernel's case
+            if node.op == "bred" and any(n.op == "fn" and n.val in ("exp", "expm1", "sigmoid")
+                                         for _, n in _paths(node)):
+                out.add("batch_exp")
+            if node.op == "where" and not _reads_input(node.args[0], loss):
+                out.add("const_where")
+            if node.op == "fn" and node.val == "detach":
+                out.add("detach")
+    return frozenset(out)
