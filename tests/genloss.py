@@ -44,11 +44,13 @@ CAPTURE_NAMES = ("t", "u", "R1", "R2", "A1", "A2", "B1", "B2")
 #: constructs that hit known, separately tracked defects; ``generate(avoid=...)`` leaves them out
 AVOIDABLE = {
     "capture": "parameters and locals named t, u, R1, A1, B1 ... (name capture, helper frontend)",
-    "pow0": "a fractional or parametric power whose base can reach 0 (NaN gradient of b^g at b = 0)",
-    "softplus": "softplus and the catalog losses built on it (reference backend: gradient 0 at x = 0)",
+    "pow0": "a fractional or parametric power whose base can reach 0 (NaN gradient of b^g at b = 0, helper numerics)",
+    "softplus": "softplus and the catalog losses built on it (reference backend: gradient 0 at x = 0, helper numerics)",
     "batch_exp": "exp inside a batch sum (triton batch kernel wrong values, helper numerics)",
-    "positional2": "a second positional argument in a loss call (refused, although docs/language.md allows it)",
-    "const_where": "a where whose condition reads no input, only parameters, C or literals (RecursionError)",
+    "positional2": "a second positional argument in a loss call (refused although docs/language.md allows it, "
+                   "helper frontend)",
+    "const_where": "a where whose condition reads no input, only parameters, C or literals (RecursionError in "
+                   "the torch printer, helper frontend)",
 }
 
 _NAME_POOL = ("alpha", "beta", "gamma", "k", "lam", "w0", "T", "a", "b", "c", "x", "eps", "delta", "L",

@@ -680,7 +680,8 @@ class _Flattener:
     def pooled(self, op, args, shape, into):
         template = OPS[op]
         parts = [self.operand(a) for a in args]
-        is_bool = op in BOOL_OPS
+        # a where choosing between two bool values (a nested where in a condition) is bool too
+        is_bool = op in BOOL_OPS or (op == "torch.where" and parts[1][3] and parts[2][3])
         uses = frozenset().union(*[p[2] for p in parts])
         texts = [p[0] for p in parts]
         if into is not None:
