@@ -605,8 +605,10 @@ class _Lowering:
                 if not 1 <= int(index) <= n:
                     raise self.error(LossParamError, f"{base_name}[{index}] is out of range 1..{n}", index_node)
                 return sympy.Symbol(f"{base_name}[{int(index)}]", real=True)
-        if self.kind.form == "batch" and isinstance(env.get(str(index_node.children[0]) if
-                                                            index_node.data == "name" else None), _BatchIndex):
+        index_name = str(index_node.children[0]) if index_node.data == "name" else None
+        if self.kind.form == "batch" and (isinstance(env.get(index_name), _BatchIndex)
+                                          or (index_name == "i" and index_name not in env)):
+            # s[i], y[i]: inside a batch sum, and in a local (one element's term, as s and y are there)
             base = self.eval(base_node, env)
             if not (isinstance(base, sympy.Expr) and base in (U, T)):
                 raise self.error(LossKindError, "only s and y are indexed by the batch index (s[i], y[i])", node)

@@ -10,7 +10,7 @@ API (importable by tests and scripts; ``sys.path`` must hold ``tests/``):
 - ``GeneratedLoss.row_truth(inputs, dtype_tie=...) -> RowTruth``: the value and the gradient of ONE row
   (multiclass/distribution: one row of logits), ONE element (binary/margin/regression) or the WHOLE batch
   (batch kind), evaluated with mpmath at 50 digits from the AST (never from lossc's parser, IR or
-  printers). Gradients are high-precision central differences (h = 1e-20 relative) on the same AST; a
+  printers). Gradients are high-precision central differences (h = 1e-34 relative, at 75 digits) on the same AST; a
   ``detach(x)`` is evaluated at the unperturbed point, so its gradient is that of a constant. ``RowTruth``
   also carries ``kink`` (the smallest relative distance of any non-smooth point met: a ``where``
   boundary, ``abs``/``pos``/``clamp``/``min``/``max`` switch, a class max tie, a fractional power at 0;
@@ -46,7 +46,8 @@ AVOIDABLE = {
     "capture": "parameters and locals named t, u, R1, A1, B1 ... (name capture, helper frontend)",
     "pow0": "a fractional or parametric power whose base can reach 0 (NaN gradient of b^g at b = 0, helper numerics)",
     "softplus": "softplus and the catalog losses built on it (reference backend: gradient 0 at x = 0, helper numerics)",
-    "batch_exp": "exp inside a batch sum (triton batch kernel wrong values, helper numerics)",
+    "batch_exp": "a reciprocal of batch sums, exp/sigmoid inside a batch sum (triton batch kernel: 1 / (1 + e) "
+                 "printed without parentheses, wrong values, helper numerics)",
     "positional2": "a second positional argument in a loss call (refused although docs/language.md allows it, "
                    "helper frontend)",
     "const_where": "a where whose condition reads no input, only parameters, C or literals (RecursionError in "
@@ -676,8 +677,6 @@ def _scalars(ctx: _Ctx, level: str) -> list[str]:
     if k == "regression":
         return ["r", "yhat", "y", "r"]
     if k == "batch":
-        if level == "elem" and ctx.in_local:
-            return ["s", "y"]
         return ["s", "si", "y", "yi", "s"] if level == "elem" else ["N"]
     raise ValueError(k)
 
@@ -1058,7 +1057,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
     the where-conditions within that relative distance of their boundary take the other branch. For the
     batch kind with ``inputs['from_logits']`` the gradient is with respect to the logits."""
     loss = _inline_elem_locals(loss)
-    with mpmath.workdps(50):
+    with mpmath.workdps(75):  # 50 digits for the value, 25 more for the central differences' cancellation
         from_logits = loss.kind == "batch" and inputs.get("from_logits")
         if from_logits:
             logits = [mpf(v) for v in inputs["s"]]
@@ -1075,7 +1074,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
             base_locals = _base_locals(loss, inputs)
             for idx, v in enumerate(vals):
                 v = mpf(v)
-                h = mpf("1e-20") * max(mpf(1), abs(v))
+                h = mpf("1e-34") * max(mpf(1), abs(v))  # O(h) = 1e-30 truncation even at a C1 kink
                 sides = []
                 for sgn in (1, -1):
                     pv = v + sgn * h
@@ -1094,7 +1093,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                 grads.append((vp - vm) / (2 * h))
                 gerrs.append(abs(ep - em) / (2 * h))
                 # the central difference's own noise at 50 digits (a component far below the value's scale)
-                noise.append(float(mpf("1e-45") * (abs(vp) + abs(vm) + err) / h))
+                noise.append(float(mpf("1e-70") * (abs(vp) + abs(vm) + err) / h))
                 kinked.append(bool(abs(right - left) > mpf("1e-12") * (abs(right) + abs(left)) + mpf("1e-40")))
         near = rec.kink if rec.kink > 0 else math.inf
         return RowTruth(value=value, grad=grads, kinked=kinked, kink=near, scale=float(rec.big),
@@ -1223,8 +1222,10 @@ _INPUT_LEAVES = {"zy", "pt", "lse", "lsmy", "smy", "f", "y", "m", "r", "yhat", "
 def _reads_input(node: Node, loss: GeneratedLoss) -> bool:
     if node.op == "in" and node.val in _INPUT_LEAVES:
         return True
-    if node.op in ("red", "bred", "call", "lsmT"):
+    if node.op in ("call", "lsmT"):
         return True
+    if node.op in ("red", "bred"):
+        return _reads_input(node.args[0], loss)
     if node.op == "local":
         e = dict(loss.locals).get(node.val)
         return e is not None and _reads_input(e, loss)
@@ -1240,6 +1241,10 @@ def _can_be_zero(node: Node) -> bool:
     if node.op == "sub" and node.args[0] == ONE and node.args[1].op == "in":
         return True
     return node.op == "pow" and node.args[1] == num("2")
+
+
+def _negative(node: Node) -> bool:
+    return node.op == "neg" or (node.op == "num" and node.val.startswith("-")) or node.op == "param"
 
 
 def features(loss: GeneratedLoss) -> frozenset:
@@ -1267,6 +1272,8 @@ def features(loss: GeneratedLoss) -> frozenset:
                     out.add("batch_exp")  # its sigmoid(L * (s - 0.5)) is the triton batch kernel's case
             if node.op == "bred" and any(n.op == "fn" and n.val in ("exp", "expm1", "sigmoid")
                                          for _, n in _paths(node)):
+                out.add("batch_exp")
+            if loss.kind == "batch" and (node.op == "div" or (node.op == "pow" and _negative(node.args[1]))):
                 out.add("batch_exp")
             if node.op == "where" and not _reads_input(node.args[0], loss):
                 out.add("const_where")
