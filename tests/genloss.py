@@ -265,8 +265,12 @@ class Env:
             v = zm + mpmath.log(mpmath.fsum(mpmath.exp(t - zm) for t in self.z))
         elif name == "zy":
             v = self.z[self.y]
-        elif name == "lsmy":
-            v = self.z[self.y] - self.scalar("lse")
+        elif name == "lsmy":  # -log(1 + sum_{j != y} exp(z_j - z_y)): exact even where p_t is 1 - 1e-8000
+            zy = self.z[self.y]
+            others = [t for j, t in enumerate(self.z) if j != self.y]
+            top = max([mpf(0)] + [t - zy for t in others])
+            v = -(top + mpmath.log(mpmath.exp(-top) + mpmath.fsum(mpmath.exp(t - zy - top) for t in others))) \
+                if top > 0 else -mpmath.log1p(mpmath.fsum(mpmath.exp(t - zy) for t in others))
         elif name in ("pt", "smy"):
             v = mpmath.exp(self.scalar("lsmy"))
         elif name == "C":
@@ -379,6 +383,10 @@ def _ev(node: Node, env: Env):
     if op in ("vecy", "vecj"):
         v = env.params[node.val][env.y if op == "vecy" else env.j]
         return v, abs(v)
+    if op == "sub" and a[0] == ONE and a[1].op == "in" and a[1].val in ("pt", "smy"):
+        ev(a[1], env)  # (its magnitude recorded)
+        v = -mpmath.expm1(env.scalar("lsmy"))  # 1 - p_t without cancellation
+        return v, abs(v) + abs(env.scalar("pt")) * max(abs(t) for t in env.z)
     if op in ("add", "sub", "mul"):
         (x, ex), (y, ey) = evx(a[0], env), evx(a[1], env)
         v = x + y if op == "add" else x - y if op == "sub" else x * y
@@ -1287,6 +1295,10 @@ def features(loss: GeneratedLoss) -> frozenset:
                 out.add("batch_exp")
             if node.op == "where" and not _reads_input(node.args[0], loss):
                 out.add("const_where")
+            if node.op == "where" and any(n.op in ("where", "min2", "max2", "clamp") and
+                                          any(not _reads_input(b, loss) for b in n.args[1:] if b.op != "cmp")
+                                          for _, n in _paths(node.args[0])):
+                out.add("const_where")  # a branch of parameters alone inside a condition: the same relational
             if node.op == "fn" and node.val == "detach":
                 out.add("detach")
     return frozenset(out)
