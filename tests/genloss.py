@@ -216,9 +216,11 @@ class _Rec:
         if a < self.tiny:
             self.tiny = a
 
-    def near(self, a, b):
+    def near(self, a, b, ea=0, eb=0):
+        """The relative distance of a and b, against their magnitudes and error bounds (a computed quantity
+        compared with 0 is near it when it is within its own rounding error)."""
         d = abs(a - b)
-        s = abs(a) + abs(b)
+        s = abs(a) + abs(b) + ea + eb
         rel = mpf(0) if d == 0 else d / s
         if 0 < rel < self.kink:
             self.kink = float(rel)
@@ -408,7 +410,7 @@ def _ev(node: Node, env: Env):
             if p < 0:
                 rec.sensitive(b)
             if 0 < p < 1:  # an infinite derivative at b = 0
-                rec.near(b, mpf(0))
+                rec.near(b, mpf(0), eb)
         if b == 0:
             return (mpf(1) if p == 0 else mpf(0)), (eb if p == 1 else mpf(0))
         if b < 0 and p != int(p):
@@ -422,7 +424,7 @@ def _ev(node: Node, env: Env):
         x, ex = evx(a[0], env)
         if rec is not None:
             if name in ("abs", "pos", "sqrt"):
-                rec.near(x, mpf(0))
+                rec.near(x, mpf(0), ex)
             elif name == "log" and not _is_stable_log_arg(a[0]):
                 rec.sensitive(x)
         if (name == "log" and x <= 0) or (name == "sqrt" and x < 0):
@@ -436,21 +438,21 @@ def _ev(node: Node, env: Env):
     if op in ("min2", "max2"):
         (x, ex), (y, ey) = evx(a[0], env), evx(a[1], env)
         if rec is not None:
-            rec.near(x, y)
+            rec.near(x, y, ex, ey)
         first = (x <= y) if op == "min2" else (x >= y)
         return (x, ex) if first else (y, ey)
     if op == "clamp":
         (x, ex), (lo, elo), (hi, ehi) = (evx(t, env) for t in a)
         if rec is not None:
-            rec.near(x, lo)
-            rec.near(x, hi)
+            rec.near(x, lo, ex, elo)
+            rec.near(x, hi, ex, ehi)
         return (lo, elo) if x < lo else (hi, ehi) if x > hi else (x, ex)
     if op == "where":
         cond, yes, no = a
         (l, el), (r, er) = evx(cond.args[0], env), evx(cond.args[1], env)
         truth = {"<": l < r, "<=": l <= r, ">": l > r, ">=": l >= r}[cond.val]
         if rec is not None:
-            rel = rec.near(l, r)
+            rel = rec.near(l, r, el, er)
             if rec.flip and (0 < rel < rec.flip or (rel == 0 and not (_exact(cond.args[0]) and _exact(cond.args[1])))):
                 truth = not truth
                 rec.flipped = True
@@ -471,7 +473,7 @@ def _ev(node: Node, env: Env):
         if red in ("max", "min"):
             if rec is not None and len(vals) > 1:
                 s = sorted(vals, reverse=(red == "max"))
-                rec.near(s[0], s[1])
+                rec.near(s[0], s[1], max(errs), max(errs))
             i = vals.index(max(vals) if red == "max" else min(vals))
             return vals[i], errs[i]
         if red == "logsumexp":

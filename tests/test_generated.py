@@ -94,3 +94,30 @@ def test_batch_local_reads_s_i(backend):
     for _ in range(3):
         case = K.make_case(loss, rng)
         assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_where_on_a_where_with_a_number_branch(backend):
+    """kappa = where(f < 1, 2.5, y); where(kappa >= 1.5, kappa, f): sympy folds the condition to
+    where(f < 1, True, y >= 1.5), whose True the torch engine's pooled program took for a float ('where
+    expected condition to be a boolean tensor'). Found by scripts/fuzz_backends.py."""
+    kappa = G.where(G.leaf("f"), "<", G.num("1"), G.num("2.5"), G.leaf("y"))
+    ret = G.Node("where", (G.Node("cmp", (G.Node("local", (), "kappa"), G.num("1.5")), ">="),
+                           G.Node("local", (), "kappa"), G.leaf("f")))
+    loss = G.GeneratedLoss("binary", "folded", (), (("kappa", kappa),), ret)
+    rng = random.Random(11)
+    for _ in range(3):
+        case = K.make_case(loss, rng)
+        assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_batch_where_of_parameters_keeps_float64(backend):
+    """where(mean(s for i) >= T, T, tanh(T)) in a batch loss: the branches are Python numbers, and
+    torch.where of numbers alone gave torch's default float32 (0.9640275835990906 for tanh(2) in float64).
+    Found by scripts/fuzz_backends.py."""
+    T = G.Node("param", (), "T")
+    ret = G.Node("where", (G.Node("cmp", (G.Node("bred", (G.leaf("s"),), "mean"), T), ">="), T, G.fn("tanh", T)))
+    loss = G.GeneratedLoss("batch", "numbers", (("T", "scalar", 2.0),), (), ret)
+    case = K.Case(x=[0.2, 0.5, 0.9], shape=[3], target=[1.0, 0.0, 1.0], reduction="mean", grad_output=1.0)
+    assert not K.check(loss, case, backend, torch.float64)
