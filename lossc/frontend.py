@@ -889,16 +889,18 @@ class _Lowering:
                     entry = Vec(self.scalar(entry, node, f"parameter {p.name} of {name}"))
                 mapping[class_entry(p.name)] = entry.expr
                 mapping[class_entry(p.name, "y")] = at_target(entry.expr)
+        # simultaneous replacements (xreplace): the callee's R1 may become this loss's R2 while its R2 becomes
+        # R3, and sequential subs would then turn R1 into R3
         rename = {}
         for r in callee.reductions:
-            rename[r.symbol] = self.pool.intern(r.op, r.body.subs(mapping).subs(rename), r.exclude_target)
+            rename[r.symbol] = self.pool.intern(r.op, r.body.xreplace(mapping).xreplace(rename), r.exclude_target)
         for c in callee.constraints:
             cond = c.condition.subs(mapping)
             if cond == sympy.false:
                 raise self.error(LossParamError, f"{name}: constraint violated: {c.text}", node)
             if cond != sympy.true:
                 self.constraints.append(Constraint(cond, f"{name}: {c.text}", node.meta.line, node.meta.column))
-        return callee.expr.subs(mapping).subs(rename)
+        return callee.expr.xreplace(mapping).xreplace(rename)
 
 
 def _split_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:

@@ -121,3 +121,17 @@ def test_batch_where_of_parameters_keeps_float64(backend):
     loss = G.GeneratedLoss("batch", "numbers", (("T", "scalar", 2.0),), (), ret)
     case = K.Case(x=[0.2, 0.5, 0.9], shape=[3], target=[1.0, 0.0, 1.0], reduction="mean", grad_output=1.0)
     assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("red", ["max", "sum", "logsumexp"])
+def test_called_loss_with_reductions_after_a_reduction_of_the_caller(backend, red):
+    """max(softmax(z)[j] for j) - kl_div(): the callee's class reductions R1, R2 were renamed to the
+    caller's R2, R3 by sequential substitution, so R1 became R3 (1.4678 instead of 0.0048). Found by
+    scripts/fuzz_backends.py."""
+    mine = G.Node("red", (G.leaf("smj"),), (red, False))
+    loss = G.GeneratedLoss("distribution", "calls", (), (), G.bin_("sub", mine, G.Node("call", (), ("kl_div", ()))))
+    rng = random.Random(13)
+    for _ in range(3):
+        case = K.make_case(loss, rng)
+        assert not K.check(loss, case, backend, torch.float64)
