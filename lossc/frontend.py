@@ -661,8 +661,10 @@ class _Lowering:
                 if not 1 <= int(index) <= n:
                     raise self.error(LossParamError, f"{base_name}[{index}] is out of range 1..{n}", index_node)
                 return sympy.Symbol(f"{base_name}[{int(index)}]", real=True)
-        if self.kind.form == "batch" and isinstance(env.get(str(index_node.children[0]) if
-                                                            index_node.data == "name" else None), _BatchIndex):
+        index_name = str(index_node.children[0]) if index_node.data == "name" else None
+        if self.kind.form == "batch" and (isinstance(env.get(index_name), _BatchIndex)
+                                          or (index_name == "i" and index_name not in env)):
+            # s[i], y[i]: inside a batch sum, and in a local (one element's term, as s and y are there)
             base = self.eval(base_node, env)
             if not (isinstance(base, sympy.Expr) and base in (U, T)):
                 raise self.error(LossKindError, "only s and y are indexed by the batch index (s[i], y[i])", node)
@@ -962,16 +964,18 @@ class _Lowering:
                     entry = Vec(self.scalar(entry, node, f"parameter {p.name} of {name}"))
                 mapping[class_entry(p.name)] = entry.expr
                 mapping[class_entry(p.name, "y")] = at_target(entry.expr)
+        # simultaneous replacements (xreplace): the callee's R1 may become this loss's R2 while its R2 becomes
+        # R3, and sequential subs would then turn R1 into R3
         rename = {}
         for r in callee.reductions:
-            rename[r.symbol] = self.pool.intern(r.op, r.body.subs(mapping).subs(rename), r.exclude_target)
+            rename[r.symbol] = self.pool.intern(r.op, r.body.xreplace(mapping).xreplace(rename), r.exclude_target)
         for c in callee.constraints:
             cond = c.condition.subs(mapping)
             if cond == sympy.false:
                 raise self.error(LossParamError, f"{name}: constraint violated: {c.text}", node)
             if cond != sympy.true:
                 self.constraints.append(Constraint(cond, f"{name}: {c.text}", node.meta.line, node.meta.column))
-        return callee.expr.subs(mapping).subs(rename)
+        return callee.expr.xreplace(mapping).xreplace(rename)
 
 
 def _split_factor(term: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:

@@ -1474,7 +1474,7 @@ def _apply_batch_loss(kernel, params, input, target, weight, ignore_index, reduc
         else "reference"
     validate = validate and not _compiling()
     t, valid, shape = _targets(kernel, input, target, ignore_index, validate)
-    if input.numel() == 0 and batch_group is None:  # (a rank of a batch_group may hold no element)
+    if input.numel() == 0 and group is None:  # (a rank of a batch_group may hold no element)
         raise LossInputError(f"{kernel.name}: the batch is empty (input shape {list(input.shape)}); a batch loss "
                              "is a function of the batch's sums and has no value without an element")
     if validate and not from_logits and input.numel():

@@ -521,7 +521,8 @@ def batch_programs(spec: LossSpec) -> dict[str, Program]:
     names = tuple(f"g{i + 1}" for i in range(len(codes)))
     for name, code in zip(names, codes):
         terms.assign(name, code)
-    value = _Emitter(spec)
+    # (a where of numbers alone takes the sums' dtype, not torch's default float32)
+    value = _Emitter(spec, like="B[0]" if sums else None)
     value.lines += unpack
     (loss,) = value.stage([spec.expr])
     value.assign("loss", loss)
@@ -736,7 +737,11 @@ class _Flattener:
     def pooled(self, op, args, shape, into):
         template = OPS[op]
         parts = [self.operand(a) for a in args]
-        is_bool = op in BOOL_OPS
+        # a where choosing between two bool values (a where nested in a condition; sympy may make one of them
+        # True or False) is bool too
+        is_bool = op in BOOL_OPS or (op == "torch.where" and all(
+            part[3] or (isinstance(arg, ast.Constant) and isinstance(arg.value, bool))
+            for part, arg in zip(parts[1:], args[1:])))
         uses = frozenset().union(*[p[2] for p in parts])
         texts = [p[0] for p in parts]
         if into is not None:

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Long differential runs of generated losses against their mpmath truth, on every backend.
+
+    python scripts/fuzz_backends.py --minutes 60 --seed 1 [--kinds multiclass,batch] [--backends torch,triton]
+        [--summary fuzz-summary.json] [--fixtures tests/fixtures/generated] [--avoid-known]
+
+Each iteration generates one loss per kind (tests/genloss.py), draws one call's inputs (tests/gencheck.py)
+and checks every backend in each of its dtypes. A mismatch is shrunk to a minimal loss and call and saved
+as a JSON fixture (one per distinct signature: kind, backend, dtype, what failed, the known defect it is
+attributed to). The summary counts generated losses per kind and backend, mismatches and fixtures.
+Without a GPU the triton backend runs under TRITON_INTERPRET=1 (slow: small shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import gencheck as K  # noqa: E402  (sets TRITON_INTERPRET before triton is imported)
+import genloss as G  # noqa: E402
+
+
+def _signature(kind: str, backend: str, mismatch: K.Mismatch, known: str | None) -> str:
+    detail = mismatch.detail.split(":")[0] if mismatch.what == "error" else ""
+    return "|".join((kind, backend, mismatch.dtype, mismatch.what, detail, known or "new"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kinds", default=",".join(G.KINDS))
+    ap.add_argument("--backends", default=",".join(K.BACKENDS))
+    ap.add_argument("--summary", default="fuzz-summary.json")
+    ap.add_argument("--fixtures", default=str(ROOT / "tests" / "fixtures" / "generated"))
+    ap.add_argument("--avoid-known", action="store_true", help="leave out the constructs of known defects")
+    ap.add_argument("--triton-every", type=int, default=4, help="run triton on every k-th generated loss")
+    ap.add_argument("--shrink-budget", type=int, default=120)
+    ap.add_argument("--cases", type=int, default=3, help="calls (inputs, options) per generated loss and backend")
+    args = ap.parse_args(argv)
+    kinds = args.kinds.split(",")
+    backends = args.backends.split(",")
+    fixtures = Path(args.fixtures)
+    fixtures.mkdir(parents=True, exist_ok=True)
+    counts = collections.Counter()        # (kind, backend) -> generated losses checked
+    checks = collections.Counter()        # (kind, backend, dtype) -> calls compared
+    failures = collections.Counter()      # signature -> count
+    examples: dict[str, dict] = {}
+    state = {"harness_errors": 0}
+    start = time.time()
+    deadline = start + 60 * args.minutes
+    it = 0
+    last = 0.0
+    while time.time() < deadline:
+        for kind in kinds:
+            rng = random.Random(f"{args.seed}-{kind}-{it}")
+            for backend in backends:
+                if backend == "triton" and it % args.triton_every:
+                    continue
+                brng = random.Random(f"{args.seed}-{kind}-{it}-{backend}")
+                avoid = K.avoid_for(backend) if args.avoid_known else ()
+                loss = G.generate(kind, random.Random(f"{args.seed}-{kind}-{it}"), avoid=avoid)
+                counts[(kind, backend)] += 1
+                for case_index in range(args.cases):
+                    case = K.make_case(loss, brng, small=(backend == "triton"))
+                    if not _check_case(args, kind, backend, loss, case, checks, failures, examples, fixtures,
+                                       it, state):
+                        break
+        it += 1
+        now = time.time()
+        if now - last > 10:
+            last = now
+            total = sum(counts.values())
+            print(f"[{(now - start) / 60:5.1f} min] it {it} losses x backends {total} "
+                  f"({total / (now - start):.1f}/s) failures {sum(failures.values())} "
+                  f"signatures {len(failures)} harness errors {state['harness_errors']}", flush=True)
+            _write(args, counts, checks, failures, examples, state['harness_errors'], start, it)
+    _write(args, counts, checks, failures, examples, state['harness_errors'], start, it)
+    return 0
+
+
+def _check_case(args, kind, backend, loss, case, checks, failures, examples, fixtures, it, state) -> bool:
+    """Every dtype of one call; a mismatch is counted, and shrunk and saved the first time its signature is
+    seen. False when the call failed (the loss's other calls on this backend are then skipped)."""
+    for dtype in K.dtypes_for(backend):
+        try:
+            mism = K.check(loss, case, backend, dtype)
+        except Exception:  # noqa: BLE001 - a harness/truth error: logged, not a lossc defect
+            state["harness_errors"] += 1
+            if state["harness_errors"] <= 5:
+                print("harness error on\n" + loss.source, file=sys.stderr)
+                traceback.print_exc()
+            return False
+        checks[(kind, backend, str(dtype).removeprefix("torch."))] += 1
+        if not mism:
+            continue
+        known = K.known_defect(loss, backend, mism)
+        sig = _signature(kind, backend, mism[0], known)
+        failures[sig] += 1
+        if failures[sig] <= 1:
+            small_loss, small_case = K.shrink(loss, case, backend, dtype, mism[0], budget=args.shrink_budget)
+            final = K.check(small_loss, small_case, backend, dtype) or mism
+            fx = K.fixture(small_loss, small_case, backend, dtype, final,
+                           xfail=G.AVOIDABLE.get(known) if known else "new defect (see docs/robustness.md)")
+            fx["signature"] = sig
+            fx["original_source"] = loss.source
+            name = f"{kind}_{backend}_{fx['dtype']}_{mism[0].what}_{known or 'new'}_{args.seed}_{it}.json"
+            (fixtures / name).write_text(json.dumps(fx, indent=1) + "\n")
+            examples[sig] = {"fixture": name, "source": small_loss.source, "mismatch": final[0].__dict__}
+        return False  # one failing dtype per call is enough
+    return True
+
+
+def _write(args, counts, checks, failures, examples, harness_errors, start, it) -> None:
+    summary = {"seed": args.seed, "minutes": round((time.time() - start) / 60, 2), "iterations": it,
+               "avoid_known": args.avoid_known,
+               "losses_per_kind_backend": {f"{k}/{b}": n for (k, b), n in sorted(counts.items())},
+               "total_losses_x_backends": sum(counts.values()),
+               "total_calls_x_dtypes": sum(checks.values()),
+               "calls_per_kind_backend_dtype": {f"{k}/{b}/{d}": n for (k, b, d), n in sorted(checks.items())},
+               "failures": dict(failures), "examples": examples, "harness_errors": harness_errors}
+    Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

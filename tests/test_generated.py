@@ -1,0 +1,137 @@
+"""Generated losses (tests/genloss.py) against their mpmath truth, on every kind and backend.
+
+A fixed-seed budget: each case generates one loss of a kind, draws one call (random, saturated, tied and
+exact-zero inputs, every reduction, grad_output != 1, weights now and then: tests/gencheck.py) and compares
+the backend's value and input gradient, in float64, float32 and bfloat16 (triton: float32 and bfloat16,
+under TRITON_INTERPRET=1 without a GPU), with the truth. Constructs of known defects tracked elsewhere
+(``gencheck.avoid_for``) are left out here; scripts/fuzz_backends.py runs them, and their shrunk fixtures
+replay in tests/test_generated_fixtures.py. Longer runs: ``scripts/fuzz_backends.py --minutes N``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+
+import pytest
+import torch
+
+import gencheck as K
+import genloss as G
+
+SEEDS = {"reference": 14, "torch": 16, "triton": 5}
+CASES = [(kind, backend, seed) for kind in G.KINDS for backend in K.BACKENDS for seed in range(SEEDS[backend])]
+
+
+@pytest.mark.parametrize("kind,backend,seed", CASES)
+def test_generated_loss_matches_truth(kind, backend, seed):
+    if backend == "triton" and importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    rng = random.Random(f"ci-{kind}-{backend}-{seed}")
+    loss = G.generate(kind, rng, avoid=K.avoid_for(backend))
+    case = K.make_case(loss, rng, small=(backend == "triton"))
+    for dtype in K.dtypes_for(backend):
+        mismatches = K.check(loss, case, backend, dtype)
+        assert not mismatches, f"{loss.source}\n{case}\n{mismatches[:3]}"
+
+
+def test_the_generator_is_deterministic_and_draws_the_whole_language():
+    a = [G.generate(k, random.Random(7)).source for k in G.KINDS]
+    b = [G.generate(k, random.Random(7)).source for k in G.KINDS]
+    assert a == b
+    text = "\n".join(G.generate(k, random.Random(f"{k}-{i}")).source for k in G.KINDS for i in range(60))
+    for construct in ("where(", "clamp(", "pos(", "abs(", "min(", "max(", "^(", "log(", "exp(", "sqrt(", "log1p(",
+                      "expm1(", "softplus(", "sigmoid(", "tanh(", "detach(", "for j)", "for j != y)", "logsumexp(",
+                      "mean(", "softmax(z)[j]", "log_softmax(z)[y]", "p_t", "(j == y)", "for i)", "[C] = ",
+                      "=", "focal(", "huber(", "anyloss_f1("):
+        assert construct in text, construct
+
+
+def test_the_truth_is_independent_and_exact_on_known_values():
+    """The truth of a few losses whose values and gradients are known in closed form."""
+    ce = G.GeneratedLoss("multiclass", "ce", (), (), G.Node("call", (), ("cross_entropy", ())))
+    t = ce.row_truth({"z": [0.0, 0.0, 0.0], "y": 1})
+    assert abs(float(t.value) - 1.0986122886681098) < 1e-15
+    assert [round(float(g), 15) for g in t.grad] == [round(1 / 3, 15), round(1 / 3 - 1, 15), round(1 / 3, 15)]
+    hinge = G.GeneratedLoss("margin", "h", (), (), G.Node("call", (), ("hinge", ())))
+    at_kink = hinge.row_truth({"x": 1.0, "y": 1.0})
+    assert float(at_kink.value) == 0.0 and at_kink.kinked == [True]  # one-sided slopes -1 and 0: not compared
+    smooth = hinge.row_truth({"x": 0.5, "y": 1.0})
+    assert smooth.kinked == [False] and abs(float(smooth.grad[0]) + 1.0) < 1e-25
+    detached = G.GeneratedLoss("regression", "d", (), (), G.fn("detach", G.bin_("pow", G.leaf("r"), G.num("2"))))
+    assert float(detached.row_truth({"x": 0.0, "y": 3.0}).grad[0]) == 0.0
+    assert float(detached.row_truth({"x": 0.0, "y": 3.0}).value) == 9.0
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("kind,variable", [("binary", "f"), ("regression", "r"), ("multiclass", "z[y]")])
+def test_nested_where_in_a_condition(kind, backend, variable):
+    """A where whose condition compares another where: the torch engine gave its bool a float buffer
+    ('Expected out type to be Bool but got Double'); found by the generator."""
+    cond = G.Node("cmp", (G.where(G.leaf({"f": "f", "r": "r", "z[y]": "zy"}[variable]), "<=", G.num("0"),
+                                   G.leaf("y") if kind != "multiclass" else G.leaf("pt"),
+                                   G.leaf({"f": "f", "r": "r", "z[y]": "zy"}[variable])),
+                           G.num("0.5")), "<=")
+    v = G.leaf({"f": "f", "r": "r", "z[y]": "zy"}[variable])
+    loss = G.GeneratedLoss(kind, "nested", (), (), G.Node("where", (cond, v, G.bin_("mul", G.num("2"), v))))
+    assert loss.source.startswith(f"loss nested() over {kind}:")
+    rng = random.Random(3)
+    for _ in range(3):
+        case = K.make_case(loss, rng)
+        assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_batch_local_reads_s_i(backend):
+    """s[i] and y[i] in a local of a batch loss, as s and y are (docs/language.md: 's[i], y[i] are the
+    same'); it was refused with 'unknown name i'. Found by the generator."""
+    a = G.bin_("mul", G.leaf("yi"), G.fn("sigmoid", G.bin_("mul", G.num("3"), G.leaf("si"))))
+    ret = G.bin_("div", G.Node("bred", (G.Node("local", (), "a"),), "sum"),
+                 G.bin_("add", G.num("1"), G.Node("bred", (G.leaf("si"),), "mean")))
+    loss = G.GeneratedLoss("batch", "local_si", (), (("a", a),), ret)
+    assert "a = (y[i] * sigmoid((3 * s[i])))" in loss.source
+    rng = random.Random(5)
+    for _ in range(3):
+        case = K.make_case(loss, rng)
+        assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_where_on_a_where_with_a_number_branch(backend):
+    """kappa = where(f < 1, 2.5, y); where(kappa >= 1.5, kappa, f): sympy folds the condition to
+    where(f < 1, True, y >= 1.5), whose True the torch engine's pooled program took for a float ('where
+    expected condition to be a boolean tensor'). Found by scripts/fuzz_backends.py."""
+    kappa = G.where(G.leaf("f"), "<", G.num("1"), G.num("2.5"), G.leaf("y"))
+    ret = G.Node("where", (G.Node("cmp", (G.Node("local", (), "kappa"), G.num("1.5")), ">="),
+                           G.Node("local", (), "kappa"), G.leaf("f")))
+    loss = G.GeneratedLoss("binary", "folded", (), (("kappa", kappa),), ret)
+    rng = random.Random(11)
+    for _ in range(3):
+        case = K.make_case(loss, rng)
+        assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_batch_where_of_parameters_keeps_float64(backend):
+    """where(mean(s for i) >= T, T, tanh(T)) in a batch loss: the branches are Python numbers, and
+    torch.where of numbers alone gave torch's default float32 (0.9640275835990906 for tanh(2) in float64).
+    Found by scripts/fuzz_backends.py."""
+    T = G.Node("param", (), "T")
+    ret = G.Node("where", (G.Node("cmp", (G.Node("bred", (G.leaf("s"),), "mean"), T), ">="), T, G.fn("tanh", T)))
+    loss = G.GeneratedLoss("batch", "numbers", (("T", "scalar", 2.0),), (), ret)
+    case = K.Case(x=[0.2, 0.5, 0.9], shape=[3], target=[1.0, 0.0, 1.0], reduction="mean", grad_output=1.0)
+    assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("red", ["max", "sum", "logsumexp"])
+def test_called_loss_with_reductions_after_a_reduction_of_the_caller(backend, red):
+    """max(softmax(z)[j] for j) - kl_div(): the callee's class reductions R1, R2 were renamed to the
+    caller's R2, R3 by sequential substitution, so R1 became R3 (1.4678 instead of 0.0048). Found by
+    scripts/fuzz_backends.py."""
+    mine = G.Node("red", (G.leaf("smj"),), (red, False))
+    loss = G.GeneratedLoss("distribution", "calls", (), (), G.bin_("sub", mine, G.Node("call", (), ("kl_div", ()))))
+    rng = random.Random(13)
+    for _ in range(3):
+        case = K.make_case(loss, rng)
+        assert not K.check(loss, case, backend, torch.float64)
