@@ -706,7 +706,11 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
         if kernel.form == "row":
             w = weight.to(dtype)[t if valid is None else torch.where(valid, t, 0)]
         else:
-            w = torch.broadcast_to(weight.to(dtype), shape).reshape(-1)
+            try:
+                w = torch.broadcast_to(weight.to(dtype), shape).reshape(-1)
+            except RuntimeError:
+                raise LossInputError(f"{kernel.name}: weight must broadcast to the input's shape {list(shape)}, "
+                                     f"got {list(weight.shape)}") from None
     if valid is not None and w is not None:
         w = w * valid  # (without weights, the engines drop ignored rows by valid alone)
     # The mean's divisor: the kept rows' class weights (nn.CrossEntropyLoss); for elementwise

@@ -99,3 +99,10 @@ def test_shape_and_dtype_are_checked_even_without_validation():
         lossc.loss("focal", validate=False)(torch.randn(3, 5), torch.tensor([0.0, 1.0, 2.0]))
     with pytest.raises(lossc.LossError, match="input's shape"):
         lossc.loss("mse", validate=False)(torch.randn(3), torch.randn(4))
+
+
+@pytest.mark.parametrize("name", ["bce", "mse"])
+def test_an_elementwise_weight_that_does_not_broadcast_is_a_loss_error(name):
+    target = torch.randint(0, 2, (5,)).double()
+    with pytest.raises(lossc.LossInputError, match="weight must broadcast"):
+        lossc.loss(name, weight=torch.ones(3))(torch.rand(5, dtype=torch.float64), target)
