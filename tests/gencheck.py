@@ -311,7 +311,7 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
         g = [float(v) for v in rt.grad]
         gmax = max((abs(v) for v in g), default=0.0)
         skip = [kk or rt.kink < thr for kk in rt.kinked]
-        vscale = tol * abs(vt) + err * rt.err + allowance + (FLOOR[dtype] if dtype != F64 else 0.0)
+        vscale = tol * abs(vt) + err * rt.err + allowance + (FLOOR[dtype] if dtype != F64 else 1e-280)
         # the gradient's error: relative, the derivative of the value's error bound, the truth's own noise, and a
         # floor at the value's scale over the input's (a derivative factor such as 1 - tanh^2 or expm1 + 1
         # carries an absolute rounding error of its own, whatever the size of the gradient)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 from dataclasses import dataclass, field, replace
 
 import mpmath
@@ -205,6 +206,7 @@ class _Rec:
         self.tiny = mpf("inf")
         self.flip = flip        # where-conditions within this relative distance of their boundary flip
         self.flipped = False
+        self.tie = False        # a where condition exactly on its boundary
 
     def see(self, v):
         a = abs(v)
@@ -453,6 +455,8 @@ def _ev(node: Node, env: Env):
         truth = {"<": l < r, "<=": l <= r, ">": l > r, ">=": l >= r}[cond.val]
         if rec is not None:
             rel = rec.near(l, r, el, er)
+            if rel == 0:
+                rec.tie = True
             if rec.flip and (0 < rel < rec.flip or (rel == 0 and not (_exact(cond.args[0]) and _exact(cond.args[1])))):
                 truth = not truth
                 rec.flipped = True
@@ -639,7 +643,7 @@ class _Ctx:
 
     def fresh(self) -> str:
         bad = lambda n: (n in self.names or n in _RESERVED[self.kind] or n in _FUNCS or n in CALLS
-                         or ("capture" in self.avoid and n in CAPTURE_NAMES))
+                         or ("capture" in self.avoid and (n in CAPTURE_NAMES or re.fullmatch(r"[RAB]\d+", n))))
         pool = [n for n in _NAME_POOL if not bad(n)]
         if not pool or self.rng.random() < 0.15:
             name = self.rng.choice("abcdehpvwxAB") + str(self.rng.randrange(100))
@@ -648,7 +652,7 @@ class _Ctx:
         else:
             name = self.rng.choice(pool)
         self.names.add(name)
-        if name in CAPTURE_NAMES:
+        if name in CAPTURE_NAMES or re.fullmatch(r"[RAB]\d+", name):
             self.features.add("capture")
         return name
 
@@ -1115,6 +1119,8 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                 # the central difference's own noise at 50 digits (a component far below the value's scale)
                 noise.append(float(mpf("1e-70") * (abs(vp) + abs(vm) + err) / h))
                 kinked.append(bool(abs(right - left) > mpf("1e-12") * (abs(right) + abs(left)) + mpf("1e-40")))
+        if rec.tie:  # on a where boundary the backends take the chosen branch's derivative, which the
+            kinked = [True] * len(kinked)  # function's own (a constant around a point value) need not be
         near = rec.kink if rec.kink > 0 else math.inf
         return RowTruth(value=value, grad=grads, kinked=kinked, kink=near, scale=float(rec.big),
                         tiny=float(rec.tiny), err=float(err), grad_err=[float(g) for g in gerrs],
@@ -1271,7 +1277,7 @@ def features(loss: GeneratedLoss) -> frozenset:
     """The constructs of known defects a loss contains (see AVOIDABLE), and a few others."""
     out = set()
     names = [p for p, _, _ in loss.params] + [n for n, _ in loss.locals]
-    if any(n in CAPTURE_NAMES for n in names):
+    if any(n in CAPTURE_NAMES or re.fullmatch(r"[RAB]\d+", n) for n in names):
         out.add("capture")
     roots = [loss.ret] + [e for _, e in loss.locals]
     for root in roots:
