@@ -436,7 +436,8 @@ def _at_target(x, t):
 
 
 def _exclude_target(x, t, fill):
-    """x with x[i, t[i]] = fill, out of place (under autograd)."""
+    """x with x[i, t[i]] = fill, out of place (under autograd); x [m, C], or a class vector [1, C]."""
+    x = x.expand(t.shape[0], x.shape[1])
     if _SHARD is None:
         return torch.scatter(x, 1, t[:, None], fill)
     index, owned = _local_targets(t, x.shape[1])
@@ -444,11 +445,34 @@ def _exclude_target(x, t, fill):
 
 
 def _exclude_target_(x, t, fill):
-    """x[i, t[i]] = fill, in place (x a fresh tensor)."""
+    """x[i, t[i]] = fill, in place (x a fresh tensor; a class vector [1, C] is first made rows [m, C])."""
+    if x.shape[0] != t.shape[0]:
+        x = x.expand(t.shape[0], x.shape[1]).clone()
     if _SHARD is None:
         return x.scatter_(1, t[:, None], fill)
     index, owned = _local_targets(t, x.shape[1])
     return x.scatter_(1, index, torch.where(owned, torch.as_tensor(fill, dtype=x.dtype), x.gather(1, index)))
+
+
+class _ZeroGradient(torch.autograd.Function):
+    """A loss that does not depend on its input, still a node of the input's graph: its gradient is 0
+    (as the torch engine's), so that ``loss.backward()`` works whatever the body reads."""
+
+    @staticmethod
+    def forward(ctx, value, input):
+        ctx.shape, ctx.dtype, ctx.device = input.shape, input.dtype, input.device
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
+
+
+def _connected(out, input):
+    """out, attached to input's graph with gradient 0 when the body did not read the input."""
+    if torch.is_grad_enabled() and input.requires_grad and not out.requires_grad:
+        return _ZeroGradient.apply(out, input)
+    return out
 
 
 def _as_rows(x, count, like):
@@ -1226,7 +1250,7 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
         scale = _scale_of(w, den, mul, dtype)
         weighted = losses if scale is None else losses * scale
         out = weighted if reduction == "none" else weighted.sum()
-        out = out.to(input.dtype)
+        out = _connected(out.to(input.dtype), input)
     else:
         if engine == "triton":
             x = input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:])) \

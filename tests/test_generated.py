@@ -16,6 +16,7 @@ import random
 import pytest
 import torch
 
+import lossc
 import gencheck as K
 import genloss as G
 
@@ -135,3 +136,23 @@ def test_called_loss_with_reductions_after_a_reduction_of_the_caller(backend, re
     for _ in range(3):
         case = K.make_case(loss, rng)
         assert not K.check(loss, case, backend, torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("op", ["max", "sum"])
+def test_class_reduction_of_a_class_vector_alone_excluding_the_target(backend, op):
+    """softplus(max(w[j] for j != y)): a reduction over a class vector parameter alone is a [1, C] row,
+    and excluding each row's target scattered [N] indices into it ('Expected index [2, 1] to be no
+    larger than self [1, 5]'). Found by the generated-loss tests. Truth: plain torch per row; the
+    gradient is 0 (and backward works on the reference backend too, whose loss did not read the input)."""
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    loss = lossc.loss(f"loss g(w[C] = 1.0) over multiclass:\n    return softplus({op}(w[j] for j != y))\n",
+                      backend=backend, w=w, reduction="none")
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([3, 4, 0])
+    reduce = torch.amax if op == "max" else torch.sum
+    truth = torch.nn.functional.softplus(torch.stack([reduce(w[torch.arange(5) != k]) for k in t]))
+    value = loss(x, t)
+    torch.testing.assert_close(value, truth, rtol=1e-14, atol=0)
+    value.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))

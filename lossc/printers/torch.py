@@ -609,8 +609,8 @@ HELPERS = {
     "_row_lse": lambda shapes: (shapes[0][0], False),
     "_row_lse_": lambda shapes: (shapes[0][0], False),
     "_exp_shifted": lambda shapes: (True, True),
-    "_exclude_target_": lambda shapes: shapes[0],
-    "_exclude_target": lambda shapes: shapes[0],
+    "_exclude_target_": lambda shapes: (True, shapes[0][1]),  # (per row: the target's entry differs)
+    "_exclude_target": lambda shapes: (True, shapes[0][1]),
     "_into": lambda shapes: shapes[0],
     "_set_target": lambda shapes: shapes[0],
     "_affine": lambda shapes: shapes[0],
