@@ -439,8 +439,8 @@ def _ev(node: Node, env: Env):
         return v, abs(_fn_deriv(name, x, v)) * ex + abs(v)
     if op in ("min2", "max2"):
         (x, ex), (y, ey) = evx(a[0], env), evx(a[1], env)
-        if rec is not None:
-            rec.near(x, y, ex, ey)
+        if rec is not None and rec.near(x, y, ex, ey) == 0:
+            rec.tie = True  # an exact tie: the backends split the gradient between both (as torch.minimum)
         first = (x <= y) if op == "min2" else (x >= y)
         return (x, ex) if first else (y, ey)
     if op == "clamp":
