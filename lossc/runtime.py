@@ -1532,8 +1532,8 @@ def _apply_batch_loss(kernel, params, input, target, weight, ignore_index, reduc
         if group is not None:  # the other ranks' sums enter as constants: each rank's gradient is its own part
             other = _all_reduce_sums(local.detach().clone(), group, signature) - local.detach()
             sums = local + other
-        return torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count], params),
-                               dtype=dtype, device=x.device).to(input.dtype)
+        return _connected(torch.as_tensor(kernel.value([sums[k] for k in range(kernel.count)], sums[kernel.count],
+                                                       params), dtype=dtype, device=x.device).to(input.dtype), input)
     if engine == "triton":
         x, t = x.contiguous(), t.contiguous()
         if w is not None:

@@ -156,3 +156,22 @@ def test_class_reduction_of_a_class_vector_alone_excluding_the_target(backend, o
     torch.testing.assert_close(value, truth, rtol=1e-14, atol=0)
     value.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("k", [-1.0, 1.0])
+def test_a_function_of_a_where_on_a_parameter_alone(backend, k):
+    """tanh(where(k > 0, 0.5, f)): the where on a parameter alone printed as Python's `a if c else b`
+    handed the number 0.5 to torch.tanh ('argument input must be Tensor, not float'). Found by the
+    generated-loss tests once such wheres were generated again. Truth: plain torch."""
+    f = torch.tensor([-3.0, 0.0, 0.25, 7.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    loss = lossc.loss("loss g(k = 1.0) over binary:\n    return tanh(where(k > 0, 0.5, f)) + f * y\n",
+                      backend=backend, k=k, reduction="sum")
+    value = loss(f, y)
+    g = torch.full_like(f, 0.5) if k > 0 else f.detach().clone().requires_grad_(True)
+    truth = (torch.tanh(g) + f.detach() * y).sum()
+    torch.testing.assert_close(value, truth, rtol=1e-14, atol=0)
+    value.backward()
+    expected = y + (0 if k > 0 else 1 - torch.tanh(f.detach()) ** 2)
+    torch.testing.assert_close(f.grad, expected, rtol=1e-14, atol=1e-15)

@@ -129,11 +129,13 @@ class TorchCodePrinter(TorchPrinter):
     def _print_Piecewise(self, expr):
         if any(self._is_scalar_condition(cond) for _, cond in expr.args[:-1]):
             # a condition on parameters alone (where(k > 0, r^2, abs(r))) is a Python test, not a tensor
+            # a value of numbers and parameters alone is a tensor of the compute dtype, so that the
+            # function around it (tanh(where(k > 0, 1, f))) takes a tensor whichever branch runs
             *pieces, (default, _) = expr.args
-            text = self._print(default)
+            text = self._tensor_value(default)
             for value, cond in reversed(pieces):
                 if self._is_scalar_condition(cond):
-                    text = f"({self._print(value)} if {self.scalar_printer.doprint(cond)} else {text})"
+                    text = f"({self._tensor_value(value)} if {self.scalar_printer.doprint(cond)} else {text})"
                 else:
                     text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
             return text
@@ -142,6 +144,10 @@ class TorchCodePrinter(TorchPrinter):
             # torch.where of numbers alone gives the default dtype: the last one takes the input's instead
             last = f"_constant({self._print(expr.args[-1][0])}, {self.like})"
         return print_piecewise(self, expr, "torch.where", last)
+
+    def _tensor_value(self, value) -> str:
+        text = self._print(value)
+        return f"_constant({text}, {self.like})" if self.like and self._is_scalar(value) else text
 
     def _is_scalar_condition(self, cond) -> bool:
         return isinstance(cond, sympy.Basic) and cond not in (sympy.true, sympy.false) and \
