@@ -26,7 +26,7 @@ class sigmoid(sympy.Function):
 
     @classmethod
     def eval(cls, x):
-        if x.is_Number:
+        if x.is_number:  # a constant (sigmoid(0.37), softplus(sigmoid(0.37))): its value, comparable
             return 1 / (1 + sympy.exp(-x))
         return None
 
@@ -47,7 +47,7 @@ class softplus(sympy.Function):
 
     @classmethod
     def eval(cls, x):
-        if x.is_Number:  # a value, so that max(m, softplus(0.5)) can compare it
+        if x.is_number:  # a constant, so that max(m, softplus(0.5)) can compare it
             return sympy.log(1 + sympy.exp(x))
         return None
 

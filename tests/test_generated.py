@@ -11,6 +11,7 @@ replay in tests/test_generated_fixtures.py. Longer runs: ``scripts/fuzz_backends
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
 
 import pytest
@@ -175,3 +176,13 @@ def test_a_function_of_a_where_on_a_parameter_alone(backend, k):
     value.backward()
     expected = y + (0 if k > 0 else 1 - torch.tanh(f.detach()) ** 2)
     torch.testing.assert_close(f.grad, expected, rtol=1e-14, atol=1e-15)
+
+
+def test_max_of_constants_sympy_must_evaluate():
+    """max(softplus(sigmoid(0.37)), 0.37): sigmoid of a number was left unevaluated inside softplus, and
+    sympy's Max refused to order it ('not comparable'). Truth: the constant in plain Python."""
+    loss = lossc.loss("loss g() over binary:\n    return max(softplus(sigmoid(0.37)), 0.37) * f\n", reduction="sum")
+    f = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    constant = math.log1p(math.exp(1 / (1 + math.exp(-0.37))))
+    torch.testing.assert_close(loss(f, torch.ones(2, dtype=torch.float64)), torch.tensor(constant, dtype=torch.float64),
+                               rtol=1e-15, atol=0)
