@@ -161,27 +161,29 @@ def _too_deep(tree: lark.Tree):
     return None
 
 
+def _fold(root: sympy.Basic, combine, memo: dict[int, int]) -> int:
+    """combine(the children's values) at every node of root's tree, bottom-up and iteratively, each shared
+    subexpression once (memo, by node id, may be shared by several roots)."""
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in memo:
+            continue
+        if ready or not node.args:
+            memo[id(node)] = combine([memo[id(a)] for a in node.args])
+        else:
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if id(a) not in memo)
+    return memo[id(root)]
+
+
 def _expr_size(values) -> int:
     """Nodes of the trees of values (sympy expressions or class vectors), a subexpression counted at each
     of its uses, as the later stages (diff, rewrites, printers) see it; computed on the shared graph."""
     size: dict[int, int] = {}
-    total = 0
-    for value in values:
-        root = value.expr if isinstance(value, Vec) else value
-        if not isinstance(root, sympy.Basic):
-            continue
-        stack = [(root, False)]
-        while stack:
-            node, ready = stack.pop()
-            if id(node) in size:
-                continue
-            if ready or not node.args:
-                size[id(node)] = 1 + sum(size[id(a)] for a in node.args)
-            else:
-                stack.append((node, True))
-                stack.extend((a, False) for a in node.args if id(a) not in size)
-        total += size[id(root)]
-    return total
+    roots = (value.expr if isinstance(value, Vec) else value for value in values)
+    return sum(_fold(root, lambda children: 1 + sum(children), size)
+               for root in roots if isinstance(root, sympy.Basic))
 
 
 def _expr_depth(value) -> int:
@@ -189,18 +191,7 @@ def _expr_depth(value) -> int:
     root = value.expr if isinstance(value, Vec) else value
     if not isinstance(root, sympy.Basic):
         return 0
-    depth: dict[int, int] = {}
-    stack = [(root, False)]
-    while stack:
-        node, ready = stack.pop()
-        if id(node) in depth:
-            continue
-        if ready or not node.args:
-            depth[id(node)] = 1 + max((depth[id(a)] for a in node.args), default=0)
-        else:
-            stack.append((node, True))
-            stack.extend((a, False) for a in node.args if id(a) not in depth)
-    return depth[id(root)]
+    return _fold(root, lambda children: 1 + max(children, default=0), {})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -425,20 +425,14 @@ def check(loss: G.GeneratedLoss, case: Case, backend: str, dtype: torch.dtype, e
         return [Mismatch("error", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", backend, name)]
     exp = expected or truth(loss, case, dtype)
     out = []
-    for idx, (g, e, t) in enumerate(zip(got_v, exp.value, exp.value_tol)):
-        if e is None:
-            continue
-        if not math.isfinite(g):
-            out.append(Mismatch("nonfinite", f"value[{idx}] = {g}, truth {e!r}", backend, name))
-        elif abs(g - e) > t:
-            out.append(Mismatch("value", f"value[{idx}] = {g!r}, truth {e!r} (tol {t:.3g})", backend, name))
-    for idx, (g, e, t) in enumerate(zip(got_g, exp.grad, exp.grad_tol)):
-        if e is None:
-            continue
-        if not math.isfinite(g):
-            out.append(Mismatch("nonfinite", f"grad[{idx}] = {g}, truth {e!r}", backend, name))
-        elif abs(g - e) > t:
-            out.append(Mismatch("grad", f"grad[{idx}] = {g!r}, truth {e!r} (tol {t:.3g})", backend, name))
+    for what, got, want, tols in (("value", got_v, exp.value, exp.value_tol), ("grad", got_g, exp.grad, exp.grad_tol)):
+        for idx, (g, e, t) in enumerate(zip(got, want, tols)):
+            if e is None:
+                continue
+            if not math.isfinite(g):
+                out.append(Mismatch("nonfinite", f"{what}[{idx}] = {g}, truth {e!r}", backend, name))
+            elif abs(g - e) > t:
+                out.append(Mismatch(what, f"{what}[{idx}] = {g!r}, truth {e!r} (tol {t:.3g})", backend, name))
     return out
 
 
