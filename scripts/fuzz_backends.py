@@ -3,9 +3,11 @@
 
     python scripts/fuzz_backends.py --minutes 60 --seed 1 [--kinds multiclass,batch] [--backends torch,triton]
         [--summary fuzz-summary.json] [--fixtures tests/fixtures/generated] [--avoid-known]
+    python scripts/fuzz_backends.py --merge run1.json run2.json --summary all.json
 
-Each iteration generates one loss per kind (tests/genloss.py), draws one call's inputs (tests/gencheck.py)
-and checks every backend in each of its dtypes. A mismatch is shrunk to a minimal loss and call and saved
+Each iteration generates one loss per kind (tests/genloss.py), draws --cases calls (tests/gencheck.py)
+and checks every backend in each of its dtypes on the same calls (the truth of a call and dtype is
+computed once). A mismatch is shrunk to a minimal loss and call and saved
 as a JSON fixture (one per distinct signature: kind, backend, dtype, what failed, the known defect it is
 attributed to). The summary counts generated losses per kind and backend, mismatches and fixtures.
 Without a GPU the triton backend runs under TRITON_INTERPRET=1 (slow: small shapes).
@@ -47,7 +49,15 @@ def main(argv=None) -> int:
     ap.add_argument("--triton-every", type=int, default=4, help="run triton on every k-th generated loss")
     ap.add_argument("--shrink-budget", type=int, default=120)
     ap.add_argument("--cases", type=int, default=3, help="calls (inputs, options) per generated loss and backend")
+    ap.add_argument("--merge", nargs="+", metavar="SUMMARY",
+                    help="instead of running: add up the summaries of several runs into --summary")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged = merge([json.loads(Path(f).read_text()) for f in args.merge])
+        Path(args.summary).write_text(json.dumps(merged, indent=1) + "\n")
+        print(json.dumps({k: merged[k] for k in ("seeds", "minutes", "total_losses_x_backends",
+                                                  "total_calls_x_dtypes", "harness_errors")}))
+        return 0
     kinds = args.kinds.split(",")
     backends = args.backends.split(",")
     fixtures = Path(args.fixtures)
@@ -63,18 +73,22 @@ def main(argv=None) -> int:
     last = 0.0
     while time.time() < deadline:
         for kind in kinds:
-            rng = random.Random(f"{args.seed}-{kind}-{it}")
+            with_triton = "triton" in backends and it % args.triton_every == 0
+            crng = random.Random(f"{args.seed}-{kind}-{it}-cases")
+            loss = None
             for backend in backends:
-                if backend == "triton" and it % args.triton_every:
+                if backend == "triton" and not with_triton:
                     continue
-                brng = random.Random(f"{args.seed}-{kind}-{it}-{backend}")
                 avoid = K.avoid_for(backend) if args.avoid_known else ()
-                loss = G.generate(kind, random.Random(f"{args.seed}-{kind}-{it}"), avoid=avoid)
+                if loss is None or avoid:
+                    loss = G.generate(kind, random.Random(f"{args.seed}-{kind}-{it}"), avoid=avoid)
+                    # every backend runs the same calls, so the truth of a call and dtype is computed once
+                    cases = [K.make_case(loss, crng, small=with_triton) for _ in range(args.cases)]
+                    truths: dict = {}
                 counts[(kind, backend)] += 1
-                for case_index in range(args.cases):
-                    case = K.make_case(loss, brng, small=(backend == "triton"))
+                for case_index, case in enumerate(cases):
                     if not _check_case(args, kind, backend, loss, case, checks, failures, examples, fixtures,
-                                       it, state):
+                                       it, state, truths, case_index):
                         break
         it += 1
         now = time.time()
@@ -89,12 +103,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def _check_case(args, kind, backend, loss, case, checks, failures, examples, fixtures, it, state) -> bool:
+def _check_case(args, kind, backend, loss, case, checks, failures, examples, fixtures, it, state, truths,
+                case_index) -> bool:
     """Every dtype of one call; a mismatch is counted, and shrunk and saved the first time its signature is
-    seen. False when the call failed (the loss's other calls on this backend are then skipped)."""
+    seen. False when the call failed (the loss's other calls on this backend are then skipped). ``truths``
+    memoises the truth of (call, dtype) across backends."""
     for dtype in K.dtypes_for(backend):
         try:
-            mism = K.check(loss, case, backend, dtype)
+            if (case_index, dtype) not in truths:
+                truths[(case_index, dtype)] = K.truth(loss, case, dtype)
+            mism = K.check(loss, case, backend, dtype, expected=truths[(case_index, dtype)])
         except Exception:  # noqa: BLE001 - a harness/truth error: logged, not a lossc defect
             state["harness_errors"] += 1
             if state["harness_errors"] <= 5:
@@ -130,6 +148,26 @@ def _write(args, counts, checks, failures, examples, harness_errors, start, it) 
                "calls_per_kind_backend_dtype": {f"{k}/{b}/{d}": n for (k, b, d), n in sorted(checks.items())},
                "failures": dict(failures), "examples": examples, "harness_errors": harness_errors}
     Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def merge(summaries: list[dict]) -> dict:
+    """The sum of several runs' summaries (runs in parallel or on other days, each with its own seed)."""
+    out: dict = {"seeds": [], "minutes": 0.0, "iterations": 0, "losses_per_kind_backend": collections.Counter(),
+                 "calls_per_kind_backend_dtype": collections.Counter(), "failures": collections.Counter(),
+                 "examples": {}, "harness_errors": 0}
+    for s in summaries:
+        out["seeds"] += s.get("seeds", [s.get("seed")])
+        out["minutes"] = round(out["minutes"] + s["minutes"], 2)
+        for key in ("iterations", "harness_errors"):
+            out[key] += s[key]
+        for key in ("losses_per_kind_backend", "calls_per_kind_backend_dtype", "failures"):
+            out[key].update(s[key])
+        out["examples"].update(s["examples"])
+    for key in ("losses_per_kind_backend", "calls_per_kind_backend_dtype", "failures"):
+        out[key] = dict(sorted(out[key].items()))
+    out["total_losses_x_backends"] = sum(out["losses_per_kind_backend"].values())
+    out["total_calls_x_dtypes"] = sum(out["calls_per_kind_backend_dtype"].values())
+    return out
 
 
 if __name__ == "__main__":

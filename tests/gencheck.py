@@ -516,20 +516,10 @@ def replay(obj: dict) -> list[Mismatch]:
 
 
 def known_defect(loss: G.GeneratedLoss, backend: str, mismatches: list[Mismatch]) -> str | None:
-    """The name of a known, separately tracked defect this failure is attributed to, if its features say so."""
-    f = G.features(loss)
-    if "const_where" in f and any("RecursionError" in m.detail for m in mismatches):
-        return "const_where"
-    if "capture" in f:
-        return "capture"
-    if "positional2" in f and any("positional argument" in m.detail for m in mismatches):
-        return "positional2"
-    if "pow0" in f and any(m.what == "nonfinite" for m in mismatches):
-        return "pow0"
-    if "softplus" in f and backend == "reference" and any(m.what == "grad" for m in mismatches):
-        return "softplus"
-    if "batch_exp" in f and backend == "triton":
-        return "batch_exp"
+    """The name of a known, separately tracked defect (a key of ``genloss.AVOIDABLE``) this failure is
+    attributed to. Every defect once tracked this way is fixed (its fixtures replay clean), so none is: a
+    failure is new until a defect is filed here again, matched by the features of its loss
+    (``genloss.features``) and what failed."""
     return None
 
 
