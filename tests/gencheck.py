@@ -301,12 +301,13 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
     tol, err, thr = TOL[dtype], ERR[dtype], THRESH[dtype]
     results = []
     for inputs in rows:
-        rt = G.row_truth(loss, inputs)
+        rt = G.row_truth(loss, inputs, underflow=TINY[dtype])
         ok = rt.scale < BIG[dtype] and rt.tiny > TINY[dtype]
         vt = float(rt.value)
         allowance = 0.0
-        if rt.kink < thr:  # a where boundary close enough for rounding to cross: either side is right
-            flipped = G.row_truth(loss, inputs, flip=thr, grad=False)
+        if rt.kink < thr or rt.tie:  # a where boundary close enough for rounding to cross (or a computed
+            # quantity exactly on it, as softmax(z)[y] = 0.5 at tied logits): either side is right
+            flipped = G.row_truth(loss, inputs, flip=thr, grad=False, underflow=TINY[dtype])
             allowance = abs(float(flipped.value) - vt)
         g = [float(v) for v in rt.grad]
         gmax = max((abs(v) for v in g), default=0.0)

@@ -185,8 +185,9 @@ class GeneratedLoss:
     def runtime_params(self) -> dict:
         return {p: (list(v) if t == "vector" else v) for p, t, v in self.params}
 
-    def row_truth(self, inputs: dict, flip: float = 0.0, grad: bool = True) -> "RowTruth":
-        return row_truth(self, inputs, flip, grad)
+    def row_truth(self, inputs: dict, flip: float = 0.0, grad: bool = True, underflow: float = 1e-300
+                  ) -> "RowTruth":
+        return row_truth(self, inputs, flip, grad, underflow)
 
 
 def _default_text(value: float) -> str:
@@ -200,8 +201,9 @@ def _default_text(value: float) -> str:
 class _Rec:
     """What one evaluation met: the nearest kink, the largest intermediate, the smallest sensitive one."""
 
-    def __init__(self, flip: float = 0.0):
+    def __init__(self, flip: float = 0.0, underflow: float = 1e-300):
         self.kink = math.inf
+        self.underflow = underflow  # differences below it are beyond the dtype's range: a tie within rounding
         self.big = mpf(0)
         self.tiny = mpf("inf")
         self.flip = flip        # where-conditions within this relative distance of their boundary flip
@@ -223,7 +225,7 @@ class _Rec:
         compared with 0 is near it when it is within its own rounding error)."""
         d = abs(a - b)
         s = abs(a) + abs(b) + ea + eb
-        rel = mpf(0) if d == 0 else d / s
+        rel = mpf(0) if d == 0 else mpf(1e-300) if d < self.underflow else d / s
         if 0 < rel < self.kink:
             self.kink = float(rel)
         return rel
@@ -989,6 +991,7 @@ class RowTruth:
     err: float = 0.0        # running error bound of the value, in unit roundoffs
     grad_err: list = field(default_factory=list)  # per component: d(err)/dx, the gradient's error scale
     grad_noise: list = field(default_factory=list)  # per component: the truth's own absolute uncertainty
+    tie: bool = False       # a where condition or a min/max exactly on its boundary
 
 
 def _env(loss: GeneratedLoss, inputs: dict) -> Env:
@@ -1066,9 +1069,12 @@ def _with_component(inputs: dict, key: str, values: list, idx: int, value) -> di
     return new
 
 
-def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool = True) -> "RowTruth":
+def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool = True,
+              underflow: float = 1e-300) -> "RowTruth":
     """Value and gradient of one row/element/batch at ``inputs`` (floats; see ``_env``). With ``flip`` > 0
-    the where-conditions within that relative distance of their boundary take the other branch. For the
+    the where-conditions within that relative distance of their boundary take the other branch; two
+    operands closer than ``underflow`` (absolute: beyond the dtype's range, 1e-4000 against 0) are within
+    rounding of each other. For the
     batch kind with ``inputs['from_logits']`` the gradient is with respect to the logits."""
     loss = _inline_elem_locals(loss)
     with mpmath.workdps(75):  # 50 digits for the value, 25 more for the central differences' cancellation
@@ -1077,7 +1083,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
             logits = [mpf(v) for v in inputs["s"]]
             inputs = dict(inputs, s=[_sigmoid(v) for v in logits])
         env = _env(loss, inputs)
-        env.rec = _Rec(flip)
+        env.rec = _Rec(flip, underflow)
         value, err = _eval_loss(loss, env)
         rec = env.rec
         grads, kinked, gerrs, noise = [], [], [], []
@@ -1100,7 +1106,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                     pe.base = _env(loss, inputs)  # detach(x) reads x at the unperturbed point
                     pe.base.locals = base_locals
                     if flip:
-                        pe.rec = _Rec(flip)
+                        pe.rec = _Rec(flip, underflow)
                     try:
                         sides.append(_eval_loss(loss, pe))
                     except (ValueError, ZeroDivisionError):  # a step outside the domain (s = 1 + h in (1 - s)^g)
@@ -1124,7 +1130,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
         near = rec.kink if rec.kink > 0 else math.inf
         return RowTruth(value=value, grad=grads, kinked=kinked, kink=near, scale=float(rec.big),
                         tiny=float(rec.tiny), err=float(err), grad_err=[float(g) for g in gerrs],
-                        grad_noise=noise)
+                        grad_noise=noise, tie=rec.tie)
 
 
 def _base_locals(loss: GeneratedLoss, inputs: dict) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
+from sympy.printing.precedence import precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
@@ -128,6 +129,17 @@ class TritonCodePrinter(PythonCodePrinter):
 
     def _print_NaN(self, expr):
         return 'float("nan")'
+
+    def _print_Mul(self, expr):
+        # the factors of parameters and C alone are one constant, always multiplied: z/T in one place and
+        # z * (1/T) in another round differently, and log_softmax(z / T)[y] at its maximum is then an ulp
+        # of z/T (0.002 at z/T = 2e4) instead of 0
+        scalar = [a for a in expr.args if a.free_symbols <= self.constants.scalars]
+        if len(scalar) < len(expr.args) and any(not a.is_Number for a in scalar):
+            rest = sympy.Mul(*(a for a in expr.args if a not in scalar))
+            constant = self.constants.name_of(sympy.Mul(*scalar))
+            return f"{constant}*{self.parenthesize(rest, precedence(expr))}"
+        return super()._print_Mul(expr)
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
