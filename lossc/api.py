@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from .cache import code_digest, read_entry, write_entry
-from .codegen import TARGETS, class_name, function_name, generate_module
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
 from .frontend import SourceFile, catalog_file, catalog_names, catalog_text, lower
 from .ir import LossSpec
@@ -93,8 +90,10 @@ def _derive(file_text: str, filename: str | None, name: str | None, structural: 
 
 def _structural(params: dict) -> tuple:
     """Parameters that may shape the program (integers and vectors) as a hashable key."""
+    torch = sys.modules.get("torch")  # (no tensor exists before torch is imported)
+
     def frozen(v):
-        if isinstance(v, torch.Tensor):
+        if torch is not None and isinstance(v, torch.Tensor):
             v = v.tolist() if v.dim() else v.item()
         return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
     return tuple((k, frozen(v)) for k, v in sorted(params.items()))
@@ -204,6 +203,7 @@ def _compile_key(*parts) -> str:
 
 
 def _entry(parsed: LossSpec, target: str) -> dict:
+    from .codegen import generate_module  # (its printers import torch: not needed to parse or derive)
     source = generate_module(parsed, target)
     return {"name": parsed.name, "kind": parsed.kind, "form": parsed.form,
             "params": [p.name for p in parsed.params], "spec_hash": parsed.hash, "target": target, "source": source, "sha256": hashlib.sha256(source.encode()).hexdigest()}
@@ -224,6 +224,7 @@ def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = 
 
 
 def _check_target(target: str) -> None:
+    from .codegen import TARGETS
     if target not in TARGETS:
         raise LossParamError(f"target must be one of {TARGETS}, got {target!r}")
 
@@ -328,6 +329,7 @@ def _build(source: LossSpec | tuple[str, str, str | None], over: str | None, par
     entry = _compiled_entry(source, over, params, _target_for(backend)) if isinstance(source, LossSpec) \
         else _text_entry(source, over, params, _target_for(backend))
     name, form = entry["name"], entry["form"]
+    from .codegen import class_name
     cls = getattr(_load(entry["source"], name), class_name(name))
     runtime = {} if over is not None else params
     if form != "batch" and (options.get("batch_group") is not None or options.get("from_logits")):
@@ -400,6 +402,14 @@ def catalog() -> list[CatalogEntry]:
                            for p in spec.params if p.type == "vector"},
             doc=spec.doc))
     return entries
+
+
+def __getattr__(name: str):
+    # codegen (and torch, which its printers import) loads on first use: parse and derive need neither
+    if name in ("TARGETS", "class_name", "function_name"):
+        from . import codegen
+        return getattr(codegen, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["loss", "parse", "generate", "source", "catalog", "module", "CatalogEntry", "class_name",

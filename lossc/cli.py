@@ -13,8 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import sympy
-
 from .errors import LossError
 
 
@@ -113,6 +111,8 @@ def _with_defaults(text: str, spec, params: dict, target: str = "torch") -> str:
 
 
 def cmd_grad(args) -> int:
+    import sympy
+
     from . import api
     spec = api.parse(args.spec, **_params(args.param))
     from .ir import LSE, P_T, Z_Y
@@ -147,6 +147,8 @@ def cmd_grad(args) -> int:
 
 def _display_names(spec, kind) -> dict:
     """Internal symbols shown as the kind's names (f, y, m, s, N) or their labels (R1, A1, B1)."""
+    import sympy
+
     from .ir import INTERNAL, is_internal
     exprs = [spec.expr, spec.gradient.expr] + [r.body for r in spec.reductions + spec.gradient.aux]
     symbols = set().union(*(e.free_symbols for e in exprs)) | {r.symbol for r in spec.reductions + spec.gradient.aux}
@@ -283,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except RecursionError:
         print("error: the input is nested too deeply", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lossc grad focal | head`: the reader has gone; what it read was whole
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit's flush)
+        return 0
 
 
 if __name__ == "__main__":

@@ -79,3 +79,19 @@ def test_catalog_json_lists_entries_with_citations():
                for e in entries)
     one = json.loads(lossc("catalog", "focal", "--json").stdout)
     assert one["params"] == {"gamma": 2.0}
+
+
+def test_start_up_imports_neither_torch_nor_sympy_for_help_and_torch_not_for_grad():
+    """`lossc --help` loads no heavy library and `lossc grad` no torch (start-up time is measured in
+    docs/performance.md; here only what is imported, which decides it)."""
+    import subprocess
+    import sys as _sys
+    probe = ("import sys, contextlib, io, lossc.cli as c\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    try:\n        c.main(sys.argv[1:])\n    except SystemExit:\n        pass\n"
+             "print(sorted(m for m in ('torch', 'sympy', 'lark', 'jinja2') if m in sys.modules))\n")
+    def loaded(*argv):
+        out = subprocess.run([_sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+    assert loaded("--help") == "[]"
+    assert loaded("grad", "focal") == "['lark', 'sympy']"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from ..errors import LossError, LossParamError
 from . import cache
 from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, default_timeout, is_budget_verdict, run_properties
-from .context import Context
 from .verdict import PROPERTIES, Report, Verdict, not_applicable, unknown
 
 __all__ = ["check", "poly", "Verdict", "Report", "PROPERTIES", "DEFAULT_TIMEOUT", "DEFAULT_MEMORY_MB"]
@@ -49,6 +48,7 @@ def _prepare(spec, over, params):
     except TypeError as err:
         raise LossParamError(f"{parsed.name}: {err}") from None
     from ..codegen import unweighted
+    from .context import Context
     return Context(unweighted(parsed), filled)  # the loss without class weights (weight = 1)
 
 

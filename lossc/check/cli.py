@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sys
 
-import sympy
-
 from ..errors import LossError
 from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from .verdict import PROPERTIES
@@ -55,6 +53,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_poly(args) -> int:
+    import sympy
+
     from . import poly_expansion
     out = poly_expansion(args.spec, order=args.order, **_params(args))
     coeffs = out["coefficients"]
