@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--avoid-known", action="store_true", help="leave out the constructs of known defects")
     ap.add_argument("--triton-every", type=int, default=4, help="run triton on every k-th generated loss")
     ap.add_argument("--shrink-budget", type=int, default=120)
+    ap.add_argument("--hang", type=float, default=30.0,
+                    help="CPU seconds one backend may take to compile and run a call before it is a hang")
     ap.add_argument("--cases", type=int, default=3, help="calls (inputs, options) per generated loss and backend")
     ap.add_argument("--merge", nargs="+", metavar="SUMMARY",
                     help="instead of running: add up the summaries of several runs into --summary")
@@ -112,7 +114,7 @@ def _check_case(args, kind, backend, loss, case, checks, failures, examples, fix
         try:
             if (case_index, dtype) not in truths:
                 truths[(case_index, dtype)] = K.truth(loss, case, dtype)
-            mism = K.check(loss, case, backend, dtype, expected=truths[(case_index, dtype)])
+            mism = K.check(loss, case, backend, dtype, expected=truths[(case_index, dtype)], budget=args.hang)
         except Exception:  # noqa: BLE001 - a harness/truth error: logged, not a lossc defect
             state["harness_errors"] += 1
             if state["harness_errors"] <= 5:
@@ -126,8 +128,11 @@ def _check_case(args, kind, backend, loss, case, checks, failures, examples, fix
         sig = _signature(kind, backend, mism[0], known)
         failures[sig] += 1
         if failures[sig] <= 1:
-            small_loss, small_case = K.shrink(loss, case, backend, dtype, mism[0], budget=args.shrink_budget)
-            final = K.check(small_loss, small_case, backend, dtype) or mism
+            if mism[0].what == "hang":  # (each shrinking step could hang as long: saved as it is)
+                small_loss, small_case, final = loss, case, mism
+            else:
+                small_loss, small_case = K.shrink(loss, case, backend, dtype, mism[0], budget=args.shrink_budget)
+                final = K.check(small_loss, small_case, backend, dtype, budget=args.hang) or mism
             fx = K.fixture(small_loss, small_case, backend, dtype, final,
                            xfail=G.AVOIDABLE.get(known) if known else "new defect (see docs/robustness.md)")
             fx["signature"] = sig

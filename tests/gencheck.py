@@ -16,8 +16,10 @@ beyond ``BIG[dtype]``) is not compared in that dtype.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import random
 import re
 from dataclasses import dataclass, field
@@ -49,6 +51,8 @@ TINY = {F64: 1e-290, F32: 1e-30, BF16: 1e-30}
 #: difference has an O(h^2) = 1e-40 truncation error; float32 rounds to 0 or to a subnormal)
 FLOOR = {F64: 1e-30, F32: 1e-30, BF16: 1e-30}
 BACKENDS = ("reference", "torch", "triton")
+#: CPU seconds a fixture's replay may take (compile and run) before it counts as a hang
+REPLAY_BUDGET = 60.0
 ROW_KINDS = ("multiclass", "distribution")
 ELEMENTWISE = ("binary", "margin", "regression")
 
@@ -415,11 +419,40 @@ def run_backend(loss: G.GeneratedLoss, case: Case, backend: str, dtype: torch.dt
     return out.detach().to(F64).reshape(-1).tolist(), gx.to(F64).reshape(-1).tolist()
 
 
-def check(loss: G.GeneratedLoss, case: Case, backend: str, dtype: torch.dtype, expected: Truth | None = None) -> list[Mismatch]:
-    """Every mismatch of one backend and dtype on one case (an empty list when it agrees)."""
+class _OverBudget(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def cpu_budget(seconds: float | None):
+    """Raise _OverBudget once the process has spent ``seconds`` of CPU time inside (None: no limit). CPU
+    time, not wall time: a loaded or niced machine does not make a compile look slow."""
+    if not seconds:
+        yield
+        return
+
+    def over(signum, frame):
+        raise _OverBudget()
+    previous = signal.signal(signal.SIGPROF, over)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def check(loss: G.GeneratedLoss, case: Case, backend: str, dtype: torch.dtype, expected: Truth | None = None,
+          budget: float | None = None) -> list[Mismatch]:
+    """Every mismatch of one backend and dtype on one case (an empty list when it agrees). ``budget``: CPU
+    seconds for compiling and running it; past them, a "hang" mismatch (the front end promises an answer
+    within 10 s for any source up to 10 kB)."""
     name = str(dtype).removeprefix("torch.")
     try:
-        got_v, got_g = run_backend(loss, case, backend, dtype)
+        with cpu_budget(budget):
+            got_v, got_g = run_backend(loss, case, backend, dtype)
+    except _OverBudget:
+        return [Mismatch("hang", f"no answer within {budget} s of CPU time", backend, name)]
     except lossc.LossError as err:
         return [Mismatch("error", f"{type(err).__name__}: {str(err).splitlines()[0]}", backend, name)]
     except Exception as err:  # noqa: BLE001 - any other exception is a defect
@@ -447,7 +480,7 @@ def dtypes_for(backend: str) -> tuple:
 
 def _still_fails(loss, case, backend, dtype, first: Mismatch) -> bool:
     try:
-        got = check(loss, case, backend, dtype)
+        got = check(loss, case, backend, dtype, budget=REPLAY_BUDGET)
     except Exception:  # noqa: BLE001 - the truth itself failed on a candidate: not a valid candidate
         return False
     return any(m.same(first) for m in got)
@@ -513,7 +546,7 @@ def replay(obj: dict) -> list[Mismatch]:
     loss = G.loss_from_json(obj["loss"])
     assert loss.source == obj["source"], "the fixture's AST no longer prints its source"
     case = Case(**obj["case"])
-    return check(loss, case, obj["backend"], DTYPES[obj["dtype"]])
+    return check(loss, case, obj["backend"], DTYPES[obj["dtype"]], budget=REPLAY_BUDGET)
 
 
 def known_defect(loss: G.GeneratedLoss, backend: str, mismatches: list[Mismatch]) -> str | None:
