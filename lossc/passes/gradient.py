@@ -46,7 +46,10 @@ def row_gradient(spec: LossSpec) -> Gradient:
     aux: list[Reduction] = []
 
     def aux_sum(body: sympy.Expr, exclude: bool) -> sympy.Expr:
-        body = sympy.simplify(body) if body.count_ops() < 40 else body
+        # (simplify is cheap on small smooth bodies; on a condition it runs the whole of trigsimp and
+        # factoring over algebraic fields on both sides of every relation: minutes for a nested where)
+        if body.count_ops() < 40 and not body.has(sympy.Piecewise):
+            body = sympy.simplify(body)
         if not per_class(body):  # constant over the classes
             return body * (NUM_CLASSES - 1 if exclude else NUM_CLASSES)
         for a in list(spec.reductions) + aux:  # a multiple of a reduction already computed
