@@ -209,6 +209,7 @@ class _Rec:
         self.flip = flip        # where-conditions within this relative distance of their boundary flip
         self.flipped = False
         self.tie = False        # a where condition exactly on its boundary
+        self.root_at_zero = 1.0  # the smallest exponent in (0, 1) met with a base exactly 0
 
     def see(self, v):
         a = abs(v)
@@ -415,6 +416,8 @@ def _ev(node: Node, env: Env):
                 rec.sensitive(b)
             if 0 < p < 1:  # an infinite derivative at b = 0
                 rec.near(b, mpf(0), eb)
+                if b == 0:  # the central difference there converges as h^p only (f * |f|^0.25 at f = 0)
+                    rec.root_at_zero = min(rec.root_at_zero, float(p))
         if b == 0:
             return (mpf(1) if p == 0 else mpf(0)), (eb if p == 1 else mpf(0))
         if b < 0 and p != int(p):
@@ -944,7 +947,10 @@ def generate(kind: str, rng: random.Random, avoid=()) -> GeneratedLoss:
         e = expr(ctx, level, rng.choice((1, 2, 3)))
         ctx.in_local = False
         name = ctx.fresh()
-        ctx.locals.append((name, e, level, _has_red(e)))
+        # (a local reading another that holds a class reduction holds one too: docs/language.md, class
+        # reductions of the inputs may not nest, so neither may be used inside a class reduction)
+        reads_red = any(hr for n, _, _, hr in ctx.locals if _uses_name(n, e))
+        ctx.locals.append((name, e, level, _has_red(e) or reads_red))
     ret = expr(ctx, top, rng.choice((2, 3, 3, 4)))
     if ret.op in ("num", "in", "param", "local", "vecy") or rng.random() < 0.3:  # never a bare name
         ret = bin_(rng.choice(("add", "mul", "sub")), ret, expr(ctx, top, 3))
@@ -1125,6 +1131,11 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                 # the central difference's own noise at 50 digits (a component far below the value's scale)
                 noise.append(float(mpf("1e-70") * (abs(vp) + abs(vm) + err) / h))
                 kinked.append(bool(abs(right - left) > mpf("1e-12") * (abs(right) + abs(left)) + mpf("1e-40")))
+        if rec.root_at_zero < 1 and grads:  # b^p (0 < p < 1) at b = 0: a central difference has an error
+            # of order h^p there (h^0.25 = 3e-9 for f * |f|^0.25 at f = 0, whose derivative is 0)
+            gmax = max(abs(g) for g in grads)
+            noise = [n + 10 * float(mpf("1e-34") * max(mpf(1), abs(mpf(v)))) ** rec.root_at_zero
+                     * (1 + abs(float(value)) + float(gmax)) for n, v in zip(noise, vals)]
         if rec.tie:  # on a where boundary the backends take the chosen branch's derivative, which the
             kinked = [True] * len(kinked)  # function's own (a constant around a point value) need not be
         near = rec.kink if rec.kink > 0 else math.inf
