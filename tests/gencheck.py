@@ -208,7 +208,7 @@ def make_case(loss: G.GeneratedLoss, rng: random.Random, small: bool = False) ->
                     weight=weight, params=params, from_logits=from_logits)
         if rng.random() < 0.2:
             case.sample_weight = [rng.choice((0.0, rng.uniform(0.2, 2.0), 1.0)) for _ in range(n)]
-            if not any(case.sample_weight) and not weight:
+            if not any(case.sample_weight):  # (a batch of weight 0 has no value: 0/0 in the truth too)
                 case.sample_weight[0] = 1.0
         return case
     else:
