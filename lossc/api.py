@@ -217,9 +217,13 @@ def _valid_entry(entry) -> bool:
 
 
 def generate(spec: str | LossSpec, target: str = "torch", *, over: str | None = None, name: str | None = None,
-             **params) -> str:
-    """The text of the self-contained module lossc compiles a loss to (``name``: as for ``parse``)."""
+             standalone: bool = False, **params) -> str:
+    """The text of the module lossc compiles a loss to (``name``: as for ``parse``). It imports lossc's
+    versioned runtime; ``standalone=True`` carries the runtime itself and needs no lossc installed."""
     _check_target(target)
+    if standalone:
+        from .codegen import generate_module
+        return generate_module(parse(spec, over=over, name=name, **params), target, standalone=True)
     return _compiled(spec, over, params, target, name)[1]
 
 

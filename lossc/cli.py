@@ -77,13 +77,13 @@ def cmd_compile(args) -> int:
     params = _params(args.param)
     if args.output:
         check_writable(args.output)
-    text = api.generate(args.spec, target=args.target, **params)
+    text = api.generate(args.spec, target=args.target, standalone=args.standalone, **params)
     # Runtime parameters given on the command line become the module's defaults.
     spec = api.parse(args.spec, **params)
     for p in spec.runtime_params:
         if p.name in params:
             api.loss(spec, **{p.name: params[p.name]})  # validates the value against the constraints
-    text = _with_defaults(text, spec, params, args.target)
+    text = _with_defaults(text, spec, params, args.target, args.standalone)
     if args.output:
         write_atomic(args.output, text)
         print(f"wrote {args.output} ({api.class_name(spec.name)}, {api.function_name(spec.name)})")
@@ -92,7 +92,7 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def _with_defaults(text: str, spec, params: dict, target: str = "torch") -> str:
+def _with_defaults(text: str, spec, params: dict, target: str = "torch", standalone: bool = False) -> str:
     """Regenerate with --param values as the defaults of the runtime parameters."""
     if not any(p.name in params for p in spec.runtime_params):
         return text
@@ -107,7 +107,7 @@ def _with_defaults(text: str, spec, params: dict, target: str = "torch") -> str:
             p = Param(p.name, p.type, tuple(float(v) for v in (value if isinstance(value, list) else [value])),
                       p.size)
         new_params.append(p)
-    return generate_module(spec.with_(params=tuple(new_params)), target)
+    return generate_module(spec.with_(params=tuple(new_params)), target, standalone)
 
 
 def cmd_grad(args) -> int:
@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="a .loss file or a catalog name")
     p.add_argument("-o", "--output", help="output .py file (default: stdout)")
     p.add_argument("--target", default="torch", choices=("torch", "triton", "all"))
+    p.add_argument("--standalone", action="store_true",
+                   help="carry lossc's runtime in the module, so that it needs only torch (default: it imports "
+                        "the installed lossc's runtime, and checks its version)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
     p.set_defaults(run=cmd_compile)
 

@@ -63,19 +63,63 @@ def _triton_environment() -> jinja2.Environment:
                               lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 
 
-@lru_cache(maxsize=1)
-def runtime_source() -> str:
-    return _runtime_path("runtime.py").read_text()
+#: the runtime modules a generated module uses (lossc.<name>): the torch one, and the triton one for the
+#: targets "triton" and "all"
+RUNTIME = ("runtime",)
+TRITON_RUNTIME = ("runtime", "triton_runtime")
 
 
-@lru_cache(maxsize=1)
-def triton_runtime_source() -> str:
-    return _runtime_path("triton_runtime.py").read_text()
-
-
-def _runtime_path(name: str):
+@lru_cache(maxsize=None)
+def _runtime_text(name: str) -> str:
     from pathlib import Path
-    return Path(__file__).with_name(name)
+    return Path(__file__).with_name(f"{name}.py").read_text()
+
+
+@lru_cache(maxsize=None)
+def _runtime_names(name: str) -> frozenset:
+    import importlib
+    return frozenset(n for n in vars(importlib.import_module(f"lossc.{name}")) if not n.startswith("__"))
+
+
+def _with_runtime(text: str, modules: tuple[str, ...], standalone: bool) -> str:
+    """A rendered module with its runtime: the runtime modules' text itself (``standalone``: the module
+    needs nothing of lossc), else an import of the names it uses from lossc's installed runtime, after a
+    check of the runtime's version (a fix to the runtime then reaches modules already written)."""
+    marker = "#: lossc runtime\n"
+    if standalone:
+        block = "\n\n\n".join(_runtime_text(m).rstrip("\n") for m in modules)
+        return text.replace(marker, block + "\n")
+    used = _free_names(text)
+    from .runtime import RUNTIME_VERSION
+    lines = [f"import {m}" for m in ("math", "torch") if m in used or m == "torch"]
+    lines += ["", "from lossc.runtime import require_runtime", "",
+              f"_RUNTIME_VERSION = require_runtime({RUNTIME_VERSION}, __name__)  # (--standalone: no lossc needed)"]
+    taken = {"math", "torch", "require_runtime", "_RUNTIME_VERSION"}
+    for m in modules:
+        names = sorted((used & _runtime_names(m)) - taken)
+        taken |= set(names)
+        if names:
+            lines.append(f"from lossc.{m} import (  # noqa: E402")
+            lines += _wrapped(names, "    ")
+            lines.append(")")
+    return text.replace(marker, "\n".join(lines) + "\n")
+
+
+def _free_names(text: str) -> set[str]:
+    """The names a module's text reads (loads of plain names anywhere in it)."""
+    import ast
+    return {node.id for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Name)}
+
+
+def _wrapped(names: list[str], indent: str, width: int = 100) -> list[str]:
+    lines, line = [], indent
+    for name in names:
+        piece = name + ", "
+        if len(line) + len(piece) > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += piece
+    return lines + [line.rstrip()] if line.strip() else lines
 
 
 def _param_checks(spec: LossSpec) -> tuple[list[str], str, str, str, str]:
@@ -185,15 +229,15 @@ def unweighted(spec: LossSpec) -> LossSpec:
     return derive(lowered)
 
 
-def generate_module(spec: LossSpec, target: str = "torch") -> str:
-    """The self-contained module of a derived LossSpec (``FocalLoss``, ``focal_loss``): ``target``
-    "torch" (the torch engine), "triton" (the triton kernels; the torch reference as the fallback)
-    or "all" (both)."""
+def generate_module(spec: LossSpec, target: str = "torch", standalone: bool = False) -> str:
+    """The module of a derived LossSpec (``FocalLoss``, ``focal_loss``): ``target`` "torch" (the torch
+    engine), "triton" (the triton kernels; the torch reference as the fallback) or "all" (both). It imports
+    lossc's runtime, or with ``standalone`` carries it (and needs no lossc)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     _check_identifier(spec.name)
     if spec.form in ("batch", "composite"):
-        return _generate_other(spec, target)
+        return _generate_other(spec, target, standalone)
     inputs = "z, t, P" if spec.form == "row" else "u, t, P"
     functions = [_function("_loss", inputs, program(spec, False))]
     if target != "triton":
@@ -212,19 +256,15 @@ def generate_module(spec: LossSpec, target: str = "torch") -> str:
     header += ["  where " + " ".join(comment_lines(r.describe())) for r in spec.reductions]
     header += ["gradient: " + " ".join(comment_lines(sympy.sstr(spec.gradient.expr)))]
     header += ["  where " + " ".join(comment_lines(r.describe())) for r in spec.gradient.aux]
-    runtime = runtime_source() + _HELPERS
-    triton = None
-    if target != "torch":
-        triton = triton_kernels(spec)
-        runtime = runtime.rstrip("\n") + "\n\n\n" + triton_runtime_source()
-    return _environment().get_template("module.py.j2").render(
-        header=header, runtime=runtime.rstrip("\n"), name=spec.name, spec_hash=spec.hash,
+    triton = triton_kernels(spec) if target != "torch" else None
+    return _with_runtime(_environment().get_template("module.py.j2").render(
+        header=header, name=spec.name, spec_hash=spec.hash,
         functions=functions, form=spec.form, triton=triton, layout=_layout(spec),
         ignore_default=-100 if spec.form == "row" else None,  # (elementwise: no value is ignored unless asked)
         fused="_loss_and_grad" if target != "triton" else "None", plain=plain,
         target=_target(spec), checks=checks, signature=signature, signature_kw=signature_kw, call=call,
         packed=packed, class_name=class_name(spec.name), function_name=function_name(spec.name),
-        doc=spec.doc or f"The {spec.name} loss ({spec.kind}).")
+        doc=spec.doc or f"The {spec.name} loss ({spec.kind})."), TRITON_RUNTIME if triton else RUNTIME, standalone)
 
 
 def _header(spec: LossSpec) -> list[str]:
@@ -236,7 +276,7 @@ def _header(spec: LossSpec) -> list[str]:
     return header
 
 
-def _generate_other(spec: LossSpec, target: str) -> str:
+def _generate_other(spec: LossSpec, target: str, standalone: bool) -> str:
     """The module of a batch loss (torch functions, and triton kernels for targets "triton" and "all") or
     of a tasks loss (torch under autograd alone, whatever the target: it computes k scalars)."""
     checks, signature, signature_kw, call, packed = _param_checks(spec)
@@ -244,7 +284,6 @@ def _generate_other(spec: LossSpec, target: str) -> str:
                   signature_kw=signature_kw, call=call, packed=packed, class_name=class_name(spec.name),
                   function_name=function_name(spec.name), target=_target(spec), layout=_layout(spec),
                   doc=spec.doc or f"The {spec.name} loss ({spec.kind}).")
-    runtime = runtime_source() + _HELPERS
     if spec.form == "composite":
         bound = dict(spec.bound)
         tasks = max(int(s.name[1:]) for s in spec.expr.free_symbols if s.name[:1] == "L" and s.name[1:].isdigit())
@@ -252,71 +291,18 @@ def _generate_other(spec: LossSpec, target: str) -> str:
                            for v in spec.learnables)
         if not spec.params:  # (``*, **unused`` is no Python)
             common["signature_kw"] = ""
-        return _environment().get_template("module_tasks.py.j2").render(
-            runtime=runtime.rstrip("\n"), program=composite_program(spec), tasks=tasks, learnables=learnables,
-            **common)
+        return _with_runtime(_environment().get_template("module_tasks.py.j2").render(
+            program=composite_program(spec), tasks=tasks, learnables=learnables, **common), RUNTIME, standalone)
     programs = batch_programs(spec)
     inputs = {"_terms": "u, t, P", "_value": "B, N, P", "_grad": "u, t, P, B, N, out, c"}
     functions = [_function(name, inputs[name], prog) for name, prog in programs.items()]
-    triton = None
-    if target != "torch":
-        triton = triton_kernels(spec)
-        runtime = runtime.rstrip("\n") + "\n\n\n" + triton_runtime_source()
-    return _environment().get_template("module_batch.py.j2").render(
-        runtime=runtime.rstrip("\n"), functions=functions, triton=triton, count=len(spec.reductions), **common)
+    triton = triton_kernels(spec) if target != "torch" else None
+    return _with_runtime(_environment().get_template("module_batch.py.j2").render(
+        functions=functions, triton=triton, count=len(spec.reductions), **common),
+        TRITON_RUNTIME if triton else RUNTIME, standalone)
 
 
 def _target(spec: LossSpec) -> str:
     from .kinds import KINDS
     return KINDS[spec.kind].target
 
-
-_HELPERS = '''
-
-
-def _constant_tensor(name, value):
-    """A tensor given for a parameter: refused where it requires grad (parameters are constants of the
-    compiled loss; the gradient would silently stop at them)."""
-    if isinstance(value, torch.Tensor) and value.requires_grad:
-        raise LossParamError(f"{name} is a tensor that requires grad, but lossc parameters are constants: "
-                             "no gradient flows to them. Pass a number or a detached tensor (for a learnable "
-                             "weighting, write a tasks loss with learnable parameters)")
-    return value
-
-
-def _number(name, value):
-    if isinstance(value, torch.Tensor) and _constant_tensor(name, value).numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise LossParamError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _class_vector(name, value):
-    if value is None:
-        raise LossParamError(f"{name} is a per-class parameter: give one value per class (a 1-d tensor or list)")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _number(name, value)  # the same for every class
-    for entry in value if isinstance(value, (list, tuple)) else (value,):
-        _constant_tensor(name, entry)
-    try:
-        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise LossParamError(f"{name} must be a 1-d tensor or list of numbers, got {type(value).__name__}") from None
-    if value.dim() != 1 or not value.numel():
-        raise LossParamError(f"{name} must be a 1-d tensor with one value per class, got shape {list(value.shape)}")
-    if not bool(torch.isfinite(value).all()):
-        raise LossParamError(f"{name} must be finite")
-    return value
-
-
-def _vector(name, value, size):
-    if isinstance(value, torch.Tensor):
-        value = _constant_tensor(name, value).tolist()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value] * size
-    values = tuple(_number(name, v) for v in value)
-    if len(values) != size:
-        raise LossParamError(f"{name} needs {size} values, got {len(values)}")
-    return values
-'''

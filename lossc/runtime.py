@@ -15,6 +15,9 @@ except ImportError:  # a compiled module used without lossc installed
     class LossParamError(ValueError):
         """A parameter value is missing, of the wrong type or violates a constraint."""
 
+#: the interface generated modules import; a module generated for another version refuses to load
+RUNTIME_VERSION = 1
+
 REDUCTIONS = ("none", "mean", "sum")
 BACKENDS = ("auto", "torch", "reference", "triton")
 CHUNK_ELEMENTS = 1 << 21  # rows are processed in chunks of about this many logits
@@ -1599,3 +1602,62 @@ def reduce_module(module, protocol):
     if "weight" in module._buffers:
         options["weight"] = module._buffers["weight"]
     return rebuild, (spec, options, module.state_dict(), module.training)
+
+
+# -- the parameter checks of generated modules' _params
+
+
+def _constant_tensor(name, value):
+    """A tensor given for a parameter: refused where it requires grad (parameters are constants of the
+    compiled loss; the gradient would silently stop at them)."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        raise LossParamError(f"{name} is a tensor that requires grad, but lossc parameters are constants: "
+                             "no gradient flows to them. Pass a number or a detached tensor (for a learnable "
+                             "weighting, write a tasks loss with learnable parameters)")
+    return value
+
+
+def _number(name, value):
+    if isinstance(value, torch.Tensor) and _constant_tensor(name, value).numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LossParamError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _class_vector(name, value):
+    if value is None:
+        raise LossParamError(f"{name} is a per-class parameter: give one value per class (a 1-d tensor or list)")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(name, value)  # the same for every class
+    for entry in value if isinstance(value, (list, tuple)) else (value,):
+        _constant_tensor(name, entry)
+    try:
+        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise LossParamError(f"{name} must be a 1-d tensor or list of numbers, got {type(value).__name__}") from None
+    if value.dim() != 1 or not value.numel():
+        raise LossParamError(f"{name} must be a 1-d tensor with one value per class, got shape {list(value.shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise LossParamError(f"{name} must be finite")
+    return value
+
+
+def _vector(name, value, size):
+    if isinstance(value, torch.Tensor):
+        value = _constant_tensor(name, value).tolist()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * size
+    values = tuple(_number(name, v) for v in value)
+    if len(values) != size:
+        raise LossParamError(f"{name} needs {size} values, got {len(values)}")
+    return values
+
+
+def require_runtime(version, module):
+    """The runtime's version; an ImportError for a generated module made for another one."""
+    if version != RUNTIME_VERSION:
+        raise ImportError(f"{module} was generated for lossc's runtime version {version}, but the installed "
+                          f"lossc has version {RUNTIME_VERSION}: compile it again (lossc compile), or compile "
+                          "it with --standalone to carry its own runtime")
+    return RUNTIME_VERSION

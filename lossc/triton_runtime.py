@@ -12,7 +12,7 @@ try:
     import triton
     import triton.language as tl
 except ImportError:  # the module still works: the torch engine and the reference backend
-    triton = None
+    triton = tl = None
 
 _TILE_CLASSES = 8192     # rows with at most this many classes are held in registers; longer rows are chunked
 _CHUNK = 4096            # classes per chunk of a long row

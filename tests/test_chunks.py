@@ -99,15 +99,16 @@ def test_the_fused_program_allocates_nothing_per_chunk(name, monkeypatch):
     x, t = make_input(kind, shape, generator("pool", name))
     module = lossc.loss(name, backend="torch", reduction="sum", **REFERENCES[name].params)
     mod = sys.modules[type(module).__module__]
+    from lossc import runtime as rt  # (the engine: the generated module imports it)
     if not row:
         t = t.to(x.dtype)
-    values = mod._Values(mod.KERNEL.layout, mod._flat(mod.KERNEL, module.params),
-                         mod._class_tensors(mod.KERNEL, module.params, None, x))
+    values = rt._Values(mod.KERNEL.layout, rt._flat(mod.KERNEL, module.params),
+                        rt._class_tensors(mod.KERNEL, module.params, None, x))
     width = shape[1] if row else 1
     counts = []
     for rows in (12, 6):  # 4 chunks, then 8
         monkeypatch.setattr(mod.KERNEL, "chunk", rows * width)
         with _NewTensors(6 * width) as new:
-            mod._torch_engine(mod.KERNEL, x, t, None, None, None, 1.0, values, "sum", True)
+            rt._torch_engine(mod.KERNEL, x, t, None, None, None, 1.0, values, "sum", True)
         counts.append(new.count)
     assert counts[0] == counts[1], counts

@@ -38,7 +38,7 @@ def test_same_spec_gives_byte_identical_output_across_processes():
 
 def test_compiled_module_runs_without_lossc(tmp_path):
     out = tmp_path / "focal_loss.py"
-    out.write_text(lossc.generate("focal"))
+    out.write_text(lossc.generate("focal", standalone=True))
     code = ("import sys; sys.modules['lossc'] = None\n"  # lossc cannot be imported
             "import torch, focal_loss\n"
             "z = torch.randn(4, 3, requires_grad=True); y = torch.tensor([0, 1, 2, 0])\n"

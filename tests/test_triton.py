@@ -323,8 +323,9 @@ def test_second_backward_is_refused():
 
 
 def test_backend_choice(monkeypatch):
+    from lossc.runtime import _engine
     module = lossc.module("focal", target="all")
-    engine = module._engine
+    engine = _engine
     x = torch.randn(3, 4, device=DEVICE)
     assert engine(module.KERNEL, "auto", x) == ("triton" if DEVICE == "cuda" else "torch")
     assert engine(module.KERNEL, "auto", x.double()) == "torch"  # float64: the torch engine
@@ -332,18 +333,18 @@ def test_backend_choice(monkeypatch):
     with pytest.raises(lossc.LossInputError, match="float32"):
         engine(module.KERNEL, "triton", x.double())
     torch_only = lossc.module("focal", target="torch")
-    assert torch_only._engine(torch_only.KERNEL, "auto", x) == "torch"
+    assert engine(torch_only.KERNEL, "auto", x) == "torch"
     with pytest.raises(lossc.LossParamError, match="not available"):
-        torch_only._engine(torch_only.KERNEL, "triton", x)
+        engine(torch_only.KERNEL, "triton", x)
     triton_only = lossc.module("focal", target="triton")
     with pytest.raises(lossc.LossParamError, match="not in this module"):
-        triton_only._engine(triton_only.KERNEL, "torch", x)
-    assert triton_only._engine(triton_only.KERNEL, "auto", x) == "triton"
+        engine(triton_only.KERNEL, "torch", x)
+    assert engine(triton_only.KERNEL, "auto", x) == "triton"
     cpu = torch.randn(3, 4)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(lossc.LossInputError, match="GPU tensors"):
         engine(module.KERNEL, "triton", cpu)
-    assert triton_only._engine(triton_only.KERNEL, "auto", cpu) == "reference"  # a CPU fallback
+    assert engine(triton_only.KERNEL, "auto", cpu) == "reference"  # a CPU fallback
 
 
 # --------------------------------------------------------------------------
@@ -496,7 +497,7 @@ def test_torch_target_has_no_triton():
 def test_compiled_triton_module_runs_without_lossc(tmp_path):
     for name, target in (("focal", "triton"), ("sigmoid_focal", "all")):
         result = subprocess.run([sys.executable, "-m", "lossc.cli", "compile", name, "--target", target, "-o",
-                                 str(tmp_path / f"{name}_loss.py")], capture_output=True, text=True)
+                                 str(tmp_path / f"{name}_loss.py"), "--standalone"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
     code = ("import sys; sys.modules['lossc'] = None\n"
             "import torch, focal_loss, sigmoid_focal_loss\n"
