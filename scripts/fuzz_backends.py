@@ -145,7 +145,7 @@ def _check_case(args, kind, backend, loss, case, checks, failures, examples, fix
 
 
 def _write(args, counts, checks, failures, examples, harness_errors, start, it) -> None:
-    summary = {"seed": args.seed, "minutes": round((time.time() - start) / 60, 2), "iterations": it,
+    summary = {"seed": args.seed, "commit": _commit(), "minutes": round((time.time() - start) / 60, 2), "iterations": it,
                "avoid_known": args.avoid_known,
                "losses_per_kind_backend": {f"{k}/{b}": n for (k, b), n in sorted(counts.items())},
                "total_losses_x_backends": sum(counts.values()),
@@ -155,6 +155,17 @@ def _write(args, counts, checks, failures, examples, harness_errors, start, it) 
     Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")
 
 
+def _commit() -> str | None:
+    """The commit the run's code came from (a run must not share its checkout with edits in progress:
+    templates and the runtime are read from disk as the run goes)."""
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def merge(summaries: list[dict]) -> dict:
     """The sum of several runs' summaries (runs in parallel or on other days, each with its own seed)."""
     out: dict = {"seeds": [], "minutes": 0.0, "iterations": 0, "losses_per_kind_backend": collections.Counter(),
@@ -162,6 +173,8 @@ def merge(summaries: list[dict]) -> dict:
                  "examples": {}, "harness_errors": 0}
     for s in summaries:
         out["seeds"] += s.get("seeds", [s.get("seed")])
+        out.setdefault("commits", [])
+        out["commits"] += s.get("commits", [s.get("commit")])
         out["minutes"] = round(out["minutes"] + s["minutes"], 2)
         for key in ("iterations", "harness_errors"):
             out[key] += s[key]
