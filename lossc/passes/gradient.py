@@ -48,7 +48,7 @@ def row_gradient(spec: LossSpec) -> Gradient:
     def aux_sum(body: sympy.Expr, exclude: bool) -> sympy.Expr:
         # (simplify is cheap on small smooth bodies; on a condition it runs the whole of trigsimp and
         # factoring over algebraic fields on both sides of every relation: minutes for a nested where)
-        if body.count_ops() < 40 and not body.has(sympy.Piecewise):
+        if body.count_ops() < 40 and not body.has(sympy.Piecewise) and not _irrational_constants(body):
             body = sympy.simplify(body)
         if not per_class(body):  # constant over the classes
             return body * (NUM_CLASSES - 1 if exclude else NUM_CLASSES)
@@ -92,10 +92,16 @@ def batch_gradient(spec: LossSpec) -> Gradient:
     expr = sympy.S.Zero
     for b in spec.reductions:
         coefficient = sympy.diff(spec.expr, b.symbol)  # M_{B_k}: simplified, it cancels no large terms
-        if coefficient.count_ops() < 60:
+        if coefficient.count_ops() < 60 and not _irrational_constants(coefficient):
             coefficient = sympy.factor(sympy.cancel(coefficient))
         expr += coefficient * sympy.diff(b.body, U)
     return Gradient(expr)
+
+
+def _irrational_constants(e: sympy.Expr) -> bool:
+    """Whether e holds a number that is not rational (sigmoid(237^(5/2) / 10^5), sqrt(2)): factoring then
+    works over algebraic extensions and huge integers (minutes for one generated loss)."""
+    return any(a.is_number and not a.is_Rational for a in sympy.preorder_traversal(e) if isinstance(a, sympy.Expr))
 
 
 def composite_gradient(spec: LossSpec) -> Gradient:
