@@ -114,19 +114,31 @@ def cmd_grad(args) -> int:
     import sympy
 
     from . import api
-    spec = api.parse(args.spec, **_params(args.param))
-    from .ir import LSE, P_T, Z_Y
+    from .ir import LSE, P_T, Z_Y, BatchSum
     from .kinds import KINDS
+    from .passes.gradient import written_gradient
+    spec = api.parse(args.spec, **_params(args.param))
+    if not args.stable and spec.written is not None:  # the loss as written, and the gradient of that
+        spec = spec.written.with_(gradient=written_gradient(spec.written))
     names = _display_names(spec, KINDS[spec.kind])
-    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T)).xreplace(names)) if spec.form == "row" else \
-        (lambda e: e.xreplace(names))
-    show = (lambda e: sympy.latex(readable(e))) if args.latex else \
-        (lambda e: sympy.pretty(readable(e), use_unicode=True))
+    # (the stable forms hold z_y - lse where the user wrote log(p_t): shown as written)
+    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T)).xreplace(names)) if spec.form == "row" and args.stable \
+        else (lambda e: e.xreplace(names))
+    def latex(e) -> str:
+        e = readable(e)
+        return sympy.latex(e, symbol_names={s: _latex_name(s.name) for s in e.free_symbols})
+    show = latex if args.latex else (lambda e: sympy.pretty(readable(e), use_unicode=True))
 
     def describe(r) -> str:
+        if args.latex:
+            index = "i" if isinstance(r, BatchSum) else r"j \ne y" if r.exclude_target else "j"
+            body = latex(r.body)
+            op = {"sum": rf"\sum_{{{index}}} {body}", "max": rf"\max_{{{index}}} {body}",
+                  "lse": rf"\log \sum_{{{index}}} e^{{{body}}}"}[r.op]
+            return f"{latex(r.symbol)} = {op}"
         return f"{readable(r.symbol)} = " + r.describe().split(" = ", 1)[1].replace(
             sympy.sstr(r.body), sympy.sstr(readable(r.body)))
-    print(f"{spec.name} ({spec.kind}, {spec.form} form)")
+    print(f"{spec.name} ({spec.kind}, {spec.form} form{', stable rewrites' if args.stable else ''})")
     print("\nloss =")
     print(show(spec.expr))
     for r in spec.reductions:
@@ -143,6 +155,25 @@ def cmd_grad(args) -> int:
     for r in spec.gradient.aux:
         print(("\n" if args.latex else "\n  ") + describe(r))
     return 0
+
+
+def _latex_name(name: str) -> str:
+    """A displayed symbol's LaTeX: z[j] -> z_{j}, lse(z) -> \\operatorname{lse}(z), [j=y] -> [j = y]."""
+    import re
+    if name == "[j=y]":
+        return name
+    call = re.fullmatch(r"([A-Za-z]+)\((\w+)\)", name)
+    if call:
+        return rf"\operatorname{{{call[1]}}}({call[2]})"
+    entry = re.fullmatch(r"(\w+)\[(\w+)\]", name)
+    if entry:
+        base = entry[1] if len(entry[1]) == 1 else rf"\mathrm{{{entry[1]}}}"
+        return f"{base}_{{{entry[2]}}}"
+    words = re.fullmatch(r"([A-Za-z]+)(\d+)", name)
+    if words:  # R1, A1, B1
+        return f"{words[1]}_{{{words[2]}}}"
+    import sympy
+    return sympy.latex(sympy.Symbol(name))
 
 
 def _display_names(spec, kind) -> dict:
@@ -237,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="parameter value (repeatable)")
     p.set_defaults(run=cmd_compile)
 
-    p = sub.add_parser("grad", help="print the loss and its symbolic gradient")
+    p = sub.add_parser("grad", help="print the loss and its symbolic gradient, as written")
     p.add_argument("spec")
-    p.add_argument("--latex", action="store_true")
+    p.add_argument("--latex", action="store_true", help="LaTeX instead of pretty text")
+    p.add_argument("--stable", action="store_true",
+                   help="the forms lossc computes: after its stable rewrites (logratio, online max, …)")
     p.add_argument("--param", action="append", metavar="NAME=VALUE")
     p.set_defaults(run=cmd_grad)
 

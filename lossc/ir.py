@@ -227,6 +227,8 @@ class LossSpec:
     filename: str | None = field(default=None, compare=False)
     gradient: Gradient | None = None
     learnables: tuple[Learnable, ...] = ()    # tasks kind: learn lines
+    #: the spec as the front end lowered it, before the stable rewrites (what ``lossc grad`` shows)
+    written: "LossSpec | None" = field(default=None, repr=False, compare=False)
 
     @property
     def form(self) -> str:

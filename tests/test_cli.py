@@ -95,3 +95,50 @@ def test_start_up_imports_neither_torch_nor_sympy_for_help_and_torch_not_for_gra
         return out.stdout.strip().splitlines()[-1]
     assert loaded("--help") == "[]"
     assert loaded("grad", "focal") == "['lark', 'sympy']"
+
+
+def test_grad_shows_the_loss_as_written_and_stable_shows_the_rewrites(capsys):
+    from lossc.cli import main
+    assert main(["grad", "focal"]) == 0
+    written = capsys.readouterr().out
+    assert main(["grad", "focal", "--stable"]) == 0
+    stable = capsys.readouterr().out
+    assert "logratio" not in written and "log(pₜ)" in written and "logratio" in stable
+    assert main(["grad", "nfl", "--latex"]) == 0
+    latex = capsys.readouterr().out
+    assert r"R_{1} = \sum_{j}" in latex and r"\operatorname{lse}(z)" in latex and "p[j]" not in latex
+
+
+def _elementwise_gradients(name):
+    """(as written, stable) gradients of an elementwise catalog loss as functions of (u, t)."""
+    import sympy
+    from lossc.ir import T, U
+    from lossc.passes.gradient import written_gradient
+    import lossc as lc
+    spec = lc.parse(name)
+    values = {p.symbol: sympy.Float(p.default) for p in spec.params if p.type == "float" and p.default is not None}
+    features = dict(spec.features)  # (m = t*u, r = u - t: the gradient is written in them)
+    written = written_gradient(spec.written).expr.xreplace(features).xreplace(values)
+    stable = spec.gradient.expr.xreplace(features).xreplace(values)
+    step = [lambda e: type(e).__name__ == "step", lambda e: sympy.Piecewise((1, e.args[0] > 0), (0, True))]
+    return [lambda u, t, e=e: e.replace(*step).xreplace({U: sympy.Float(u, 30), T: sympy.Float(t, 30)}).evalf(30)
+            for e in (written, stable)]
+
+
+@pytest.mark.parametrize("name", ["bce", "sigmoid_focal", "huber", "logistic", "smooth_hinge", "log_cosh",
+                                  "poisson_nll", "pseudo_huber"])
+def test_the_written_gradient_is_the_gradient(name):
+    """What `lossc grad` shows (the gradient of the loss as written, no rewrites) is the gradient lossc
+    computes (after its stable rewrites): the same function, at moderate inputs where both are exact."""
+    import random
+
+    import lossc as lc
+    written, stable = _elementwise_gradients(name)
+    kind = lc.parse(name).kind
+    rng = random.Random(name)
+    for _ in range(20):
+        u = rng.uniform(0.05, 4) if name == "poisson_nll" else rng.uniform(-4, 4)
+        t = {"binary": rng.choice((0.0, 1.0, rng.random())), "margin": rng.choice((-1.0, 1.0))}.get(
+            kind, rng.uniform(-3, 3) if name != "poisson_nll" else rng.uniform(0, 3))
+        a, b = complex(written(u, t)), complex(stable(u, t))
+        assert abs(a - b) <= 1e-12 * (1 + abs(b)), (name, u, t, a, b)

@@ -10,7 +10,9 @@ PASSES = (stabilize, gradient)
 
 
 def derive(spec: LossSpec) -> LossSpec:
-    """Run every pass: stable rewrites of the loss, then its gradient (itself rewritten)."""
+    """Run every pass: stable rewrites of the loss, then its gradient (itself rewritten). The result keeps
+    the spec as written (``.written``) beside its stable form."""
+    written = spec.written or spec
     for step in PASSES:
         spec = step(spec)
-    return spec
+    return spec.with_(written=written)

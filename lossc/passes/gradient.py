@@ -200,3 +200,10 @@ def gradient(spec: LossSpec) -> LossSpec:
     derived = Gradient(_zero_where_infinite(derived.expr, scalars, signs),
                        tuple(replace(a, body=_zero_where_infinite(a.body, scalars, signs)) for a in derived.aux))
     return spec.with_(gradient=derived, reductions=tuple(ctx.reductions))
+
+
+def written_gradient(spec: LossSpec) -> Gradient:
+    """The gradient of the loss as written, with none of the stable rewrites (what ``lossc grad`` shows:
+    the user's own functions, ``log(p_t)`` rather than ``logratio(z_y - lse)``). Not for code."""
+    derived = _GRADIENTS[spec.form](_with_real_abs(spec))
+    return Gradient(_real(derived.expr), tuple(replace(a, body=_real(a.body)) for a in derived.aux))
