@@ -257,3 +257,14 @@ def test_where_of_a_where_of_parameters_in_a_condition(case, backend):
     expected.backward()
     torch.testing.assert_close(u.grad, v.grad, **tol)
 
+
+def test_detach_of_a_constant_is_the_constant():
+    """clamp(detach(tanh(0.1)), 0, 1): detach of a constant stayed unevaluated and clamp could not order it
+    ('not comparable'). Truth: the constant in plain Python."""
+    for body, constant in (("clamp(detach(tanh(0.1)), 0, 1)", math.tanh(0.1)),
+                           ("max(detach(sigmoid(0.3)), 0.5)", 1 / (1 + math.exp(-0.3))),
+                           ("min(detach(log(3)), 2)", math.log(3))):
+        loss = lossc.loss(f"loss g() over binary:\n    return {body} * f\n", reduction="sum")
+        f = torch.tensor([2.0, -1.0], dtype=torch.float64)
+        torch.testing.assert_close(loss(f, torch.ones(2, dtype=torch.float64)),
+                                   torch.tensor(constant, dtype=torch.float64), rtol=1e-15, atol=0)
