@@ -203,6 +203,10 @@ def _nested_where_truths():
         yield (f"binary-{k}", "return where(where(f >= 0, 0.7, k) <= c, f^2, f)", {"k": k, "c": 0.5}, "binary",
                f, [0.0, 1.0, 1.0, 0.0, 1.0],
                lambda u, t, P: where((u < 0) & (P["k"] <= P["c"]), u * u, u))
+    for k in (2.0, -1.0):  # (k > 0) & (f > 1): a test of parameters alone and a tensor in one And
+        yield (f"binary-and-{k}", "return where(where(k > 0, where(f > 1, k, 0.5), 3) < 1, f^2, f)", {"k": k},
+               "binary", f, [0.0, 1.0, 1.0, 0.0, 1.0],
+               lambda u, t, P: where((P["k"] > 0) & (where(u > 1, P["k"], 0.5) < 1), u * u, u))
     for p in (0.0, 2.0):  # the inner where's test of parameters alone picks the parameter, or m
         yield (f"margin-{p}", "return where(where(p <= 1.5, b, m) < b, y * m, m^2)", {"p": p, "b": 2.0}, "margin",
                f, [1.0, -1.0, 1.0, -1.0, 1.0],

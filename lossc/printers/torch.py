@@ -199,11 +199,11 @@ class TorchCodePrinter(TorchPrinter):
             return self._print(sympy.Rel(rhs, lhs, flipped))
         return f"{op}({self._print(lhs)}, {self._print(rhs)})"
 
-    def _print_And(self, expr):
-        return " & ".join(f"({self._print(a)})" for a in expr.args)
+    def _print_And(self, expr):  # (of parameters alone, _print printed it as a Python test)
+        return " & ".join(f"({self._tensor_value(a)})" for a in expr.args)
 
     def _print_Or(self, expr):
-        return " | ".join(f"({self._print(a)})" for a in expr.args)
+        return " | ".join(f"({self._tensor_value(a)})" for a in expr.args)
 
     def _print_Not(self, expr):
         return f"~({self._print(expr.args[0])})"
