@@ -100,7 +100,7 @@ class detach(sympy.Function):
 
     @classmethod
     def eval(cls, x):
-        if x.is_Number:  # a constant has no gradient to stop
+        if x.is_number:  # a constant (detach(tanh(0.1))) has no gradient to stop: its value, comparable
             return x
         return None
 

@@ -110,6 +110,11 @@ def _constant(x, like):
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
 
+def _flag(x, like):
+    # x (a Python bool: a test of parameters alone) as a 0-d bool tensor on like's device
+    return torch.as_tensor(bool(x), device=like.device)
+
+
 def _detach(x):
     return x.detach() if isinstance(x, torch.Tensor) else x
 

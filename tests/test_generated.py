@@ -186,3 +186,89 @@ def test_max_of_constants_sympy_must_evaluate():
     constant = math.log1p(math.exp(1 / (1 + math.exp(-0.37))))
     torch.testing.assert_close(loss(f, torch.ones(2, dtype=torch.float64)), torch.tensor(constant, dtype=torch.float64),
                                rtol=1e-15, atol=0)
+
+
+def _nested_where_truths():
+    """(id, source, parameters, kind, input, target, truth): the wheres whose condition compares an inner
+    where of numbers, parameters or C (sympy folds them into an ITE whose branches are tests of parameters
+    alone), and their values computed by hand in plain torch (per element / row, before the sum)."""
+    relu, where, lse = torch.relu, torch.where, (lambda z: torch.logsumexp(z, dim=1))
+    f = [-3.0, -0.5, 0.25, 1.5, 4.0]
+    z = [[0.3, -1.2, 2.0], [-0.4, 0.1, 0.2], [4.0, 3.5, -2.0], [-3.0, -2.0, -1.0]]
+    yield ("regression", "return where(where(r < 1, 1, 1.25) >= a, a * r, r)", {"a": 1.1}, "regression",
+           f, [0.5] * 5, lambda u, t, P: where(t - u >= 1, P["a"] * (t - u), t - u))
+    yield ("regression-never", "return where(where(r < 1, 1, 1.25) >= a, a * r, r)", {"a": 2.0}, "regression",
+           f, [0.5] * 5, lambda u, t, P: t - u)
+    for k in (0.2, 0.9):  # the inner where's parameter branch passes the test, or not
+        yield (f"binary-{k}", "return where(where(f >= 0, 0.7, k) <= c, f^2, f)", {"k": k, "c": 0.5}, "binary",
+               f, [0.0, 1.0, 1.0, 0.0, 1.0],
+               lambda u, t, P: where((u < 0) & (P["k"] <= P["c"]), u * u, u))
+    for k in (2.0, -1.0):  # (k > 0) & (f > 1): a test of parameters alone and a tensor in one And
+        yield (f"binary-and-{k}", "return where(where(k > 0, where(f > 1, k, 0.5), 3) < 1, f^2, f)", {"k": k},
+               "binary", f, [0.0, 1.0, 1.0, 0.0, 1.0],
+               lambda u, t, P: where((P["k"] > 0) & (where(u > 1, P["k"], 0.5) < 1), u * u, u))
+    for p in (0.0, 2.0):  # the inner where's test of parameters alone picks the parameter, or m
+        yield (f"margin-{p}", "return where(where(p <= 1.5, b, m) < b, y * m, m^2)", {"p": p, "b": 2.0}, "margin",
+               f, [1.0, -1.0, 1.0, -1.0, 1.0],
+               lambda u, t, P: where((P["p"] > 1.5) & (t * u < P["b"]), t * t * u, (t * u) ** 2))
+    for b in (2.0, 0.0):  # (a difference of wheres in the condition; the triton kernel's constant k0 = (b > 1/4))
+        yield (f"margin-diff-{b}", "return where((where(m > 0.5, m, 0.1) - where(0.25 < b, m, 0)) <= 1.5, 1e-3, m)",
+               {"b": b}, "margin", f, [1.0, -1.0, 1.0, -1.0, 1.0],
+               lambda u, t, P: where(where(t * u > 0.5, t * u, 0.1) - (t * u if P["b"] > 0.25 else 0.0) <= 1.5,
+                                     1e-3, t * u))
+    for x in (1.0, -0.25):
+        yield (f"multiclass-{x}", "return where(where(z[y] < 0.5, x, logsumexp(z)) >= 0.5, 0.1, 2 * logsumexp(z))",
+               {"x": x}, "multiclass", z, [2, 0, 1, 2],
+               lambda u, t, P: where(where(u.gather(1, t[:, None])[:, 0] < 0.5, P["x"], lse(u)) >= 0.5, 0.1,
+                                     2 * lse(u)))
+    yield ("distribution-C", "return where(where(C > 1.5, where(logsumexp(z) < 3, 1, 0.25), logsumexp(z)) >= 1, "
+           "1, logsumexp(z))", {}, "distribution", z, [[0.2, 0.3, 0.5]] * 4,
+           lambda u, t, P: where(lse(u) < 3, 1.0, lse(u)))
+    yield ("distribution-pow", "return (pos((logsumexp(z))^(a)))^(0.25)", {"a": 1.5}, "distribution",
+           z[:3], [[0.2, 0.3, 0.5]] * 3, lambda u, t, P: relu(lse(u) ** P["a"]) ** 0.25)  # (lse > 0)
+    for kappa in (2.0, 1.0):  # the inner where is the number 1, or the batch sum
+        yield (f"batch-{kappa}", "return where(where(1.25 >= kappa, sum(s for i), 1) > 0.25, h * sum(s for i), N)",
+               {"kappa": kappa, "h": 0.37}, "batch", [0.1, 0.05, 0.02, 0.03, 0.9][:4 if kappa == 1.0 else 5],
+               [1.0, 0.0, 1.0, 0.0, 1.0][:4 if kappa == 1.0 else 5],
+               lambda u, t, P: where((P["kappa"] > 1.25) | (u.sum() > 0.25), P["h"] * u.sum(),
+                                     torch.tensor(float(u.numel()), dtype=u.dtype)))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+@pytest.mark.parametrize("case", list(_nested_where_truths()), ids=lambda c: c[0])
+def test_where_of_a_where_of_parameters_in_a_condition(case, backend):
+    """A where whose condition compares an inner where of numbers, parameters or C: sympy folds the test
+    into ITE(inner test, a test of parameters alone, ...), and a truth value of parameters alone (a Python
+    bool) was handed to torch.where as its condition, or written by the pooled program into a float buffer
+    ('where expected condition to be a boolean tensor'), or read by a triton kernel as a float constant
+    ('invalid operands of type float32'). Truth: the same function by hand in plain torch."""
+    _, body, params, kind, x, target, truth = case
+    if backend == "triton" and importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    header = ", ".join(f"{k} = {v}" for k, v in params.items())
+    loss = lossc.loss(f"loss g({header}) over {kind}:\n    {body}\n", backend=backend,
+                      **({} if kind == "batch" else {"reduction": "sum"}), **params)
+    u = torch.tensor(x, dtype=dtype, requires_grad=True)
+    t = torch.tensor(target, dtype=torch.long if kind == "multiclass" else dtype)
+    value = loss(u, t)
+    v = u.detach().clone().requires_grad_(True)
+    expected = truth(v, t, params)
+    expected = expected if kind == "batch" else expected.sum()
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-14}
+    torch.testing.assert_close(value, expected.to(dtype), **tol)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(u.grad, v.grad, **tol)
+
+
+def test_detach_of_a_constant_is_the_constant():
+    """clamp(detach(tanh(0.1)), 0, 1): detach of a constant stayed unevaluated and clamp could not order it
+    ('not comparable'). Truth: the constant in plain Python."""
+    for body, constant in (("clamp(detach(tanh(0.1)), 0, 1)", math.tanh(0.1)),
+                           ("max(detach(sigmoid(0.3)), 0.5)", 1 / (1 + math.exp(-0.3))),
+                           ("min(detach(log(3)), 2)", math.log(3))):
+        loss = lossc.loss(f"loss g() over binary:\n    return {body} * f\n", reduction="sum")
+        f = torch.tensor([2.0, -1.0], dtype=torch.float64)
+        torch.testing.assert_close(loss(f, torch.ones(2, dtype=torch.float64)),
+                                   torch.tensor(constant, dtype=torch.float64), rtol=1e-15, atol=0)

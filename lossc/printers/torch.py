@@ -11,6 +11,7 @@ import ast
 from dataclasses import dataclass
 
 import sympy
+from sympy.logic.boolalg import Boolean
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
@@ -47,6 +48,12 @@ SCALAR_FUNCTIONS = {
 }
 
 
+def is_truth(expr, booleans=frozenset()) -> bool:
+    """Whether expr is a truth value: a test, a logic operation, True/False, or one of ``booleans`` (the
+    CSE temporaries known to hold one; a sympy Symbol is a Boolean too, so no other symbol counts)."""
+    return isinstance(expr, Boolean) and not isinstance(expr, sympy.Symbol) or expr in booleans
+
+
 def _symbol_code(names: dict, symbol: sympy.Symbol) -> str:
     """A symbol's code: its name in ``names``, else its own name when that is a code identifier (CSE
     temporaries); an internal symbol without a code name is a printer bug, never printed as is."""
@@ -77,19 +84,25 @@ class _ScalarPrinter(PythonCodePrinter):
 class TorchCodePrinter(TorchPrinter):
     """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
 
-    def __init__(self, names: dict, scalars: set, like: str | None = None):
+    def __init__(self, names: dict, scalars: set, like: str | None = None, booleans=frozenset()):
         super().__init__({"strict": True})
         self.names = names
         self.scalars = scalars
         self.like = like  # a tensor of the compute dtype: numbers alone take it (see _print_Piecewise)
+        self.booleans = booleans  # CSE temporaries whose value is a truth value (their symbols are Exprs)
         self.scalar_printer = _ScalarPrinter(names)
 
     def _is_scalar(self, expr) -> bool:
         return isinstance(expr, sympy.Expr) and expr.free_symbols <= self.scalars
 
+    def _is_boolean(self, expr) -> bool:
+        return is_truth(expr, self.booleans)
+
     def _print(self, expr, **kwargs):
         if self._is_scalar(expr) and not isinstance(expr, sympy.Symbol) and not expr.is_Number:
             return "(" + self.scalar_printer.doprint(expr) + ")"
+        if self._is_scalar_condition(expr) and not isinstance(expr, sympy.Symbol):
+            return "(" + self.scalar_printer.doprint(expr) + ")"  # parameters alone: a Python bool
         return super()._print(expr, **kwargs)
 
     def _print_Symbol(self, expr):
@@ -140,18 +153,24 @@ class TorchCodePrinter(TorchPrinter):
                     text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
             return text
         last = None
-        if self.like and all(self._is_scalar(value) for value, _ in expr.args):
+        if all(self._is_scalar(value) or self._is_scalar_condition(value) for value, _ in expr.args):
             # torch.where of numbers alone gives the default dtype: the last one takes the input's instead
-            last = f"_constant({self._print(expr.args[-1][0])}, {self.like})"
+            last = self._tensor_value(expr.args[-1][0])
         return print_piecewise(self, expr, "torch.where", last)
 
     def _tensor_value(self, value) -> str:
+        """A where's value as a tensor when it is of parameters alone: a number in the compute dtype, a
+        truth value (a where nested in a condition) a bool tensor, so that whichever branch a Python test
+        picks, the where is a tensor of one dtype (never a Python bool that torch.where refuses as its
+        condition, nor a number where a bool is wanted)."""
         text = self._print(value)
-        return f"_constant({text}, {self.like})" if self.like and self._is_scalar(value) else text
+        if not self.like or not (self._is_scalar(value) or self._is_scalar_condition(value)):
+            return text
+        return f"_flag({text}, {self.like})" if self._is_boolean(value) else f"_constant({text}, {self.like})"
 
     def _is_scalar_condition(self, cond) -> bool:
-        return isinstance(cond, sympy.Basic) and cond not in (sympy.true, sympy.false) and \
-            cond.free_symbols <= self.scalars
+        """A truth value of parameters alone (True and False too): a Python bool."""
+        return self._is_boolean(cond) and cond.free_symbols <= self.scalars
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
@@ -180,11 +199,11 @@ class TorchCodePrinter(TorchPrinter):
             return self._print(sympy.Rel(rhs, lhs, flipped))
         return f"{op}({self._print(lhs)}, {self._print(rhs)})"
 
-    def _print_And(self, expr):
-        return " & ".join(f"({self._print(a)})" for a in expr.args)
+    def _print_And(self, expr):  # (of parameters alone, _print printed it as a Python test)
+        return " & ".join(f"({self._tensor_value(a)})" for a in expr.args)
 
     def _print_Or(self, expr):
-        return " | ".join(f"({self._print(a)})" for a in expr.args)
+        return " | ".join(f"({self._tensor_value(a)})" for a in expr.args)
 
     def _print_Not(self, expr):
         return f"~({self._print(expr.args[0])})"
@@ -247,11 +266,12 @@ class _Emitter:
         self.names, self.scalars = _names(spec)
         self.like = like or {"row": "z", "elementwise": "u"}.get(spec.form)
         self.lines: list[tuple[str, str]] = []
+        self.booleans: set = set()  # the temporaries holding truth values
         self.counter = 0
         self.planned: dict | None = None
 
     def printer(self) -> TorchCodePrinter:
-        return TorchCodePrinter(self.names, self.scalars, self.like)
+        return TorchCodePrinter(self.names, self.scalars, self.like, self.booleans)
 
     def plan(self, exprs: list[sympy.Expr]) -> None:
         """One CSE over every expression the later stages will ask for: a subexpression shared by a
@@ -266,6 +286,8 @@ class _Emitter:
     def _emit(self, symbol: sympy.Symbol, value: sympy.Expr) -> None:
         if value.free_symbols <= self.scalars:
             self.scalars.add(symbol)
+        if is_truth(value, self.booleans):
+            self.booleans.add(symbol)
         self.names[symbol] = symbol.name
         self.lines.append((symbol.name, self.printer().doprint(value)))
 
@@ -624,7 +646,7 @@ HELPERS = {
     "_detach": lambda shapes: shapes[0],
     ".div_": lambda shapes: shapes[0],
 }
-NUMBERS = ("_constant", "_scalar", "_num_classes")  # calls whose result is a number (or a 0-d tensor)
+NUMBERS = ("_constant", "_flag", "_scalar", "_num_classes")  # calls whose result is a number (or a 0-d tensor)
 _SCALAR = (False, False)
 
 
@@ -703,7 +725,8 @@ class _Flattener:
         shape = self.shape(node)
         if shape == _SCALAR:  # a number, or a small tensor ([1, 1], 0-d): as printed, not pooled
             names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
-            return self.segment(node), shape, frozenset().union(*[self.holds.get(n, ()) for n in names]), False
+            return (self.segment(node), shape, frozenset().union(*[self.holds.get(n, ()) for n in names]),
+                    self._truth(node))
         if isinstance(node, ast.Name):
             return node.id, shape, self.holds.get(node.id, frozenset()), node.id in self.bool
         if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store) \
@@ -736,6 +759,19 @@ class _Flattener:
                 return text, shape, frozenset().union(*[p[2] for p in parts]), False
         raise NotImplementedError(f"pooled program: cannot flatten {ast.dump(node)}")
 
+    def _truth(self, node) -> bool:
+        """Whether a scalar node is a truth value (a Python bool, or _flag's bool tensor)."""
+        if isinstance(node, (ast.Compare, ast.BoolOp)) or isinstance(node, ast.UnaryOp) and \
+                isinstance(node.op, ast.Not):
+            return True
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, bool)
+        if isinstance(node, ast.Name):
+            return node.id in self.bool
+        if isinstance(node, ast.IfExp):
+            return self._truth(node.body) and self._truth(node.orelse)
+        return isinstance(node, ast.Call) and self.name(node.func) == "_flag"
+
     def _number(self, node) -> bool:
         """Whether a scalar node is a Python number (else a 0-d tensor, as _constant(x, like) is)."""
         return not any(isinstance(n, ast.Call) and self.name(n.func) == "_constant" for n in ast.walk(node))
@@ -743,11 +779,9 @@ class _Flattener:
     def pooled(self, op, args, shape, into):
         template = OPS[op]
         parts = [self.operand(a) for a in args]
-        # a where choosing between two bool values (a where nested in a condition; sympy may make one of them
-        # True or False) is bool too
-        is_bool = op in BOOL_OPS or (op == "torch.where" and all(
-            part[3] or (isinstance(arg, ast.Constant) and isinstance(arg.value, bool))
-            for part, arg in zip(parts[1:], args[1:])))
+        # a where choosing between two truth values (a where nested in a condition; sympy may make one of
+        # them True, False or a test of parameters alone) is bool too
+        is_bool = op in BOOL_OPS or (op == "torch.where" and all(part[3] for part in parts[1:]))
         uses = frozenset().union(*[p[2] for p in parts])
         texts = [p[0] for p in parts]
         if into is not None:

@@ -26,7 +26,7 @@ from sympy.printing.precedence import precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
-from .torch import _ScalarPrinter
+from .torch import _ScalarPrinter, is_truth
 from . import print_piecewise
 
 # Atom -> tl function of one tensor argument (the class name of the sympy node).
@@ -70,6 +70,7 @@ class _Constants:
         self.host = _ScalarPrinter(names)
         self.by_expr: dict = {}
         self.lines: list[tuple[str, str]] = []
+        self.truths: set = set()  # the constants that hold a truth value (1.0 or 0.0, as every constant a float)
 
     def name_of(self, expr: sympy.Expr) -> str:
         if expr not in self.by_expr:
@@ -81,6 +82,8 @@ class _Constants:
     def bind(self, symbol: sympy.Symbol, expr: sympy.Expr) -> str:
         """A CSE temporary of scalars only becomes a constant, usable by later constants."""
         name = self.name_of(expr)
+        if is_truth(expr):
+            self.truths.add(name)  # (a where nested in a condition: a test of parameters alone)
         self.host.names[symbol] = name
         self.scalars.add(symbol)
         self.by_expr.setdefault(symbol, name)
@@ -97,7 +100,8 @@ class TritonCodePrinter(PythonCodePrinter):
 
     def _print(self, expr, **kwargs):
         if isinstance(expr, sympy.Expr) and not expr.is_Number and expr.free_symbols <= self.constants.scalars:
-            return self.constants.name_of(expr)
+            name = self.constants.name_of(expr)
+            return f"({name} != 0.0)" if name in self.constants.truths else name  # (a truth value: a test)
         name = type(expr).__name__
         if name in TL_FUNCTIONS:
             arg = self._print(expr.args[0])
