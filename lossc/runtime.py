@@ -110,6 +110,11 @@ def _constant(x, like):
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
 
+def _per_class(x, z):
+    # x (a number, or one value per row [N, 1]) as a value per class, z's shape [N, C]
+    return torch.broadcast_to(torch.as_tensor(x, dtype=z.dtype, device=z.device), z.shape)
+
+
 def _flag(x, like):
     # x (a Python bool: a test of parameters alone) as a 0-d bool tensor on like's device
     return torch.as_tensor(bool(x), device=like.device)

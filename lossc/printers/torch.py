@@ -144,11 +144,16 @@ class TorchCodePrinter(TorchPrinter):
             # a condition on parameters alone (where(k > 0, r^2, abs(r))) is a Python test, not a tensor
             # a value of numbers and parameters alone is a tensor of the compute dtype, so that the
             # function around it (tanh(where(k > 0, 1, f))) takes a tensor whichever branch runs
+            # in a class reduction's body, each branch has the row's shape [N, C]: lse (one per row) where
+            # the other branch is q[j] would otherwise be summed once, not C times
+            per_row = per_class(expr)
+            shaped = ((lambda v: f"_per_class({self._tensor_value(v)}, {self._print(Z_J)})"
+                       if per_row and not per_class(v) else self._tensor_value(v)))
             *pieces, (default, _) = expr.args
-            text = self._tensor_value(default)
+            text = shaped(default)
             for value, cond in reversed(pieces):
                 if self._is_scalar_condition(cond):
-                    text = f"({self._tensor_value(value)} if {self.scalar_printer.doprint(cond)} else {text})"
+                    text = f"({shaped(value)} if {self.scalar_printer.doprint(cond)} else {text})"
                 else:
                     text = f"torch.where({self._print(cond)}, {self._print(value)}, {text})"
             return text
@@ -550,7 +555,7 @@ def batch_programs(spec: LossSpec) -> dict[str, Program]:
     for name, code in zip(names, codes):
         terms.assign(name, code)
     # (a where of numbers alone takes the sums' dtype, not torch's default float32)
-    value = _Emitter(spec, like="B[0]" if sums else None)
+    value = _Emitter(spec, like="N")  # (N: the batch size, a tensor of the sums' dtype even without sums)
     value.lines += unpack
     (loss,) = value.stage([spec.expr])
     value.assign("loss", loss)
