@@ -726,7 +726,7 @@ class _Lowering:
     def where(self, cond, a, b, node):
         if isinstance(cond, sympy.Expr) and cond.free_symbols & {IS_Y}:
             return self.lift(lambda x, y: cond * x + (1 - cond) * y, [a, b], node)
-        cond = self.boolean(cond, node)
+        cond = _unfold_wheres(self.boolean(cond, node))
         return self.lift(lambda x, y: sympy.Piecewise((x, cond), (y, True)), [a, b], node)
 
     def lift(self, fn, values, node):
@@ -1009,6 +1009,25 @@ def _constant_power_digits(a, b) -> float:
 
 def _is_condition(value) -> bool:
     return isinstance(value, sympy.Basic) and not isinstance(value, sympy.Expr)
+
+
+def _unfold_wheres(cond):
+    """A condition comparing a where (``where(r < 1, 1, 1.25) >= a1``) as the same test without one:
+    ``(r < 1 & 1 >= a1) | (r >= 1 & 1.25 >= a1)``. sympy does this itself, but then simplifies the result
+    with simplify_logic(deep=True), which runs the whole of simplify on both sides of every relation:
+    minutes for a where nested in a condition beside exp and tanh."""
+    if not isinstance(cond, sympy.Basic) or not cond.has(sympy.Piecewise):
+        return cond
+    if isinstance(cond, (sympy.And, sympy.Or, sympy.Not)):
+        return cond.func(*(_unfold_wheres(a) for a in cond.args))
+    inner = next(e for e in sympy.preorder_traversal(cond) if isinstance(e, sympy.Piecewise))
+    cases, earlier = [], []
+    for value, test in inner.args:  # (the first piece whose test holds)
+        test = _unfold_wheres(test)
+        taken = sympy.And(test, *(sympy.Not(t) for t in earlier))
+        cases.append(sympy.And(taken, _unfold_wheres(cond.xreplace({inner: value}))))
+        earlier.append(test)
+    return sympy.Or(*cases)
 
 
 def _logaddexp(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
