@@ -14,16 +14,18 @@ import importlib
 
 __version__ = "0.1.0"
 
+from .check import check, poly  # noqa: E402  (light: the checker loads sympy when it runs; and the
+# functions must be bound over the subpackage lossc.check, which its import sets as an attribute)
+
 #: public name -> the submodule that defines it
 _EXPORTS = {
     **dict.fromkeys(("loss", "parse", "generate", "source", "catalog", "module"), "api"),
-    **dict.fromkeys(("check", "poly"), "check"),
     **dict.fromkeys(("LossError", "LossSyntaxError", "LossNameError", "LossKindError", "LossParamError",
                      "LossInputError"), "errors"),
     "LossSpec": "ir",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = list(_EXPORTS) + ["check", "poly"]
 
 
 def __getattr__(name: str):

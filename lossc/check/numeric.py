@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 import torch
 
+from ..runtime import _as_rows
+
 DTYPE = torch.float64
 
 
@@ -47,7 +49,7 @@ class Evaluator:
     def row(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L(z_i, y_i) for rows z [M, C] (float64) and targets y [M]."""
         out = self.kernel.loss(z, y, self.P)
-        return self.module._as_rows(out, z.shape[0], z)
+        return _as_rows(out, z.shape[0], z)
 
     def row_np(self, z, y) -> np.ndarray:
         z = torch.as_tensor(np.asarray(z, dtype=np.float64)).reshape(-1, np.shape(z)[-1])
@@ -80,7 +82,7 @@ class Evaluator:
     # ---------------------------------------------------------------- elementwise form
     def elem(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.kernel.loss(u, t, self.P)
-        return self.module._as_rows(out, u.shape[0], u)
+        return _as_rows(out, u.shape[0], u)
 
     def elem_np(self, u, t) -> np.ndarray:
         u = torch.as_tensor(np.asarray(u, dtype=np.float64)).reshape(-1)
