@@ -328,3 +328,34 @@ def test_class_max_and_min_of_a_row_expression(backend, body, kind, plain):
     assert torch.isfinite(x.grad).all(), x.grad
     torch.testing.assert_close(x.grad.double(), z.grad, **tol)
 
+
+def test_nested_min_max_keep_every_bound():
+    """min(max(logistic(), min(0.25, m)), clamp(m, 0.5, 1)) gave 3.136 instead of 2.25: sympy's Min took the
+    0.25 of the Min nested inside the Max for a bound of the whole and dropped clamp's Max(m, 1/2). Found by
+    scripts/fuzz_backends.py. Truth: random nested min / max of numbers, x, y, exp(x), -y, evaluated in plain
+    Python at a few points, against the sympy expression lossc builds (its Min / Max)."""
+    import sympy
+    x, y = sympy.symbols("x y", real=True)
+
+    def build(r, depth, at):
+        if depth == 0 or r.random() < 0.25:
+            leaf = r.choice(["number", "x", "y", "exp", "neg"])
+            if leaf == "number":
+                q = sympy.Rational(r.randint(-4, 4), 4)
+                return q, float(q)
+            return {"x": (x, at[0]), "y": (y, at[1]), "exp": (sympy.exp(x), math.exp(at[0])), "neg": (-y, -at[1])}[leaf]
+        kids = [build(r, depth - 1, at) for _ in range(r.randint(2, 3))]
+        pick = r.random() < 0.5
+        return (sympy.Min if pick else sympy.Max)(*[e for e, _ in kids]), (min if pick else max)(v for _, v in kids)
+
+    for seed in range(200):
+        r = random.Random(seed)
+        at = (r.choice([-1.0, -0.3, 0.0, 0.2, 0.6, 1.5]), r.choice([-2.0, -0.5, 0.1, 0.7, 3.0]))
+        expr, value = build(r, 4, at)
+        assert float(expr.subs({x: at[0], y: at[1]})) == pytest.approx(value, abs=1e-12), (seed, expr, at)
+    loss = lossc.loss("loss g() over margin:\n    return min(max(logistic(), min(0.25, m)), clamp(m, 0.5, 1))\n",
+                      reduction="none")
+    f = torch.tensor([52.0, 2.4, -3463.8, 0.0, 0.0, 8365.6], dtype=torch.float64)
+    m = f.clone()  # targets +1: m = f
+    plain = torch.minimum(torch.maximum(torch.nn.functional.softplus(-m), torch.clamp_max(m, 0.25)), m.clamp(0.5, 1))
+    torch.testing.assert_close(loss(f, torch.ones(6, dtype=torch.float64)), plain, rtol=1e-15, atol=0)
