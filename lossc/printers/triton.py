@@ -356,7 +356,7 @@ class _MaxBodies:
     """The bodies of a row kernel's max reductions, each one named per-class value ``_hk`` (``_hk_y`` at
     the target), whose line is the body printed on its own: the same text wherever it is computed."""
 
-    def __init__(self, spec: LossSpec, names: dict, em: "_KernelEmitter", reductions):
+    def __init__(self, spec: LossSpec, em: "_KernelEmitter", reductions):
         self.em, self.has_target = em, spec.has_target
         self.body = {r.symbol: r.body for r in reductions if r.op == "max"}
         self.symbol = {s: sympy.Symbol(f"_h{i + 1}") for i, s in enumerate(self.body)}
@@ -432,7 +432,7 @@ def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
     # the gradient finds a max reduction's argmax again by == on its body: that body is one named value,
     # printed as one text in every pass that reads it (each pass's CSE would write it its own way: z/(p + 0.5)
     # in the max, z * (1/(p + 0.5)) in the gradient, an ulp apart), and at the target the same text of z_y, p_t
-    heads = _MaxBodies(spec, names, em, loss_reductions + aux)
+    heads = _MaxBodies(spec, em, loss_reductions + aux)
     g = heads.substitute(g)
     aux = tuple(replace(r, body=heads.substitute(r.body)) for r in aux)
     loss_reductions = tuple(replace(r, body=heads.symbol[r.symbol]) if r.symbol in heads.symbol else r
