@@ -232,4 +232,5 @@ def written_gradient(spec: LossSpec) -> Gradient:
     """The gradient of the loss as written, with none of the stable rewrites (what ``lossc grad`` shows:
     the user's own functions, ``log(p_t)`` rather than ``logratio(z_y - lse)``). Not for code."""
     derived = _GRADIENTS[spec.form](_with_real_abs(spec))
-    return Gradient(_real(derived.expr), tuple(replace(a, body=_real(a.body)) for a in derived.aux))
+    return Gradient(_indicators(_real(derived.expr), spec.reductions),
+                    tuple(replace(a, body=_indicators(_real(a.body), spec.reductions)) for a in derived.aux))
