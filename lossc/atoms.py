@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
+from sympy.functions.elementary.miscellaneous import MinMaxBase
 
 __all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "FUNCTIONS"]
 
@@ -130,6 +131,37 @@ class logratio(sympy.Function):
     def _eval_rewrite_as_exp(self, d, **kwargs):
         return d / (1 - sympy.exp(d))
 
+
+_SYMPY_COLLAPSE = MinMaxBase._collapse_arguments.__func__
+
+
+def _collapse_min_max(cls, args, **assumptions):
+    """sympy's removal of redundant Min / Max arguments, with its numeric step on the arguments themselves.
+
+    sympy (1.14) bounds ``Min(1, A, B)`` by the smallest number it finds in any Min nested anywhere in its
+    arguments, and drops the Max arguments above that bound: ``Min(Max(f, Min(1/4, m)), Min(Max(m, 1/2),
+    1))`` became ``Min(1, Max(f, Min(1/4, m)))``, although the nested Min(1/4, m) bounds nothing once the
+    Max around it takes f (the clamp's lower bound was lost: 3.14 instead of 2.25 for a margin loss). Only
+    a number that is an argument bounds the result. So sympy's own steps run on the other arguments, and
+    the numeric one here: ``Min(c, .., Max(d, ..))`` drops that Max when d >= c (``Max`` alike)."""
+    args = list(args)
+    numbers = [a for a in args if a.is_number]
+    if not numbers:
+        return _SYMPY_COLLAPSE(cls, args, **assumptions)
+    rest = _SYMPY_COLLAPSE(cls, [a for a in args if not a.is_number], **assumptions)
+    smaller = (lambda a, b: a < b) if issubclass(cls, sympy.Min) else (lambda a, b: a > b)
+    other = sympy.Max if issubclass(cls, sympy.Min) else sympy.Min
+    bound = None
+    for v in numbers:
+        if v.is_comparable and (bound is None or smaller(v, bound) == True):  # noqa: E712 (a sympy bool)
+            bound = v
+    if bound is not None:
+        rest = [a for a in rest if not (isinstance(a, other) and any(
+            v.is_comparable and (v == bound or smaller(bound, v) == True) for v in a.args))]  # noqa: E712
+    return numbers + list(rest)
+
+
+MinMaxBase._collapse_arguments = classmethod(_collapse_min_max)
 
 # The language's scalar functions: name -> (arity, builder).
 FUNCTIONS: dict[str, tuple[int, object]] = {

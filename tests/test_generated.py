@@ -272,3 +272,90 @@ def test_detach_of_a_constant_is_the_constant():
         f = torch.tensor([2.0, -1.0], dtype=torch.float64)
         torch.testing.assert_close(loss(f, torch.ones(2, dtype=torch.float64)),
                                    torch.tensor(constant, dtype=torch.float64), rtol=1e-15, atol=0)
+
+
+def _masked(values, t, fill):
+    """values [N, C] with each row's target entry replaced by fill (a reduction over j != y)."""
+    return values.masked_fill(torch.nn.functional.one_hot(t, values.shape[1]).bool(), fill)
+
+
+# (source body, kind, plain float64 torch of the loss per row from z [N, C] and t): class reductions max /
+# min whose body reads the whole row (log_softmax, softmax, lse), over j and j != y
+ROW_EXTREMA = [
+    ("max((3 * log_softmax(z)[j]) for j != y)", "multiclass",
+     lambda z, t: _masked(3 * torch.log_softmax(z, 1), t, -math.inf).amax(1)),
+    ("min(log_softmax(z)[j] for j)", "multiclass", lambda z, t: torch.log_softmax(z, 1).amin(1)),
+    ("min((softmax(z)[j] * z[j]) for j != y)", "multiclass",
+     lambda z, t: _masked(torch.softmax(z, 1) * z, t, math.inf).amin(1)),
+    ("logsumexp(z) * max((softmax(z)[j] - z[j]) for j != y)", "multiclass",
+     lambda z, t: torch.logsumexp(z, 1) * _masked(torch.softmax(z, 1) - z, t, -math.inf).amax(1)),
+    ("max(((z[j] / (0.5 + softmax(z)[j])) - softmax(z)[j]) for j)", "distribution",
+     lambda z, q: (z / (0.5 + torch.softmax(z, 1)) - torch.softmax(z, 1)).amax(1)),
+    ("max((softmax(z)[j] - z[j]) for j)", "distribution", lambda z, q: (torch.softmax(z, 1) - z).amax(1)),
+    ("min(log_softmax(z)[j] for j)", "distribution", lambda z, q: torch.log_softmax(z, 1).amin(1)),
+]
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+@pytest.mark.parametrize("body,kind,plain", ROW_EXTREMA, ids=[f"{k}-{b}" for b, k, _ in ROW_EXTREMA])
+def test_class_max_and_min_of_a_row_expression(backend, body, kind, plain):
+    """max / min over the classes of an expression that reads the whole row: the gradient is that of the
+    selected class's expression with respect to every logit (split equally between tied maximisers, as
+    torch.amax's backward). The fused engines found the argmax again by == on a test sympy had rearranged
+    (Eq(R1, 3 z[j] - 3 lse) became Eq(lse, z[j] - R1/3)): grad[y] 0 instead of -0.37 at a tie of
+    max(3 log_softmax(z)[j] for j != y), -0.0 or 0/0 elsewhere. Found by scripts/fuzz_backends.py.
+    Truth: torch autograd of the loss written by hand in float64 (triton: float32, rows rounded first)."""
+    if backend == "triton" and importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    rows = torch.tensor([[0.0, 0.0, 0.0, 0.0],            # every class tied
+                         [1.0, 1.0, -2.0, 0.5],            # two tied at the top
+                         [-2.0, 0.5, 0.5, -2.0],           # two tied at each end
+                         [-2.07, -1.26, 0.3689, 0.3690],   # a near tie
+                         [3184.6, 9065.9, -8613.4, 1.0],   # saturated: p underflows
+                         [0.3, -1.1, 2.2, 0.7]], dtype=torch.float64).to(dtype)
+    t = torch.tensor([3, 2, 1, 0, 1, 2]) if kind == "multiclass" else torch.softmax(rows.double(), 1).to(dtype)
+    grad_output = torch.tensor([0.37, -2.0, 1.0, 0.5, 1.5, -0.25], dtype=torch.float64)
+    loss = lossc.loss(f"loss g() over {kind}:\n    return {body}\n", backend=backend, reduction="none")
+    x = rows.clone().requires_grad_(True)
+    value = loss(x, t)
+    value.backward(grad_output.to(dtype))
+    z = rows.double().requires_grad_(True)
+    truth = plain(z, t)
+    truth.backward(grad_output)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(value.double(), truth.detach(), **tol)
+    assert torch.isfinite(x.grad).all(), x.grad
+    torch.testing.assert_close(x.grad.double(), z.grad, **tol)
+
+
+def test_nested_min_max_keep_every_bound():
+    """min(max(logistic(), min(0.25, m)), clamp(m, 0.5, 1)) gave 3.136 instead of 2.25: sympy's Min took the
+    0.25 of the Min nested inside the Max for a bound of the whole and dropped clamp's Max(m, 1/2). Found by
+    scripts/fuzz_backends.py. Truth: random nested min / max of numbers, x, y, exp(x), -y, evaluated in plain
+    Python at a few points, against the sympy expression lossc builds (its Min / Max)."""
+    import sympy
+    x, y = sympy.symbols("x y", real=True)
+
+    def build(r, depth, at):
+        if depth == 0 or r.random() < 0.25:
+            leaf = r.choice(["number", "x", "y", "exp", "neg"])
+            if leaf == "number":
+                q = sympy.Rational(r.randint(-4, 4), 4)
+                return q, float(q)
+            return {"x": (x, at[0]), "y": (y, at[1]), "exp": (sympy.exp(x), math.exp(at[0])), "neg": (-y, -at[1])}[leaf]
+        kids = [build(r, depth - 1, at) for _ in range(r.randint(2, 3))]
+        pick = r.random() < 0.5
+        return (sympy.Min if pick else sympy.Max)(*[e for e, _ in kids]), (min if pick else max)(v for _, v in kids)
+
+    for seed in range(200):
+        r = random.Random(seed)
+        at = (r.choice([-1.0, -0.3, 0.0, 0.2, 0.6, 1.5]), r.choice([-2.0, -0.5, 0.1, 0.7, 3.0]))
+        expr, value = build(r, 4, at)
+        assert float(expr.subs({x: at[0], y: at[1]})) == pytest.approx(value, abs=1e-12), (seed, expr, at)
+    loss = lossc.loss("loss g() over margin:\n    return min(max(logistic(), min(0.25, m)), clamp(m, 0.5, 1))\n",
+                      reduction="none")
+    f = torch.tensor([52.0, 2.4, -3463.8, 0.0, 0.0, 8365.6], dtype=torch.float64)
+    m = f.clone()  # targets +1: m = f
+    plain = torch.minimum(torch.maximum(torch.nn.functional.softplus(-m), torch.clamp_max(m, 0.25)), m.clamp(0.5, 1))
+    torch.testing.assert_close(loss(f, torch.ones(6, dtype=torch.float64)), plain, rtol=1e-15, atol=0)

@@ -34,12 +34,36 @@ def _d_lse(e: sympy.Expr) -> sympy.Expr:
     return sympy.diff(e, LSE) - P_T * sympy.diff(e, P_T)
 
 
+class _argmax(sympy.Function):
+    """``[h(j) == R]`` for a max reduction ``R = max_j h(j)`` (args R, h): 1 at the classes that attain it.
+
+    Opaque while the gradient is derived and rewritten: ``sympy.simplify`` and the stable rewrites would
+    otherwise rearrange the test (``Eq(R1, 3 z[j] - 3 lse)`` into ``Eq(lse, z[j] - R1/3)``), which in
+    floating point no longer finds the maximiser the reduction computed (a gradient of 0, or 0/0 once no
+    class passes it). ``_indicators`` then writes it as a test of the reduction's own body, exactly as the
+    reduction computes it, so that the printers find the argmax again by ``==``. Its derivative is 0."""
+
+    def fdiff(self, argindex=1):
+        return sympy.S.Zero
+
+    def _eval_is_nonnegative(self):
+        return True
+
+
 def _weight(r: Reduction) -> sympy.Expr:
     if r.op == "sum":
         return sympy.S.One
     if r.op == "lse":
         return sympy.exp(r.body - r.symbol)
-    return sympy.Piecewise((1, sympy.Eq(r.body, r.symbol)), (0, True))
+    return _argmax(r.symbol, r.body)
+
+
+def _indicators(expr: sympy.Expr, reductions) -> sympy.Expr:
+    """Every ``_argmax(R, ..)`` as ``Piecewise((1, Eq(body of R, R)), (0, True))``, with R's body as the
+    spec computes the reduction (whatever the derivation made of the copy it carried)."""
+    bodies = {r.symbol: r.body for r in reductions}
+    return expr.replace(lambda n: isinstance(n, _argmax),
+                        lambda n: sympy.Piecewise((1, sympy.Eq(bodies[n.args[0]], n.args[0])), (0, True)))
 
 
 def row_gradient(spec: LossSpec) -> Gradient:
@@ -199,6 +223,8 @@ def gradient(spec: LossSpec) -> LossSpec:
     signs = _signs(spec)
     derived = Gradient(_zero_where_infinite(derived.expr, scalars, signs),
                        tuple(replace(a, body=_zero_where_infinite(a.body, scalars, signs)) for a in derived.aux))
+    derived = Gradient(_indicators(derived.expr, ctx.reductions),
+                       tuple(replace(a, body=_indicators(a.body, ctx.reductions)) for a in derived.aux))
     return spec.with_(gradient=derived, reductions=tuple(ctx.reductions))
 
 
@@ -206,4 +232,5 @@ def written_gradient(spec: LossSpec) -> Gradient:
     """The gradient of the loss as written, with none of the stable rewrites (what ``lossc grad`` shows:
     the user's own functions, ``log(p_t)`` rather than ``logratio(z_y - lse)``). Not for code."""
     derived = _GRADIENTS[spec.form](_with_real_abs(spec))
-    return Gradient(_real(derived.expr), tuple(replace(a, body=_real(a.body)) for a in derived.aux))
+    return Gradient(_indicators(_real(derived.expr), spec.reductions),
+                    tuple(replace(a, body=_indicators(_real(a.body), spec.reductions)) for a in derived.aux))

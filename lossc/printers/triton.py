@@ -18,7 +18,7 @@ hold the loops, loads, masks and stores and no math of any loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
@@ -352,6 +352,53 @@ def _used_aux(g: sympy.Expr, aux: tuple[Reduction, ...]) -> tuple[Reduction, ...
     return tuple(r for r in aux if r.symbol in used)
 
 
+class _MaxBodies:
+    """The bodies of a row kernel's max reductions, each one named per-class value ``_hk`` (``_hk_y`` at
+    the target), whose line is the body printed on its own: the same text wherever it is computed."""
+
+    def __init__(self, spec: LossSpec, em: "_KernelEmitter", reductions):
+        self.em, self.has_target = em, spec.has_target
+        self.body = {r.symbol: r.body for r in reductions if r.op == "max"}
+        self.symbol = {s: sympy.Symbol(f"_h{i + 1}") for i, s in enumerate(self.body)}
+        self.target = {s: sympy.Symbol(f"_h{i + 1}_y") for i, s in enumerate(self.body)}
+        for s in self.body:
+            em.names[self.symbol[s]], em.names[self.target[s]] = self.symbol[s].name, self.target[s].name
+        # the target's values under the names of the class's: the body's text with z_y for z, p_t for p, ...
+        self.target_names = dict(em.names)
+        self.target_names.update({Z_J: em.names[Z_Y], P_J: em.names[P_T]})
+        for v in spec.class_vectors:
+            self.target_names[class_entry(v)] = em.names[class_entry(v, "y")]
+
+    def substitute(self, expr: sympy.Expr) -> sympy.Expr:
+        """Each argmax test ``Eq(body, R)`` (see passes/gradient.py) as ``Eq(_hk, R)``."""
+        tests = {}
+        for s, body in self.body.items():
+            tests[sympy.Eq(body, s, evaluate=False)] = tests[sympy.Eq(s, body, evaluate=False)] = \
+                sympy.Eq(self.symbol[s], s, evaluate=False)
+        return expr.xreplace(tests)
+
+    def at_target(self, expr: sympy.Expr) -> sympy.Expr:
+        """The tests at the target (``at_target`` of ``Eq(_hk, R)`` leaves ``_hk``) on ``_hk_y``."""
+        return expr.xreplace({self.symbol[s]: self.target[s] for s in self.body})
+
+    def values(self) -> list:
+        """What the bodies read, at a class and (rows with a target) at the target."""
+        return list(self.body.values()) + ([at_target(b) for b in self.body.values()] if self.has_target else [])
+
+    def lines(self, temps, reduced, target: bool = False) -> list:
+        """The lines (symbol, value, code) of the bodies that temps and the expressions reduced read."""
+        read = _symbols([value for _, value, _ in temps] + list(reduced))
+        out = []
+        for s, body in self.body.items():
+            symbol = (self.target if target else self.symbol)[s]
+            if symbol in read:
+                printer = self.em.printer()
+                if target:
+                    printer.names = self.target_names
+                out.append((symbol, at_target(body) if target else body, printer.doprint(body)))
+        return out
+
+
 def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
     """The passes of the row kernels: (1) max / lse online, with the reductions of z alone;
     then one pass per level of reductions that need p or earlier reductions (aux reductions of
@@ -375,16 +422,26 @@ def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
                                         if class_entry(v) in symbols and (n["pointer"], n[class_entry(v)])
                                         not in minus.vectors))
 
-    other = g.subs(IS_Y, 0)
-    own = at_target(g) if spec.has_target else None
-
     # the pass computing each reduction: after everything its body needs
     done = {Z_Y: 0, Z_J: 0, LSE: 1, P_T: 1, P_J: 1}
     level = {}
     for r in loss_reductions + aux:
         deps = [done.get(s, 0) for s in r.body.free_symbols]
         level[r.symbol] = done[r.symbol] = max([0] + deps) + 1
-    everything = [spec.expr, other] + ([own] if own is not None else []) + [r.body for r in loss_reductions + aux]
+
+    # the gradient finds a max reduction's argmax again by == on its body: that body is one named value,
+    # printed as one text in every pass that reads it (each pass's CSE would write it its own way: z/(p + 0.5)
+    # in the max, z * (1/(p + 0.5)) in the gradient, an ulp apart), and at the target the same text of z_y, p_t
+    heads = _MaxBodies(spec, em, loss_reductions + aux)
+    g = heads.substitute(g)
+    aux = tuple(replace(r, body=heads.substitute(r.body)) for r in aux)
+    loss_reductions = tuple(replace(r, body=heads.symbol[r.symbol]) if r.symbol in heads.symbol else r
+                            for r in loss_reductions)
+    class_symbols |= set(heads.symbol.values())
+    other = g.subs(IS_Y, 0)
+    own = heads.at_target(at_target(g)) if spec.has_target else None
+    everything = [spec.expr, other] + ([own] if own is not None else []) + [r.body for r in loss_reductions + aux] \
+        + heads.values()
     used = _symbols(everything)
     needs_lse = bool(used & {LSE, P_T, P_J})
     passes = []
@@ -393,6 +450,7 @@ def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
     for k in range(1, count + 1):
         members = [r for r in loss_reductions + aux if level[r.symbol] == k]
         temps, bodies, reduced = em.stage([r.body for r in members])
+        temps = heads.lines(temps, reduced) + temps
         grad_only = {r.symbol for r in aux}
         reductions = tuple(KernelReduction(names[r.symbol], r.op, body, r.exclude_target, r.symbol in grad_only)
                            for r, body in zip(members, bodies))
@@ -403,11 +461,13 @@ def row_kernel_program(spec: LossSpec) -> RowKernelProgram:
         for r, body in zip(reductions, reduced):
             (grad_side if pass_grad_only or r.grad_only else loss_side).update(body.free_symbols)
         passes.append(KernelPass(lines=_lines(temps), reductions=reductions,
-                                 needs_p=P_J in _symbols([r.body for r in members]),
+                                 needs_p=P_J in _symbols([heads.body.get(r.symbol, r.body) for r in members]),
                                  grad_only=pass_grad_only, loads=loads(symbols)))
     setup = tuple((names[s], code) for s, code in ROW_SETUP if s in used)
     temps, (loss, other_code, *own_code), reduced = em.stage([spec.expr, other] + ([own] if own is not None else []))
     loss_temps, row_temps, class_temps = _split(temps, reduced[:1], class_symbols)
+    row_temps = heads.lines(row_temps, reduced[2:], target=True) + row_temps
+    class_temps = heads.lines(class_temps, reduced[1:2]) + class_temps
     grad_symbols = _symbols([other] + [v for _, v, _ in class_temps])
     grad_side |= grad_symbols
     tile_loads = loads(loss_side)
