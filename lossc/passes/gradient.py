@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import sympy
 
+from ..atoms import Abs
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
                   per_class)
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
@@ -109,24 +110,19 @@ _GRADIENTS = {"row": row_gradient, "elementwise": elementwise_gradient, "batch":
               "composite": composite_gradient}
 
 
-class _abs(sympy.Function):
-    """abs of a real value, whatever sympy can prove: its derivative is sign(x) x'. (sympy.Abs of an
-    argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2,
-    and gives 0/0 at the argument's zeros.)"""
-
-    def fdiff(self, argindex=1):
-        return sympy.sign(self.args[0])
-
-
-def _with_real_abs(spec: LossSpec) -> LossSpec:
-    return spec.with_(expr=spec.expr.replace(sympy.Abs, _abs),
-                      reductions=tuple(replace(r, body=r.body.replace(sympy.Abs, _abs)) for r in spec.reductions))
+def _derivable(expr: sympy.Expr) -> sympy.Expr:
+    """The form sympy differentiates: every abs as lossc's own (``atoms.Abs``: abs of a real value, its
+    derivative sign(x) x'), also one that sympy made itself (sqrt(x^2) -> Abs(x)), since sympy.Abs of an
+    argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2
+    (0/0 at the argument's zeros)."""
+    return expr.replace(sympy.Abs, Abs)
 
 
 def _real(expr: sympy.Expr) -> sympy.Expr:
-    """re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is real (NaN off its domain), but
-    sympy differentiates abs(f) of an f it cannot prove real (log1p(m)) through re and im."""
-    return expr.replace(_abs, sympy.Abs).replace(sympy.re, lambda a: a) \
+    """Back from ``_derivable``'s form, with re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is
+    real (NaN off its domain), but sympy differentiates some functions of an argument it cannot prove real
+    through re and im."""
+    return expr.replace(sympy.re, lambda a: a) \
         .replace(sympy.im, lambda a: sympy.S.Zero).replace(sympy.conjugate, lambda a: a)
 
 
@@ -174,7 +170,8 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
 
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    real = _with_real_abs(spec)
+    real = spec.with_(expr=_derivable(spec.expr),
+                      reductions=tuple(replace(r, body=_derivable(r.body)) for r in spec.reductions))
     derived = _GRADIENTS[spec.form](real)
     derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
                                                   for a in derived.aux))
