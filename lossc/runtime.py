@@ -89,6 +89,8 @@ class _PowFinite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if ctx.g == 0:  # x^0 = 1: 0, not 0 * x^-1, inf * 0 once x is subnormal (1/x past the largest float)
+            return torch.zeros_like(grad), None
         slope = torch.pow(x, ctx.g - 1)
         if ctx.g < 1:
             slope = slope.masked_fill(x == 0, 0.0)

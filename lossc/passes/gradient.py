@@ -110,19 +110,41 @@ _GRADIENTS = {"row": row_gradient, "elementwise": elementwise_gradient, "batch":
               "composite": composite_gradient}
 
 
+class _power(sympy.Function):
+    """x^a while the gradient is derived: its derivative is a x^(a-1) x' (and x^a log(x) a'), not sympy's
+    x^a (a x'/x + a' log x). For a product x (a power of a catalog loss, (c m^g b)^a) sympy's 1/x is
+    distributed over the factors and cancels none of them: 0/0 once a factor underflows, where
+    a x^(a-1) x' is a product of finite factors (for a < 1, x^(a-1) at x = 0 is _zero_where_infinite's).
+    For an exponent of parameters, the derivative is 0 where a = 0 (x^0 = 1), not 0 * x^-1 * x': inf * 0
+    once x is subnormal (1/x past the largest float: sigmoid_focal()^a at f = -31.7, y = 0 in float32)."""
+
+    def fdiff(self, argindex=1):
+        x, a = self.args
+        return a * x ** (a - 1) if argindex == 1 else x ** a * sympy.log(x)
+
+    def _eval_derivative(self, s):
+        x, a = self.args
+        d = self.fdiff(1) * sympy.diff(x, s)
+        if a.free_symbols and s not in a.free_symbols and d != 0:
+            return sympy.Piecewise((d, sympy.Ne(a, 0)), (0, True))
+        return d + self.fdiff(2) * sympy.diff(a, s)
+
+
 def _derivable(expr: sympy.Expr) -> sympy.Expr:
     """The form sympy differentiates: every abs as lossc's own (``atoms.Abs``: abs of a real value, its
     derivative sign(x) x'), also one that sympy made itself (sqrt(x^2) -> Abs(x)), since sympy.Abs of an
     argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2
-    (0/0 at the argument's zeros)."""
-    return expr.replace(sympy.Abs, Abs)
+    (0/0 at the argument's zeros); every power with a non-integer exponent as a ``_power``."""
+    return expr.replace(sympy.Abs, Abs).replace(
+        lambda n: isinstance(n, sympy.Pow) and not n.exp.is_integer and not n.base.is_number,
+        lambda n: _power(*n.args))
 
 
 def _real(expr: sympy.Expr) -> sympy.Expr:
     """Back from ``_derivable``'s form, with re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is
     real (NaN off its domain), but sympy differentiates some functions of an argument it cannot prove real
     through re and im."""
-    return expr.replace(sympy.re, lambda a: a) \
+    return expr.replace(_power, lambda x, a: x ** a).replace(sympy.re, lambda a: a) \
         .replace(sympy.im, lambda a: sympy.S.Zero).replace(sympy.conjugate, lambda a: a)
 
 
