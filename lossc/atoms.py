@@ -10,7 +10,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.functions.elementary.miscellaneous import MinMaxBase
 
-__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "FUNCTIONS"]
+__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "Abs", "FUNCTIONS"]
 
 
 class sigmoid(sympy.Function):
@@ -163,12 +163,57 @@ def _collapse_min_max(cls, args, **assumptions):
 
 MinMaxBase._collapse_arguments = classmethod(_collapse_min_max)
 
+class Abs(sympy.Abs):
+    """abs of a real value (every value of a loss is real, NaN off its domain): sympy's Abs of an argument it
+    cannot prove real evaluates through re, im and arg, abs(exp(x)) -> exp(re(x)) with
+    re(tanh(x)) -> sinh(x) cosh(x) / (sinh(x)^2 + cos(im x)^2), inf / inf once x passes 710 (x the
+    log(1 - sigmoid(f)) of bce, real but not provably so before the stable rewrites); the derivative is
+    sign(x) x', not one through re and im. The argument's subexpressions sympy cannot prove real are taken
+    as real numbers while Abs evaluates (abs(exp(x)) = exp(x), abs(2 x) = 2 abs(x)). The printers know
+    it as Abs."""
+
+    @classmethod
+    def eval(cls, arg):
+        if isinstance(arg, sympy.Expr) and arg.is_extended_real is None:
+            proxy, back = _as_real(arg)
+            if proxy != arg:
+                value = cls(proxy)
+                if isinstance(value, cls) and value.args[0] == proxy:
+                    return None  # nothing to evaluate: Abs(arg) as it is
+                return value.xreplace(back)
+        return super().eval(arg)
+
+    def fdiff(self, argindex=1):
+        return sympy.sign(self.args[0])
+
+    def _eval_derivative(self, x):  # (sympy.Abs's own goes through re and im for such an argument)
+        return self.fdiff() * sympy.diff(self.args[0], x)
+
+
+def _as_real(e: sympy.Expr):
+    """e with its innermost subexpressions that sympy cannot prove real (log(1 - sigmoid(f)), sqrt(2 + tanh(f)))
+    replaced by real dummies, and the map back."""
+    back: dict = {}
+
+    def walk(n):
+        if not isinstance(n, sympy.Expr) or not n.args or n.is_extended_real is not None:
+            return n
+        new = n.func(*[walk(a) for a in n.args])
+        if isinstance(new, sympy.Expr) and new.is_extended_real is None:
+            d = sympy.Dummy("x", real=True)
+            back[d] = n
+            return d
+        return new
+
+    return walk(e), back
+
+
 # The language's scalar functions: name -> (arity, builder).
 FUNCTIONS: dict[str, tuple[int, object]] = {
     "log": (1, sympy.log),
     "exp": (1, sympy.exp),
     "sqrt": (1, sympy.sqrt),
-    "abs": (1, sympy.Abs),
+    "abs": (1, Abs),
     "log1p": (1, log1p),
     "expm1": (1, expm1),
     "softplus": (1, softplus),

@@ -81,7 +81,10 @@ def _where(cond, a, b, out):
 class _PowFinite(torch.autograd.Function):
     """x ** g whose derivative g x^(g-1) at x = 0, infinite for g < 1, is taken as 0 there (as abs' and
     pos' at 0), the rule of the fused backends: so autograd of (1 - p) ** 0.5 where p rounds to 1, or of
-    pos(p - clip) ** g below the clip, gives 0 instead of inf * 0 = NaN."""
+    pos(p - clip) ** g below the clip, gives 0 instead of inf * 0 = NaN. Where no gradient arrives (0), none
+    leaves: a where's branch not taken holds a base outside the power's domain as often as not (sympy moves
+    a power into the branches of a where: (smooth_hinge())^1.5 holds (1/2 - m)^(3/2) for m <= 0), and
+    autograd would give 0 * NaN there."""
 
     @staticmethod
     def forward(ctx, x, g):
@@ -92,10 +95,12 @@ class _PowFinite(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if ctx.g == 0:  # x^0 = 1: 0, not 0 * x^-1, inf * 0 once x is subnormal (1/x past the largest float)
+            return torch.zeros_like(grad), None
         slope = torch.pow(x, ctx.g - 1)
         if ctx.g < 1:
             slope = slope.masked_fill(x == 0, 0.0)
-        return grad * ctx.g * slope, None
+        return torch.where(grad == 0, 0.0, grad * ctx.g * slope), None
 
 
 def _pow(x, g):

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import sympy
 
+from ..atoms import Abs
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
                   per_class)
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
@@ -142,24 +143,32 @@ _GRADIENTS = {"row": row_gradient, "elementwise": elementwise_gradient, "batch":
               "composite": composite_gradient}
 
 
-class _abs(sympy.Function):
-    """abs of a real value, whatever sympy can prove: its derivative is sign(x) x'. (sympy.Abs of an
-    argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2,
-    and gives 0/0 at the argument's zeros.)"""
+class _power(sympy.Function):
+    """x^a while the gradient is derived: its derivative is a x^(a-1) x' (and x^a log(x) a'), not sympy's
+    x^a (a x'/x + a' log x). For a product x (a power of a catalog loss, (c m^g b)^a) sympy's 1/x is
+    distributed over the factors and cancels none of them: 0/0 once a factor underflows, where
+    a x^(a-1) x' is a product of finite factors (for a < 1, x^(a-1) at x = 0 is _zero_where_infinite's)."""
 
     def fdiff(self, argindex=1):
-        return sympy.sign(self.args[0])
+        x, a = self.args
+        return a * x ** (a - 1) if argindex == 1 else x ** a * sympy.log(x)
 
 
-def _with_real_abs(spec: LossSpec) -> LossSpec:
-    return spec.with_(expr=spec.expr.replace(sympy.Abs, _abs),
-                      reductions=tuple(replace(r, body=r.body.replace(sympy.Abs, _abs)) for r in spec.reductions))
+def _derivable(expr: sympy.Expr) -> sympy.Expr:
+    """The form sympy differentiates: every abs as lossc's own (``atoms.Abs``: abs of a real value, its
+    derivative sign(x) x'), also one that sympy made itself (sqrt(x^2) -> Abs(x)), since sympy.Abs of an
+    argument it cannot prove real, such as log1p(m) or sqrt(m), differentiates through re, im and atan2
+    (0/0 at the argument's zeros); every power with a non-integer exponent as a ``_power``."""
+    return expr.replace(sympy.Abs, Abs).replace(
+        lambda n: isinstance(n, sympy.Pow) and not n.exp.is_integer and not n.base.is_number,
+        lambda n: _power(*n.args))
 
 
 def _real(expr: sympy.Expr) -> sympy.Expr:
-    """re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is real (NaN off its domain), but
-    sympy differentiates abs(f) of an f it cannot prove real (log1p(m)) through re and im."""
-    return expr.replace(_abs, sympy.Abs).replace(sympy.re, lambda a: a) \
+    """Back from ``_derivable``'s form, with re(x) -> x, im(x) -> 0, conjugate(x) -> x: every value of a loss is
+    real (NaN off its domain), but sympy differentiates some functions of an argument it cannot prove real
+    through re and im."""
+    return expr.replace(_power, lambda x, a: x ** a).replace(sympy.re, lambda a: a) \
         .replace(sympy.im, lambda a: sympy.S.Zero).replace(sympy.conjugate, lambda a: a)
 
 
@@ -207,7 +216,8 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
 
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    real = _with_real_abs(spec)
+    real = spec.with_(expr=_derivable(spec.expr),
+                      reductions=tuple(replace(r, body=_derivable(r.body)) for r in spec.reductions))
     derived = _GRADIENTS[spec.form](real)
     derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
                                                   for a in derived.aux))

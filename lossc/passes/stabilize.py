@@ -194,13 +194,13 @@ def combine_powers(e, ctx):
 
 
 def _power_times_its_base(e, t):
-    """x^(a+1) * (t r1/x1 + (1 - t) r0/x0) for a product e = x^a * r whose r has x as a factor both at
-    t = 0 and at t = 1 (r_k, x_k: r and x at t = k), else None. Equal to e for t in {0, 1} only."""
+    """x^(a+1) * (t r1/x1 + (1 - t) r0/x0) for a product e = x^a * r, a not known nonnegative (x^a infinite
+    at x = 0), whose r has x as a factor both at t = 0 and at t = 1 (r_k, x_k: r and x at t = k), else None.
+    Equal to e for t in {0, 1} only."""
     if not isinstance(e, sympy.Mul):
         return None
     for i, factor in enumerate(e.args):
-        if not isinstance(factor, sympy.Pow) or t not in factor.base.free_symbols or \
-                (factor.exp.is_integer and factor.exp.is_nonnegative):
+        if not isinstance(factor, sympy.Pow) or t not in factor.base.free_symbols or factor.exp.is_nonnegative:
             continue
         rest = sympy.Mul(*e.args[:i], *e.args[i + 1:])  # (e / factor leaves x^(1-a) x^(a-1) apart)
         quotients = []
@@ -209,7 +209,11 @@ def _power_times_its_base(e, t):
             if base.is_zero is not False and base.is_number:
                 break
             quotient = rest.subs(t, value) / base
-            if any(b == base and x.is_negative for b, x in (f.as_base_exp() for f in sympy.Mul.make_args(quotient))):
+            # x is a factor of r when r / x divides by none of x's factors (a product x = c m^g b is
+            # distributed: (r / x) / b is 0/0 once b underflows, as x^a r is 0 * inf)
+            factors = {b for b, _ in (f.as_base_exp() for f in sympy.Mul.make_args(base)) if not b.is_number}
+            if any(b in factors and x.is_negative
+                   for b, x in (f.as_base_exp() for f in sympy.Mul.make_args(quotient))):
                 break  # base is no factor of r for this target
             quotients.append(quotient)
         else:
@@ -233,10 +237,19 @@ def split_hard_targets(expr: sympy.Expr, ctx: Context) -> sympy.Expr:
 
 
 def combine_exps(e, ctx):
-    # exp(a) * exp(b) -> exp(a + b): exp(d) exp(-d) is 1, not 0 * inf once exp(d) underflows (nfl)
+    # exp(a) * exp(b) -> exp(a + b): exp(d) exp(-d) is 1, not 0 * inf once exp(d) underflows (nfl);
+    # exp(a) * (x + y exp(b)) -> exp(a) x + y exp(a + b), the same inside a sum (sympy.simplify factors
+    # exp(d) out of nfl's aux reduction: (g x^g logratio(d) - x^g exp(-d)) exp(d))
     if not isinstance(e, sympy.Mul):
         return None
     exps = [f for f in e.args if isinstance(f, sympy.exp)]
+    if len(exps) == 1:
+        for i, f in enumerate(e.args):
+            if isinstance(f, sympy.Add) and any(isinstance(g, sympy.exp) for term in f.args
+                                                for g in sympy.Mul.make_args(term)):
+                others = [g for j, g in enumerate(e.args) if j != i and g is not exps[0]]
+                return sympy.Mul(*others) * sympy.Add(*[exps[0] * term for term in f.args])
+        return None
     if len(exps) < 2:
         return None
     rest = [f for f in e.args if not isinstance(f, sympy.exp)]

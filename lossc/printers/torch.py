@@ -32,6 +32,7 @@ TENSOR_FUNCTIONS = {
     "Heaviside": "_heaviside",
     "sign": "torch.sign",
     "tanh": "torch.tanh",
+    "Abs": "torch.abs",  # (lossc's atoms.Abs, which sympy's torch printer does not know by its class)
 }
 # Atom -> how to print it on Python numbers (parameters).
 SCALAR_FUNCTIONS = {
