@@ -214,11 +214,14 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
     return expr.replace(infinite_at_zero, guarded)
 
 
+def _derivable_spec(spec: LossSpec) -> LossSpec:
+    return spec.with_(expr=_derivable(spec.expr),
+                      reductions=tuple(replace(r, body=_derivable(r.body)) for r in spec.reductions))
+
+
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    real = spec.with_(expr=_derivable(spec.expr),
-                      reductions=tuple(replace(r, body=_derivable(r.body)) for r in spec.reductions))
-    derived = _GRADIENTS[spec.form](real)
+    derived = _GRADIENTS[spec.form](_derivable_spec(spec))
     derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
                                                   for a in derived.aux))
     ctx = context(spec)
@@ -241,6 +244,6 @@ def gradient(spec: LossSpec) -> LossSpec:
 def written_gradient(spec: LossSpec) -> Gradient:
     """The gradient of the loss as written, with none of the stable rewrites (what ``lossc grad`` shows:
     the user's own functions, ``log(p_t)`` rather than ``logratio(z_y - lse)``). Not for code."""
-    derived = _GRADIENTS[spec.form](_with_real_abs(spec))
+    derived = _GRADIENTS[spec.form](_derivable_spec(spec))
     return Gradient(_indicators(_real(derived.expr), spec.reductions),
                     tuple(replace(a, body=_indicators(_real(a.body), spec.reductions)) for a in derived.aux))
