@@ -55,6 +55,10 @@ AVOIDABLE = {
                    "the torch printer, helper frontend)",
 }
 
+#: per-class parameter names the language refuses in a row kind: their entries p[j], q[j], z[j] are the row
+#: form's own (docs/language.md)
+_ROW_ENTRIES = ("p", "q", "z")
+
 _NAME_POOL = ("alpha", "beta", "gamma", "k", "lam", "w0", "T", "a", "b", "c", "x", "eps", "delta", "L",
               "m", "N", "q", "s", "h", "v", "w", "tmp", "a1", "g2", "rho", "kappa", "zz", "yy", "mu", "nu",
               "t", "u", "R1", "R2", "A1", "A2", "B1", "B2")
@@ -349,6 +353,8 @@ def _leaf_err(name: str, env: Env, v):
         return abs(v) * (2 * max(abs(t) for t in env.z) + 1)
     if name == "r":
         return abs(v)
+    if name in ("s", "si") and env.params.get("__from_logits"):  # s = sigmoid(logit), rounded: 1 - s near
+        return abs(v)  # s = 1 keeps only the digits the rounding of s leaves (as any computation from s)
     return mpf(0)
 
 
@@ -423,7 +429,11 @@ def _ev(node: Node, env: Env):
         if b < 0 and p != int(p):
             raise ValueError("negative base to a fractional power")
         v = b ** p
-        return v, abs(p * v / b) * eb + abs(v * mpmath.log(abs(b))) * ep + abs(v)
+        first = abs(p * v / b) * eb + abs(v * mpmath.log(abs(b))) * ep + abs(v)
+        if p > 1 and eb > abs(b):  # a base within its own rounding of 0: (b + e)^p, not p b^(p-1) e
+            # (kl_div()^3 at q = softmax(z): kl is 1e-76, its rounding 1e-16, the cube's 1e-48)
+            return v, max(first, (abs(b) + eb) ** p)
+        return v, first
     if op == "fn":
         name = node.val
         if name == "detach":
@@ -714,7 +724,7 @@ def _atom(ctx: _Ctx, level: str) -> Node:
         return ctx.param("any")
     if ctx.kind == "multiclass" and level in ("row", "class") and r < 0.5:
         vec = next((p for p, role, _ in ctx.params if role == "vector"), None)
-        if vec is None:
+        while vec is None or vec in _ROW_ENTRIES:  # (q[C] would make q[j], the row form's own: refused)
             vec = ctx.fresh()
             ctx.params.append((vec, "vector", None))
         ctx.features.add("vector")
@@ -1017,6 +1027,7 @@ def _env(loss: GeneratedLoss, inputs: dict) -> Env:
         env.x = [mpf(v) for v in inputs["s"]]
         env.y = [mpf(v) for v in inputs["y"]]
         params["__w"] = [mpf(v) for v in inputs["w"]]
+        params["__from_logits"] = bool(inputs.get("from_logits"))
     else:
         env.x = mpf(inputs["x"])
         env.y = mpf(inputs["y"])
