@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.logic.boolalg import Boolean
+from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
@@ -177,6 +178,21 @@ class TorchCodePrinter(TorchPrinter):
     def _is_scalar_condition(self, cond) -> bool:
         """A truth value of parameters alone (True and False too): a Python bool."""
         return self._is_boolean(cond) and cond.free_symbols <= self.scalars
+
+    def _print_Mul(self, expr):
+        # a power x^-n (n >= 2) of a tensor stays a negative power, torch.pow(x, -n), not 1 / torch.pow(x, n):
+        # in float32 x^n overflows where x^-n only underflows, and autograd of 1 / x^n then meets n x^(n-1) =
+        # inf times 0 (r * ((0.5 + (r^2)^2.5)^(-2))^2 at r = 666: a NaN gradient, truth 2e-56)
+        keep = [a for a in expr.args if a.is_Pow and a.exp.is_Integer and a.exp <= -2 and not self._is_scalar(a.base)]
+        if not keep:
+            return super()._print_Mul(expr)
+        rest = sympy.Mul(*(a for a in expr.args if a not in keep))
+        powers = "*".join(self._print(a) for a in keep)
+        if rest == 1:
+            return powers
+        if rest == -1:
+            return f"-{powers}"
+        return f"{self.parenthesize(rest, precedence(expr))}*{powers}"
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
