@@ -57,8 +57,9 @@ def main(argv=None) -> int:
     if args.merge:
         merged = merge([json.loads(Path(f).read_text()) for f in args.merge])
         Path(args.summary).write_text(json.dumps(merged, indent=1) + "\n")
-        print(json.dumps({k: merged[k] for k in ("seeds", "minutes", "total_losses_x_backends",
+        print(json.dumps({k: merged[k] for k in ("seeds", "commits", "minutes", "total_losses_x_backends",
                                                   "total_calls_x_dtypes", "harness_errors")}))
+        print(markdown(merged))
         return 0
     kinds = args.kinds.split(",")
     backends = args.backends.split(",")
@@ -164,6 +165,22 @@ def _commit() -> str | None:
                               check=True).stdout.strip() or None
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def markdown(summary: dict) -> str:
+    """The summary's counts as a table: per kind, each backend's generated losses / calls x dtypes."""
+    kinds = sorted({k.split("/")[0] for k in summary["losses_per_kind_backend"]})
+    backends = [b for b in K.BACKENDS if any(k.endswith("/" + b) for k in summary["losses_per_kind_backend"])]
+    calls = collections.Counter()
+    for key, n in summary["calls_per_kind_backend_dtype"].items():
+        kind, backend, _ = key.split("/")
+        calls[(kind, backend)] += n
+    lines = ["| kind | " + " | ".join(f"{b} (losses / calls x dtypes)" for b in backends) + " |",
+             "| --- |" + " --- |" * len(backends)]
+    for kind in kinds:
+        cells = [f"{summary['losses_per_kind_backend'].get(f'{kind}/{b}', 0)} / {calls[(kind, b)]}" for b in backends]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def merge(summaries: list[dict]) -> dict:
