@@ -339,3 +339,13 @@ def test_caches_stay_bounded_over_many_distinct_losses(monkeypatch):
     expected = torch.softmax(x, 1) * 0.5
     expected[torch.arange(4), y] -= 1.0
     torch.testing.assert_close(z.grad, expected / 4, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "bce", "anyloss_f1"])
+def test_class_weights_that_require_grad_are_refused(name):
+    """A weight tensor that requires grad would have its gradient silently dropped (the weights are
+    constants of the compiled loss, as torch.nn.functional.cross_entropy's have no derivative): refused."""
+    weight = torch.ones(3 if name == "cross_entropy" else 4, requires_grad=True)
+    with pytest.raises(lossc.LossParamError, match="requires grad"):
+        lossc.loss(name, weight=weight)
+    lossc.loss(name, weight=weight.detach())  # a constant weight is fine

@@ -44,7 +44,7 @@ class HingeLoss(torch.nn.Module):
                  backend="auto", validate=True, class_group=None, inplace_grad=False):
         super().__init__()
         self.params = _params()
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(_constant_tensor(f"{NAME}: weight", weight)))
         self.ignore_index, self.reduction, self.backend, self.validate = ignore_index, reduction, backend, validate
         self.class_group, self.inplace_grad = class_group, inplace_grad
         if reduction not in REDUCTIONS:
