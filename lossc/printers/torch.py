@@ -86,10 +86,13 @@ class _ScalarPrinter(PythonCodePrinter):
 class TorchCodePrinter(TorchPrinter):
     """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
 
-    def __init__(self, names: dict, scalars: set, like: str | None = None, booleans=frozenset()):
+    def __init__(self, names: dict, scalars: set, like: str | None = None, booleans=frozenset(), argmax=None,
+                 classwise=frozenset()):
         super().__init__({"strict": True})
         self.names = names
         self.scalars = scalars
+        self.argmax = argmax or {}  # a max reduction's symbol -> the tensor of its body (the max was taken over)
+        self.classwise = classwise  # CSE temporaries with a value per class
         self.like = like  # a tensor of the compute dtype: numbers alone take it (see _print_Piecewise)
         self.booleans = booleans  # CSE temporaries whose value is a truth value (their symbols are Exprs)
         self.scalar_printer = _ScalarPrinter(names)
@@ -141,7 +144,28 @@ class TorchCodePrinter(TorchPrinter):
     def _print_Min(self, expr):
         return self._pairwise(expr, "torch.minimum", "torch.clamp_max")
 
+    def _argmax_indicator(self, expr) -> str | None:
+        """The indicator [j is an argmax of R] (the gradient's weight of a max reduction), read off the very
+        tensor the max was taken over: compared with a body sympy has rewritten (lse - 2 z_y where the max
+        took (lse - z_j) - z_y, 5 sqrt(10)/4 where it took pow(2.5, 1.5)) it is an ulp apart, and no class is
+        found. At the target (no per-class symbol left) its entry is gathered, not recomputed."""
+        if len(expr.args) != 2 or expr.args[0][0] != 1 or expr.args[1] != (0, True):
+            return None
+        cond = expr.args[0][1]
+        found = {r for e in sympy.preorder_traversal(cond) if isinstance(e, sympy.Eq)
+                 for r in e.args if r in self.argmax}
+        if len(found) != 1:
+            return None
+        (r,) = found
+        test = f"torch.eq({self.argmax[r]}, {self._print(r)})"
+        if not (per_class(expr) or expr.free_symbols & self.classwise):
+            test = f"_at_target({test}, t)"
+        return f"torch.where({test}, 1, {self._tensor_value(sympy.S.Zero) if self.like else '0.0'})"
+
     def _print_Piecewise(self, expr):
+        indicator = self._argmax_indicator(expr)
+        if indicator is not None:
+            return indicator
         if any(self._is_scalar_condition(cond) for _, cond in expr.args[:-1]):
             # a condition on parameters alone (where(k > 0, r^2, abs(r))) is a Python test, not a tensor
             # a value of numbers and parameters alone is a tensor of the compute dtype, so that the
@@ -289,11 +313,13 @@ class _Emitter:
         self.like = like or {"row": "z", "elementwise": "u"}.get(spec.form)
         self.lines: list[tuple[str, str]] = []
         self.booleans: set = set()  # the temporaries holding truth values
+        self.argmax: dict = {}  # a max reduction's symbol -> the name of the tensor it was taken over
+        self.classwise: set = set()  # the temporaries with a value per class
         self.counter = 0
         self.planned: dict | None = None
 
     def printer(self) -> TorchCodePrinter:
-        return TorchCodePrinter(self.names, self.scalars, self.like, self.booleans)
+        return TorchCodePrinter(self.names, self.scalars, self.like, self.booleans, self.argmax, self.classwise)
 
     def plan(self, exprs: list[sympy.Expr]) -> None:
         """One CSE over every expression the later stages will ask for: a subexpression shared by a
@@ -310,6 +336,8 @@ class _Emitter:
             self.scalars.add(symbol)
         if is_truth(value, self.booleans):
             self.booleans.add(symbol)
+        if per_class(value) or value.free_symbols & self.classwise:
+            self.classwise.add(symbol)
         self.names[symbol] = symbol.name
         self.lines.append((symbol.name, self.printer().doprint(value)))
 
@@ -390,6 +418,10 @@ def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
         fresh = body
     if in_place and r.op == "lse":  # without the subnormal slow path (not under autograd), in place
         template, body = "_row_lse_({})", fresh
+    if r.op == "max":  # kept: the gradient finds the argmax again on this very tensor
+        name = "_arg" + em.names[r.symbol]
+        em.assign(name, body)
+        em.argmax[r.symbol] = body = name
     em.assign(em.names[r.symbol], template.format(body))
 
 

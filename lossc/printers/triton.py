@@ -375,7 +375,18 @@ class _MaxBodies:
         for s, body in self.body.items():
             tests[sympy.Eq(body, s, evaluate=False)] = tests[sympy.Eq(s, body, evaluate=False)] = \
                 sympy.Eq(self.symbol[s], s, evaluate=False)
-        return expr.xreplace(tests)
+        expr = expr.xreplace(tests)
+
+        def reduction_of(e):  # an indicator [R = its body] that sympy unfolded (ITE over a where's branches)
+            if not (isinstance(e, sympy.Piecewise) and len(e.args) == 2 and e.args[0][0] == 1
+                    and e.args[1] == (0, True)):
+                return None
+            found = {r for n in sympy.preorder_traversal(e.args[0][1]) if isinstance(n, sympy.Eq)
+                     for r in n.args if r in self.body}
+            return found.pop() if len(found) == 1 else None
+        return expr.replace(lambda e: reduction_of(e) is not None,
+                            lambda e: sympy.Piecewise((1, sympy.Eq(self.symbol[reduction_of(e)], reduction_of(e),
+                                                                   evaluate=False)), (0, True)))
 
     def at_target(self, expr: sympy.Expr) -> sympy.Expr:
         """The tests at the target (``at_target`` of ``Eq(_hk, R)`` leaves ``_hk``) on ``_hk_y``."""
