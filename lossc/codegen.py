@@ -10,6 +10,7 @@ comment line.
 from __future__ import annotations
 
 import keyword
+import textwrap
 from dataclasses import replace
 from functools import lru_cache
 
@@ -100,7 +101,8 @@ def _with_runtime(text: str, modules: tuple[str, ...], standalone: bool) -> str:
         taken |= set(names)
         if names:
             lines.append(f"from lossc.{m} import (  # noqa: E402")
-            lines += _wrapped(names, "    ")
+            lines += textwrap.wrap(", ".join(names) + ",", 100, initial_indent="    ", subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)
             lines.append(")")
     return text.replace(marker, "\n".join(lines) + "\n")
 
@@ -109,17 +111,6 @@ def _free_names(text: str) -> set[str]:
     """The names a module's text reads (loads of plain names anywhere in it)."""
     import ast
     return {node.id for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Name)}
-
-
-def _wrapped(names: list[str], indent: str, width: int = 100) -> list[str]:
-    lines, line = [], indent
-    for name in names:
-        piece = name + ", "
-        if len(line) + len(piece) > width and line.strip():
-            lines.append(line.rstrip())
-            line = indent
-        line += piece
-    return lines + [line.rstrip()] if line.strip() else lines
 
 
 def _param_checks(spec: LossSpec) -> tuple[list[str], str, str, str, str]:

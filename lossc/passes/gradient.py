@@ -219,31 +219,32 @@ def _derivable_spec(spec: LossSpec) -> LossSpec:
                       reductions=tuple(replace(r, body=_derivable(r.body)) for r in spec.reductions))
 
 
+def _each(g: Gradient, fn) -> Gradient:
+    """fn applied to the gradient's expression and to the body of each of its reductions."""
+    return Gradient(fn(g.expr), tuple(replace(a, body=fn(a.body)) for a in g.aux))
+
+
+def _as_written(spec: LossSpec) -> Gradient:
+    """The chain rule of the form on the spec as it is, back in sympy's own functions."""
+    return _each(_GRADIENTS[spec.form](_derivable_spec(spec)), _real)
+
+
 def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
-    derived = _GRADIENTS[spec.form](_derivable_spec(spec))
-    derived = Gradient(_real(derived.expr), tuple(Reduction(a.symbol, a.op, _real(a.body), a.exclude_target)
-                                                  for a in derived.aux))
     ctx = context(spec)
-    split = split_hard_targets if spec.form == "elementwise" else (lambda e, _: e)
-    derived = Gradient(split(rewrite(derived.expr, ctx, GRADIENT_RULES), ctx),
-                       tuple(Reduction(a.symbol, a.op, rewrite(a.body, ctx, GRADIENT_RULES), a.exclude_target)
-                             for a in derived.aux))
+    derived = _each(_as_written(spec), lambda e: rewrite(e, ctx, GRADIENT_RULES))
+    if spec.form == "elementwise":
+        derived = Gradient(split_hard_targets(derived.expr, ctx), derived.aux)
     bound = dict(spec.bound)
     scalars = {p.symbol for p in spec.params if p.type == "float"} | {
         p.element(i) for p in spec.params if p.type == "vector" for i in range(1, bound[p.size] + 1)}
     scalars |= {class_entry(name, at) for name in spec.class_vectors for at in ("j", "y")}  # (a base of them alone)
     signs = _signs(spec)
-    derived = Gradient(_zero_where_infinite(derived.expr, scalars, signs),
-                       tuple(replace(a, body=_zero_where_infinite(a.body, scalars, signs)) for a in derived.aux))
-    derived = Gradient(_indicators(derived.expr, ctx.reductions),
-                       tuple(replace(a, body=_indicators(a.body, ctx.reductions)) for a in derived.aux))
+    derived = _each(derived, lambda e: _indicators(_zero_where_infinite(e, scalars, signs), ctx.reductions))
     return spec.with_(gradient=derived, reductions=tuple(ctx.reductions))
 
 
 def written_gradient(spec: LossSpec) -> Gradient:
     """The gradient of the loss as written, with none of the stable rewrites (what ``lossc grad`` shows:
     the user's own functions, ``log(p_t)`` rather than ``logratio(z_y - lse)``). Not for code."""
-    derived = _GRADIENTS[spec.form](_derivable_spec(spec))
-    return Gradient(_indicators(_real(derived.expr), spec.reductions),
-                    tuple(replace(a, body=_indicators(_real(a.body), spec.reductions)) for a in derived.aux))
+    return _each(_as_written(spec), lambda e: _indicators(e, spec.reductions))

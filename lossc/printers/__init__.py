@@ -12,3 +12,17 @@ def print_piecewise(printer, expr, where: str, last: str | None = None) -> str:
     for value, cond in reversed(pieces):
         text = f"{where}({printer._print(cond)}, {printer._print(value)}, {text})"
     return text
+
+
+def argmax_of(expr, reductions):
+    """The max reduction R (one of ``reductions``) whose argmax indicator expr is: the gradient's weight
+    ``Piecewise((1, test), (0, True))`` with a test ``Eq(.., R)`` of R's body, also once sympy has unfolded
+    it over a where's branches (``ITE(z[j] < 1/2, Eq(R1, ..), Eq(R1, ..))``); else None. The printers then
+    find the argmax on the tensor the max was taken over, not on a rewritten copy of its body."""
+    import sympy
+    if not (isinstance(expr, sympy.Piecewise) and len(expr.args) == 2 and expr.args[0][0] == 1
+            and expr.args[1] == (0, True)):
+        return None
+    found = {r for n in sympy.preorder_traversal(expr.args[0][1]) if isinstance(n, sympy.Eq)
+             for r in n.args if r in reductions}
+    return found.pop() if len(found) == 1 else None

@@ -18,7 +18,7 @@ from sympy.printing.pytorch import TorchPrinter
 
 from ..ir import (BATCH_SIZE, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
                   class_entry, class_symbols, code_name, per_class)
-from . import print_piecewise
+from . import argmax_of, print_piecewise
 
 # Atom -> function of the generated module's runtime (tensor arguments).
 TENSOR_FUNCTIONS = {
@@ -149,14 +149,9 @@ class TorchCodePrinter(TorchPrinter):
         tensor the max was taken over: compared with a body sympy has rewritten (lse - 2 z_y where the max
         took (lse - z_j) - z_y, 5 sqrt(10)/4 where it took pow(2.5, 1.5)) it is an ulp apart, and no class is
         found. At the target (no per-class symbol left) its entry is gathered, not recomputed."""
-        if len(expr.args) != 2 or expr.args[0][0] != 1 or expr.args[1] != (0, True):
+        r = argmax_of(expr, self.argmax)
+        if r is None:
             return None
-        cond = expr.args[0][1]
-        found = {r for e in sympy.preorder_traversal(cond) if isinstance(e, sympy.Eq)
-                 for r in e.args if r in self.argmax}
-        if len(found) != 1:
-            return None
-        (r,) = found
         test = f"torch.eq({self.argmax[r]}, {self._print(r)})"
         if not (per_class(expr) or expr.free_symbols & self.classwise):
             test = f"_at_target({test}, t)"

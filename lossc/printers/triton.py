@@ -27,7 +27,7 @@ from sympy.printing.precedence import precedence
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
 from .torch import _ScalarPrinter, is_truth
-from . import print_piecewise
+from . import argmax_of, print_piecewise
 
 # Atom -> tl function of one tensor argument (the class name of the sympy node).
 TL_FUNCTIONS = {
@@ -376,17 +376,10 @@ class _MaxBodies:
             tests[sympy.Eq(body, s, evaluate=False)] = tests[sympy.Eq(s, body, evaluate=False)] = \
                 sympy.Eq(self.symbol[s], s, evaluate=False)
         expr = expr.xreplace(tests)
-
-        def reduction_of(e):  # an indicator [R = its body] that sympy unfolded (ITE over a where's branches)
-            if not (isinstance(e, sympy.Piecewise) and len(e.args) == 2 and e.args[0][0] == 1
-                    and e.args[1] == (0, True)):
-                return None
-            found = {r for n in sympy.preorder_traversal(e.args[0][1]) if isinstance(n, sympy.Eq)
-                     for r in n.args if r in self.body}
-            return found.pop() if len(found) == 1 else None
-        return expr.replace(lambda e: reduction_of(e) is not None,
-                            lambda e: sympy.Piecewise((1, sympy.Eq(self.symbol[reduction_of(e)], reduction_of(e),
-                                                                   evaluate=False)), (0, True)))
+        return expr.replace(lambda e: argmax_of(e, self.body) is not None,  # (also one sympy unfolded)
+                            lambda e: sympy.Piecewise((1, sympy.Eq(self.symbol[argmax_of(e, self.body)],
+                                                                   argmax_of(e, self.body), evaluate=False)),
+                                                      (0, True)))
 
     def at_target(self, expr: sympy.Expr) -> sympy.Expr:
         """The tests at the target (``at_target`` of ``Eq(_hk, R)`` leaves ``_hk``) on ``_hk_y``."""
