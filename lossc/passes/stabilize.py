@@ -51,9 +51,14 @@ def _minus_expm1_arg(e: sympy.Expr):
 
 
 def power_of_probability(e, ctx):
-    # p_t^a -> exp(a (z[y] - lse(z))) for non-integer a: no 0^(a-1) when p_t underflows
-    if isinstance(e, sympy.Pow) and e.base in (P_T, P_J) and not e.exp.is_integer:
+    # p_t^a -> exp(a (z[y] - lse(z))), sigmoid(x)^a -> exp(-a softplus(-x)) for non-integer a: no 0^(a-1)
+    # when the probability underflows, and sqrt(sigmoid(x)) = 1e-100 at x = -460 instead of 0
+    if not isinstance(e, sympy.Pow) or e.exp.is_integer:
+        return None
+    if e.base in (P_T, P_J):
         return sympy.exp(e.exp * ((Z_Y if e.base == P_T else Z_J) - LSE))
+    if isinstance(e.base, sigmoid):
+        return sympy.exp(-e.exp * softplus(-e.base.args[0]))
     return None
 
 
@@ -129,8 +134,8 @@ def one_minus_target_mixture(e, ctx):
     if t is None or not isinstance(e, sympy.Add) or ONE not in e.args:
         return None
     rest = e - ONE
-    if t not in rest.free_symbols or sympy.diff(rest, t, 2) != 0:
-        return None
+    if t not in rest.free_symbols or not rest.is_polynomial(t) or sympy.diff(rest, t, 2) != 0:
+        return None  # (affine in t as a polynomial: a where on t, or sigmoid(t u), is not)
     a, b = -rest.subs(t, 1), -rest.subs(t, 0)
     if t in (a + b).free_symbols or not (isinstance(a, sigmoid) or isinstance(b, sigmoid)):
         return None
@@ -260,7 +265,8 @@ def combine_exps(e, ctx):
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
     ("log_of_probability", "log(softmax(z)[y]) -> z[y] - lse(z)", log_of_probability),
-    ("power_of_probability", "p_t^a -> exp(a (z[y] - lse(z)))", power_of_probability),
+    ("power_of_probability", "p_t^a -> exp(a (z[y] - lse(z))); sigmoid(x)^a -> exp(-a softplus(-x))",
+     power_of_probability),
     ("log_one_minus_target_probability", "log(1 - p_t) -> logsumexp(z[j] for j != y) - lse(z)",
      log_one_minus_target_probability),
     ("one_minus_probability", "1 - p_t -> -expm1(z[y] - lse(z))", one_minus_probability),

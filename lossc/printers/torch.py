@@ -405,9 +405,23 @@ def _reductions(em: _Emitter, reductions: tuple[Reduction, ...], in_place: bool,
                 _reduction(em, r, body, in_place)
 
 
+#: runtime calls that return a view of their argument (broadcast), not a tensor of their own
+_VIEWS = frozenset({"_per_class", "_constant"})
+
+
+def _may_alias(code: str) -> bool:
+    """Whether the tensor code evaluates to may be another one's storage, or a broadcast view: a name, or a
+    choice between tensors (a where of parameters alone, ``p if P.g2 >= 1 else ...``), which an in-place
+    reduction must not overwrite."""
+    node = ast.parse(code, mode="eval").body
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id in _VIEWS
+    return isinstance(node, (ast.Name, ast.IfExp, ast.Attribute, ast.Subscript))
+
+
 def _reduction(em: _Emitter, r: Reduction, body: str, in_place: bool) -> None:
     template, fill = REDUCE[r.op]
-    fresh = f"{body}.clone()" if body.isidentifier() else body  # (a tensor the program may overwrite)
+    fresh = f"{body}.clone()" if _may_alias(body) else body  # (a tensor the program may overwrite)
     if r.exclude_target:  # the target's entry set to the reduction's identity
         body = f"_exclude_target_({fresh}, t, {fill})" if in_place else f"_exclude_target({body}, t, {fill})"
         fresh = body
