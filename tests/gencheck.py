@@ -248,16 +248,17 @@ def _nest(flat: list, shape: list):
 # the truth of a whole call
 # ---------------------------------------------------------------------------------------------------------
 
-def _rows(loss: G.GeneratedLoss, case: Case, x: torch.Tensor, target: torch.Tensor) -> list[dict]:
-    """The per-row truth inputs (floats) at x (already rounded to the dtype), in the unreduced loss's order."""
+def _rows(loss: G.GeneratedLoss, case: Case, x: torch.Tensor, target: torch.Tensor, dtype: torch.dtype) -> list[dict]:
+    """The per-row truth inputs (floats) at x (already rounded to dtype), in the unreduced loss's order; the
+    parameter vectors and the batch's weights rounded to dtype as the backend receives them."""
     k = loss.kind
     params = dict(case.params)
     for p, t, v in loss.params:
         if t == "vector":
             val = params.get(p, 1.0)
             C = case.shape[1]
-            params[p] = [float(torch.tensor(val, dtype=x.dtype).to(F64))] * C if not isinstance(val, list) else \
-                torch.tensor(val, dtype=F64).to(x.dtype).to(F64).tolist()
+            params[p] = [float(torch.tensor(val, dtype=dtype).to(F64))] * C if not isinstance(val, list) else \
+                torch.tensor(val, dtype=F64).to(dtype).to(F64).tolist()
     if k in ROW_KINDS:
         z = x.movedim(1, -1).reshape(-1, case.shape[1]).tolist()
         if k == "multiclass":
@@ -268,9 +269,9 @@ def _rows(loss: G.GeneratedLoss, case: Case, x: torch.Tensor, target: torch.Tens
     if k == "batch":
         w = torch.ones(len(case.x), dtype=F64)
         if case.weight is not None:
-            w = w * torch.tensor(case.weight, dtype=F64).to(x.dtype).to(F64)
+            w = w * torch.tensor(case.weight, dtype=F64).to(dtype).to(F64)
         if case.sample_weight is not None:
-            w = w * torch.tensor(case.sample_weight, dtype=F64).to(x.dtype).to(F64)
+            w = w * torch.tensor(case.sample_weight, dtype=F64).to(dtype).to(F64)
         return [{"s": x.tolist(), "y": target.tolist(), "w": w.tolist(), "from_logits": case.from_logits,
                  "params": params}]
     return [{"x": xv, "y": yv, "params": params} for xv, yv in zip(x.reshape(-1).tolist(), target.reshape(-1).tolist())]
@@ -302,17 +303,17 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
         target = target.to(dtype).to(F64)
     elif k in ELEMENTWISE or k == "batch":
         target = target.to(dtype).to(F64)
-    rows = _rows(loss, case, x, target)
+    rows = _rows(loss, case, x, target, dtype)
     tol, err, thr = TOL[dtype], ERR[dtype], THRESH[dtype]
     results = []
     for inputs in rows:
-        rt = G.row_truth(loss, inputs, underflow=TINY[dtype])
+        rt = G.row_truth(loss, inputs, underflow=TINY[dtype], unit=ERR[dtype])
         ok = rt.scale < BIG[dtype] and rt.tiny > TINY[dtype]
         vt = float(rt.value)
         allowance = 0.0
         if rt.kink < thr or rt.tie:  # a where boundary close enough for rounding to cross (or a computed
             # quantity exactly on it, as softmax(z)[y] = 0.5 at tied logits): either side is right
-            flipped = G.row_truth(loss, inputs, flip=thr, grad=False, underflow=TINY[dtype])
+            flipped = G.row_truth(loss, inputs, flip=thr, grad=False, underflow=TINY[dtype], unit=ERR[dtype])
             # (the other branch is computed in the dtype too: its own rounding counts)
             allowance = abs(float(flipped.value) - vt) + tol * abs(float(flipped.value))
         g = [float(v) for v in rt.grad]

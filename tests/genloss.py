@@ -250,6 +250,9 @@ class Env:
     base: "Env | None" = None
     rec: _Rec | None = None
     cache: dict = field(default_factory=dict)
+    #: the relative error the comparison allows per unit of the running bound (gencheck.ERR): a root's
+    #: bound near 0 is not first order, (b + unit e)^p - b^p over unit, so it needs the scale
+    unit: object = mpf("1e-10")
 
     def scalar(self, name: str):
         k = self.kind
@@ -358,6 +361,13 @@ def _leaf_err(name: str, env: Env, v):
     return mpf(0)
 
 
+def _root_err(b, p, eb, unit):
+    """The bound (in units) of b^p, 0 < p < 1, for a base known within unit * eb: (|b| + d)^p - |b|^p over
+    unit, d = unit * eb (sqrt(kl) at q = softmax(z): kl is 0, its rounding 1e-16, the root's 1e-8)."""
+    d = unit * eb
+    return ((abs(b) + d) ** p - abs(b) ** p) / unit
+
+
 def _fn_deriv(name: str, x, v):
     if name == "log":
         return 1 / abs(x)
@@ -425,11 +435,15 @@ def _ev(node: Node, env: Env):
                 if b == 0:  # the central difference there converges as h^p only (f * |f|^0.25 at f = 0)
                     rec.root_at_zero = min(rec.root_at_zero, float(p))
         if b == 0:
-            return (mpf(1) if p == 0 else mpf(0)), (eb if p == 1 else mpf(0))
+            # (a base exactly 0 known within its rounding eb: (0 + eb)^p, as below)
+            return (mpf(1) if p == 0 else mpf(0)), (eb if p == 1 else _root_err(b, p, eb, env.unit) if 0 < p < 1
+                                                   else eb ** p if p > 1 else mpf(0))
         if b < 0 and p != int(p):
             raise ValueError("negative base to a fractional power")
         v = b ** p
         first = abs(p * v / b) * eb + abs(v * mpmath.log(abs(b))) * ep + abs(v)
+        if 0 < p < 1:  # (sqrt of a cancellation: its rounding's root, not p b^(p-1) e)
+            return v, max(first, _root_err(b, p, eb, env.unit) + abs(v))
         if p > 1 and eb > abs(b):  # a base within its own rounding of 0: (b + e)^p, not p b^(p-1) e
             # (kl_div()^3 at q = softmax(z): kl is 1e-76, its rounding 1e-16, the cube's 1e-48)
             return v, max(first, (abs(b) + eb) ** p)
@@ -442,6 +456,8 @@ def _ev(node: Node, env: Env):
         if rec is not None:
             if name in ("abs", "pos", "sqrt"):
                 rec.near(x, mpf(0), ex)
+            if name == "sqrt" and x == 0:  # (as b^p at b = 0: a central difference converges as h^(1/2))
+                rec.root_at_zero = min(rec.root_at_zero, 0.5)
             elif name == "log" and not _is_stable_log_arg(a[0]):
                 rec.sensitive(x)
         if (name == "log" and x <= 0) or (name == "sqrt" and x < 0):
@@ -449,8 +465,8 @@ def _ev(node: Node, env: Env):
         v = _MPFN[name](x)
         if name == "log" and _is_stable_log_arg(a[0]):  # computed stably: z_y - lse, -softplus(-x) ...
             return v, abs(v) + (max(abs(t) for t in env.z) if env.z else abs(v))
-        if name == "sqrt" and v == 0:
-            return v, mpmath.sqrt(ex)
+        if name == "sqrt":
+            return v, max(abs(_fn_deriv(name, x, v)) * ex, _root_err(x, mpf(1) / 2, ex, env.unit)) + abs(v)
         return v, abs(_fn_deriv(name, x, v)) * ex + abs(v)
     if op in ("min2", "max2"):
         (x, ex), (y, ey) = evx(a[0], env), evx(a[1], env)
@@ -1010,13 +1026,13 @@ class RowTruth:
     tie: bool = False       # a where condition or a min/max exactly on its boundary
 
 
-def _env(loss: GeneratedLoss, inputs: dict) -> Env:
+def _env(loss: GeneratedLoss, inputs: dict, unit: float = 1e-10) -> Env:
     params = {}
     for pname, ptype, value in loss.params:
         given = inputs.get("params", {}).get(pname, value)
         params[pname] = [mpf(v) for v in given] if ptype == "vector" else mpf(given)
     k = loss.kind
-    env = Env(kind=k, params=params)
+    env = Env(kind=k, params=params, unit=mpf(unit))
     if k in ("multiclass", "distribution"):
         env.z = [mpf(v) for v in inputs["z"]]
         if k == "multiclass":
@@ -1087,11 +1103,11 @@ def _with_component(inputs: dict, key: str, values: list, idx: int, value) -> di
 
 
 def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool = True,
-              underflow: float = 1e-300) -> "RowTruth":
+              underflow: float = 1e-300, unit: float = 1e-10) -> "RowTruth":
     """Value and gradient of one row/element/batch at ``inputs`` (floats; see ``_env``). With ``flip`` > 0
     the where-conditions within that relative distance of their boundary take the other branch; two
     operands closer than ``underflow`` (absolute: beyond the dtype's range, 1e-4000 against 0) are within
-    rounding of each other. For the
+    rounding of each other; ``unit`` is the comparison's relative error per unit of the bound. For the
     batch kind with ``inputs['from_logits']`` the gradient is with respect to the logits."""
     loss = _inline_elem_locals(loss)
     with mpmath.workdps(75):  # 50 digits for the value, 25 more for the central differences' cancellation
@@ -1099,7 +1115,7 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
         if from_logits:
             logits = [mpf(v) for v in inputs["s"]]
             inputs = dict(inputs, s=[_sigmoid(v) for v in logits])
-        env = _env(loss, inputs)
+        env = _env(loss, inputs, unit)
         env.rec = _Rec(flip, underflow)
         value, err = _eval_loss(loss, env)
         rec = env.rec
@@ -1119,8 +1135,8 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                         ins = _with_component(inputs, key, inputs["s"], idx, _sigmoid(pv))
                     else:
                         ins = _with_component(inputs, key, vals, idx, pv)
-                    pe = _env(loss, ins)
-                    pe.base = _env(loss, inputs)  # detach(x) reads x at the unperturbed point
+                    pe = _env(loss, ins, unit)
+                    pe.base = _env(loss, inputs, unit)  # detach(x) reads x at the unperturbed point
                     pe.base.locals = base_locals
                     if flip:
                         pe.rec = _Rec(flip, underflow)
@@ -1137,10 +1153,17 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
                     continue
                 (vp, ep), (vm, em) = sides
                 right, left = (vp - value) / h, (value - vm) / h
-                grads.append((vp - vm) / (2 * h))
-                gerrs.append(abs(ep - em) / (2 * h))
+                central = (vp - vm) / (2 * h)
+                grads.append(central)
+                gerrs.append(max(abs(ep - err), abs(em - err)) / h)  # (one-sided: the bound |z_y| E has
+                # slope E on both sides of z_y = 0, where its central difference is 0)
                 # the central difference's own noise at 50 digits (a component far below the value's scale)
                 noise.append(float(mpf("1e-70") * (abs(vp) + abs(vm) + err) / h))
+                if abs(central) < mpf("1e-12") * (1 + abs(value)):  # a derivative near 0: its truncation,
+                    # O(h f'') past a jump of f'' (y r |r| at r = 0: y h), is told by the difference at 2h
+                    wide = _central(loss, inputs, key, vals, idx, v, 2 * h, from_logits, base_locals, unit)
+                    if wide is not None:
+                        noise[-1] += float(abs(wide - central))
                 kinked.append(bool(abs(right - left) > mpf("1e-12") * (abs(right) + abs(left)) + mpf("1e-40")))
         if rec.root_at_zero < 1 and grads:  # b^p (0 < p < 1) at b = 0: a central difference has an error
             # of order h^p there (h^0.25 = 3e-9 for f * |f|^0.25 at f = 0, whose derivative is 0)
@@ -1153,6 +1176,23 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
         return RowTruth(value=value, grad=grads, kinked=kinked, kink=near, scale=float(rec.big),
                         tiny=float(rec.tiny), err=float(err), grad_err=[float(g) for g in gerrs],
                         grad_noise=noise, tie=rec.tie)
+
+
+def _central(loss, inputs, key, vals, idx, v, h, from_logits, base_locals, unit):
+    """The central difference of component idx with step h (None outside the domain)."""
+    sides = []
+    for sgn in (1, -1):
+        pv = v + sgn * h
+        ins = (_with_component(inputs, key, inputs["s"], idx, _sigmoid(pv)) if from_logits
+               else _with_component(inputs, key, vals, idx, pv))
+        pe = _env(loss, ins, unit)
+        pe.base = _env(loss, inputs, unit)
+        pe.base.locals = base_locals
+        try:
+            sides.append(_eval_loss(loss, pe)[0])
+        except (ValueError, ZeroDivisionError):
+            return None
+    return (sides[0] - sides[1]) / (2 * h)
 
 
 def _base_locals(loss: GeneratedLoss, inputs: dict) -> dict:
