@@ -87,10 +87,10 @@ def _with_runtime(text: str, modules: tuple[str, ...], standalone: bool) -> str:
     needs nothing of lossc), else an import of the names it uses from lossc's installed runtime, after a
     check of the runtime's version (a fix to the runtime then reaches modules already written)."""
     marker = "#: lossc runtime\n"
-    if standalone:
-        block = "\n\n\n".join(_runtime_text(m).rstrip("\n") for m in modules)
-        return text.replace(marker, block + "\n")
     used = _free_names(text)
+    if standalone:
+        block = _vendored("\n\n\n".join(_runtime_text(m).rstrip("\n") for m in modules), used)
+        return text.replace(marker, block + "\n")  # (one text: the triton runtime reads the torch one's names)
     from .runtime import RUNTIME_VERSION
     lines = [f"import {m}" for m in ("math", "torch") if m in used or m == "torch"]
     lines += ["", "from lossc.runtime import require_runtime", "",
@@ -105,6 +105,57 @@ def _with_runtime(text: str, modules: tuple[str, ...], standalone: bool) -> str:
                                    break_long_words=False, break_on_hyphens=False)
             lines.append(")")
     return text.replace(marker, "\n".join(lines) + "\n")
+
+
+def _vendored(text: str, used: set[str]) -> str:
+    """The part of a runtime module's text that a module reading ``used`` needs: its header comment, every
+    top-level statement that defines no name (imports under ``try``), and the definitions of the used names
+    and of the names those read, transitively (a row loss carries no batch or tasks engine)."""
+    import ast
+    tree = ast.parse(text)
+    lines = text.splitlines()
+    defined: dict[str, list[int]] = {}
+    reads: list[set[str]] = []
+    keep: set[int] = set()
+    for i, node in enumerate(tree.body):
+        names = _defined_names(node)
+        for name in names:
+            defined.setdefault(name, []).append(i)
+        reads.append({n.id for n in ast.walk(node) if isinstance(n, ast.Name)})
+        if not names:
+            keep.add(i)
+    pending = set(used).union(*(reads[i] for i in keep))
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        for i in defined.get(name, ()):
+            if i not in keep:
+                keep.add(i)
+                pending |= reads[i] - seen
+    first = tree.body[0].lineno if tree.body else len(lines) + 1
+    parts = ["\n".join(lines[:first - 1]).rstrip("\n")]
+    for i, node in enumerate(tree.body):
+        if i in keep:
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
+            while start > 1 and lines[start - 2].startswith("#"):  # (its comment above it)
+                start -= 1
+            block = isinstance(node, (ast.FunctionDef, ast.ClassDef))
+            parts.append(("\n\n" if block else "") + "\n".join(lines[start - 1:node.end_lineno]))
+    return "\n".join(p for p in parts if p).strip("\n")
+
+
+def _defined_names(node) -> set[str]:
+    """The names a top-level statement binds (none for a try or if block: it is always kept)."""
+    import ast
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    return set()
 
 
 def _free_names(text: str) -> set[str]:

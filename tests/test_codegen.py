@@ -50,6 +50,30 @@ def test_compiled_module_runs_without_lossc(tmp_path):
     assert "refused focal: constraint violated: gamma >= 0" in result.stdout
 
 
+STANDALONE_CALLS = {  # one loss of each form, its call, and an engine its module must not carry
+    "mse": ("torch.randn(5, requires_grad=True)", "torch.randn(5)", "apply_loss(", "apply_batch_loss"),
+    "cross_entropy": ("torch.randn(4, 3, requires_grad=True)", "torch.tensor([0, 1, 2, 0])", "apply_loss(",
+                      "apply_tasks_loss"),
+    "anyloss_f1": ("torch.rand(6, requires_grad=True)", "torch.tensor([0., 1., 1., 0., 1., 0.])",
+                   "apply_batch_loss(", "apply_tasks_loss"),
+}
+
+
+@pytest.mark.parametrize("target", ["torch", "triton"])
+@pytest.mark.parametrize("name", sorted(STANDALONE_CALLS))
+def test_standalone_module_carries_only_its_forms_runtime(name, target, tmp_path):
+    x, t, own, foreign = STANDALONE_CALLS[name]
+    text = lossc.generate(name, target, standalone=True)
+    assert own in text and f"def {foreign}" not in text
+    (tmp_path / f"{name}_loss.py").write_text(text)
+    code = ("import sys; sys.modules['lossc'] = None\n"
+            f"import torch, {name}_loss as m\n"
+            f"x = {x}; l = m.{name}_loss(x, {t}); l.backward()\n"
+            "assert torch.isfinite(l) and torch.isfinite(x.grad).all()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_module_header_records_version_hash_and_gradient():
     text = lossc.generate("focal")
     head = text.splitlines()[:8]
