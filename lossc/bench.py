@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .errors import LossKindError, LossParamError
+from .kinds import KINDS
 
 MB = 1024 * 1024
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -120,45 +121,6 @@ def cuda_peak_extra_bytes(step) -> tuple[int, str]:
     step()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - base, "torch.cuda.max_memory_allocated above the inputs"
-
-
-# ----------------------------------------------------------------------------------------------
-# inputs per kind
-# ----------------------------------------------------------------------------------------------
-
-def _multiclass(shape, dtype, device, g):  # [N, C] or [N, C, d1, ...] logits, [N] or [N, d1, ...] classes
-    N, C, *positions = shape
-    return (torch.randn(shape, generator=g, device=device) * 2).to(dtype), \
-        torch.randint(0, C, (N, *positions), generator=g, device=device)
-
-
-def _distribution(shape, dtype, device, g):
-    q = torch.softmax(torch.randn(shape, generator=g, device=device) * 2, dim=1)
-    return (torch.randn(shape, generator=g, device=device) * 2).to(dtype), q.to(dtype)
-
-
-def _binary(shape, dtype, device, g):
-    x = torch.randn(shape, generator=g, device=device) * 2
-    return x.to(dtype), (torch.rand(shape, generator=g, device=device) < 0.1).to(dtype)
-
-
-def _margin(shape, dtype, device, g):
-    x = torch.randn(shape, generator=g, device=device) * 2
-    return x.to(dtype), torch.where(torch.rand(shape, generator=g, device=device) < 0.5, 1.0, -1.0).to(dtype)
-
-
-def _regression(shape, dtype, device, g):
-    return (torch.randn(shape, generator=g, device=device).to(dtype),
-            torch.randn(shape, generator=g, device=device).to(dtype))
-
-
-def _batch(shape, dtype, device, g):  # probabilities s (the batch modules' default), targets in {0, 1}
-    return (torch.rand(shape, generator=g, device=device).to(dtype),
-            (torch.rand(shape, generator=g, device=device) < 0.3).to(dtype))
-
-
-INPUTS = {"multiclass": _multiclass, "distribution": _distribution, "binary": _binary, "margin": _margin,
-          "regression": _regression, "batch": _batch}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +324,7 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
         raise LossParamError(f"--repeats must be at least 1, got {repeats}")
     parsed = api.parse(spec, **params)
     api.loss(spec, backend="reference", **params)  # a violated `where` is bad input, not a failed variant
-    if parsed.kind not in INPUTS:
+    if KINDS[parsed.kind].example is None:
         raise LossKindError(f"lossc bench times losses of tensors; {parsed.name} is a {parsed.kind} loss "
                             f"(it combines a few scalars: nothing to time)")
     if inplace and parsed.form not in ("row", "elementwise"):
@@ -377,7 +339,7 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     progress = progress or (lambda n=1: None)
 
     g = torch.Generator(device=device).manual_seed(seed)
-    x, t = INPUTS[parsed.kind](size, torch_dtype, device, g)
+    x, t = KINDS[parsed.kind].example(size, torch_dtype, device, g)
     x.requires_grad_(True)
     input_bytes = x.numel() * x.element_size()
     roofline_bytes = 2 * input_bytes + t.numel() * t.element_size()

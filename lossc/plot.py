@@ -22,7 +22,6 @@ matplotlib is an optional extra (``pip install 'lossc[plot]'``).
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,25 +29,7 @@ from pathlib import Path
 import torch
 
 from .errors import LossError, LossKindError, LossParamError
-
-CLASSES = 10  # the multiclass curves use this many classes
-SOFT_TARGET = (0.9, 0.1)  # the distribution curves' q: the one-hot (1, 0) smoothed by eps = 0.2
-BATCH_TARGET = (1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0)  # the batch curves' batch; element 0 varies
-BATCH_REST = (0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1)  # the other elements' predictions: right and confident
-
-# kind -> (input range, x-axis label, gradient label)
-AXES = {
-    "multiclass": ((-8.0, 8.0), f"p_t (C = {CLASSES}: target logit varied, others 0)", "dL/dz_y"),
-    "distribution": ((-6.0, 6.0), f"p_0 (C = 2: z = (s, 0), soft target q = {SOFT_TARGET})", "dL/dz_0"),
-    "margin": ((-3.0, 3.0), "margin m = y·f (y = +1)", "dL/dm"),
-    "binary": ((-6.0, 6.0), "logit f (y = 1)", "dL/df"),
-    "regression": ((-3.0, 3.0), "residual r = y − ŷ (y = 1)", "dL/dŷ"),
-    "batch": ((0.0, 1.0), "prediction s_0 of one positive\n(batch of 8: the other 3 positives at s = 0.9, "
-                          "4 negatives at s = 0.1)", "dL/ds_0"),
-    "tasks": ((-3.0, 3.0), "first learnable s_1\n(every task loss L_i = 1, other learnables at their initial value)",
-              "dL/ds_1"),
-}
-
+from .kinds import KINDS
 
 @dataclass(frozen=True)
 class Curve:
@@ -70,88 +51,16 @@ def curve(spec: str, params: dict | None = None, points: int = 401) -> Curve:
     own = {p.name for p in parsed.params}
     given = {k: v for k, v in (params or {}).items() if k in own}
     parsed = api.parse(spec, **given)
-    if parsed.kind not in AXES:
+    axis = KINDS[parsed.kind].curve
+    if axis is None:
         raise LossKindError(f"lossc plot does not draw {parsed.kind} losses")
     runtime = {p.name for p in parsed.runtime_params}
     module = api.loss(parsed, backend="torch", reduction="none" if parsed.form in ("row", "elementwise") else "mean",
                       **{k: v for k, v in given.items() if k in runtime})
-    lo, hi = AXES[parsed.kind][0]
-    s = torch.linspace(lo, hi, points, dtype=torch.float64)
-    x, value, grad = SAMPLERS[parsed.kind](module, s)
+    s = torch.linspace(*axis.range, points, dtype=torch.float64)
+    x, value, grad = axis.sample(module, s)
     label = parsed.name + (" (" + ", ".join(f"{k}={v}" for k, v in given.items()) + ")" if given else "")
     return Curve(label, parsed.kind, x, value.detach(), grad.detach())
-
-
-def _multiclass(module, s):
-    z = torch.zeros(len(s), CLASSES, dtype=torch.float64)
-    z[:, 0] = s
-    z.requires_grad_(True)
-    value = module(z, torch.zeros(len(s), dtype=torch.long))
-    (grad,) = torch.autograd.grad(value.sum(), z)
-    return torch.softmax(z.detach(), 1)[:, 0], value, grad[:, 0]
-
-
-def _distribution(module, s):
-    z = torch.stack([s, torch.zeros_like(s)], 1).requires_grad_(True)
-    q = torch.tensor(SOFT_TARGET, dtype=torch.float64).expand(len(s), 2)
-    value = module(z, q)
-    (grad,) = torch.autograd.grad(value.sum(), z)
-    return torch.softmax(z.detach(), 1)[:, 0], value, grad[:, 0]
-
-
-def _regression(module, s):
-    yhat = (1.0 - s).requires_grad_(True)
-    value = module(yhat, torch.ones_like(s))
-    (grad,) = torch.autograd.grad(value.sum(), yhat)
-    return s, value, grad
-
-
-def _logit(module, s):
-    """margin (y = +1, so f = m) and binary (y = 1)."""
-    f = s.clone().requires_grad_(True)
-    value = module(f, torch.ones_like(s))
-    (grad,) = torch.autograd.grad(value.sum(), f)
-    return s, value, grad
-
-
-def _batch(module, s):
-    # one batch per point: a batch loss is one number for the whole batch
-    target = torch.tensor(BATCH_TARGET, dtype=torch.float64)
-    rest = torch.tensor(BATCH_REST, dtype=torch.float64)
-    values, grads = [], []
-    for v in s:
-        batch = torch.cat([v.reshape(1), rest]).requires_grad_(True)
-        value = module(batch, target)
-        (grad,) = torch.autograd.grad(value, batch)
-        values.append(value.detach())
-        grads.append(grad[0])
-    return s, torch.stack(values), torch.stack(grads)
-
-
-def _tasks(module, s):
-    module = module.double()
-    tasks = sys.modules[type(module).__module__].TASKS
-    learned = [p for p in module.parameters()]
-    losses = [torch.ones((), dtype=torch.float64) for _ in range(tasks)]
-    values, grads = [], []
-    for v in s:
-        if learned:  # vary the first entry of the first learnable, the task losses fixed at 1
-            with torch.no_grad():
-                learned[0].view(-1)[0] = v
-            value = module(*losses)
-            (grad,) = torch.autograd.grad(value, learned[0])
-            grad = grad.view(-1)[0]
-        else:  # nothing learned: vary L1
-            first = v.clone().requires_grad_(True)
-            value = module(first, *losses[1:])
-            (grad,) = torch.autograd.grad(value, first)
-        values.append(value.detach())
-        grads.append(grad)
-    return s, torch.stack(values), torch.stack(grads)
-
-
-SAMPLERS = {"multiclass": _multiclass, "distribution": _distribution, "margin": _logit, "binary": _logit,
-            "regression": _regression, "batch": _batch, "tasks": _tasks}
 
 
 def _pyplot():
@@ -181,14 +90,14 @@ def plot(specs: list[str], output: str, params: dict | None = None, points: int 
     unused = set(params or {}) - {k for spec in specs for k in _param_names(spec)}
     if unused:
         raise LossParamError(f"no loss given has a parameter {sorted(unused)[0]}")
-    _, xlabel, glabel = AXES[kinds[0]]
+    axis = KINDS[kinds[0]].curve
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(6.4, 6.4), constrained_layout=True)
     for c in curves:
         top.plot(c.x.numpy(), c.loss.numpy(), label=c.label)
         bottom.plot(c.x.numpy(), c.grad.numpy(), label=c.label)
     top.set_ylabel("loss")
-    bottom.set_ylabel(glabel)
-    bottom.set_xlabel(xlabel)
+    bottom.set_ylabel(axis.grad_label)
+    bottom.set_xlabel(axis.x_label)
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
         ax.axhline(0.0, color="black", linewidth=0.5)

@@ -7,7 +7,8 @@ import torch
 
 import lossc
 from lossc.cli import main
-from lossc.plot import CLASSES, curve, plot
+from lossc.kinds.multiclass import CLASSES
+from lossc.plot import curve, plot
 
 
 def test_multiclass_curve_is_cross_entropy_against_p_t():

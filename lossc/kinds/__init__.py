@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sympy
@@ -18,6 +19,21 @@ class Kind:
     target: str = "index"                      # "index" | "binary" | "sign" | "real"
     doc: str = ""
     functions: dict = field(default_factory=dict)  # extra functions the kind defines
+    #: random inputs of a shape for ``lossc bench``: (shape, dtype, device, generator) -> (input, target)
+    example: Callable | None = None
+    #: the axis ``lossc plot`` draws the kind's losses along
+    curve: "Curve | None" = None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One axis to draw a kind's losses along: the range of the varied input ``s``, the labels, and the
+    sampler (module, s) -> (x, loss, dL/d(varied input)), each a tensor the length of s."""
+
+    range: tuple[float, float]
+    x_label: str
+    grad_label: str
+    sample: Callable
 
 
 def _load() -> dict[str, Kind]:

@@ -1,9 +1,17 @@
 """margin: scores and targets in {-1, +1}; the loss is written in the margin m = y * f."""
 
 from ..ir import T, U, internal
-from . import Kind
+from . import Curve, Kind
+from .binary import _curve  # (the same axis: f = m at y = +1)
 
 M = internal("m", real=True)
+
+
+def _example(shape, dtype, device, g):
+    import torch
+    x = torch.randn(shape, generator=g, device=device) * 2
+    return x.to(dtype), torch.where(torch.rand(shape, generator=g, device=device) < 0.5, 1.0, -1.0).to(dtype)
+
 
 ORDER = 3  # place in listings
 KIND = Kind(
@@ -13,4 +21,6 @@ KIND = Kind(
     features=((M, T * U),),
     target="sign",
     doc="scores f (any shape), targets y in {-1, +1}; m = y * f",
+    example=_example,
+    curve=Curve((-3.0, 3.0), "margin m = y·f (y = +1)", "dL/dm", _curve),
 )
