@@ -119,6 +119,8 @@ ENTRIES: tuple[Function, ...] = (
     Function("max", sympy.Max, sympy.Max, arity=2, curvature=CONVEX, sign="max", interval=_extreme(max),
              smooth=False, reference="torch.maximum"),
     Function("clamp", None, lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi), arity=3, reference="torch.clamp"),
+    Function("erf", sympy.erf, sympy.erf, torch="torch.erf", triton="tl.erf", curvature=UNKNOWN,
+             interval=_widened(mpmath.erf), value_range=(-1, 1), reference="torch.erf", sample=(-4.0, 4.0)),
     # The atoms the passes write (derivatives and stable forms); the language cannot name them.
     Function("step", step, torch="_step", pooled="torch.gt({0}, 0, out={out})", scalar="float({} > 0)",
              triton="_tl_step", interval=_jump, value_range=(0, 1), smooth=False),

@@ -110,3 +110,15 @@ def test_the_curvature_rule_reads_the_table():
         sign = "positive" if entry.needs else "any sign"  # (an argument in the function's domain)
         got = analyze(entry.node(x), {x: Curvature("affine", sign)})
         assert got.curvature == entry.curvature, (entry.name, got)  # (of an affine argument: its own)
+
+
+def test_a_new_function_is_one_entry():
+    """erf came in as one entry of the table (lossc/functions.py) and nothing else: the language builds it,
+    both printers print it, the checker reads its facts; its value and gradient on every backend are tested
+    with every other entry above."""
+    spec = lossc.parse("loss e() over margin:\n    return 1 - erf(m)\n")
+    assert spec.expr.has(sympy.erf)
+    assert "torch.erf(" in lossc.generate(spec, "torch")
+    assert "tl.erf(" in lossc.generate(spec, "triton")
+    report = lossc.check(spec, use_cache=False)
+    assert report["nonnegative"].verdict in ("proved", "plausible"), report["nonnegative"]  # 1 - erf in (0, 2)
