@@ -178,9 +178,9 @@ class Abs(sympy.Abs):
             proxy, back = _as_real(arg)
             if proxy != arg:
                 value = cls(proxy)
-                if isinstance(value, cls) and value.args[0] == proxy:
-                    return None  # nothing to evaluate: Abs(arg) as it is
-                return value.xreplace(back)
+                if isinstance(value, sympy.Abs) and value.args[0] in (proxy, -proxy):
+                    return None  # nothing to evaluate but the sign: Abs(arg) as it is
+                return _real_back(value, back)
         return super().eval(arg)
 
     def fdiff(self, argindex=1):
@@ -188,6 +188,16 @@ class Abs(sympy.Abs):
 
     def _eval_derivative(self, x):  # (sympy.Abs's own goes through re and im for such an argument)
         return self.fdiff() * sympy.diff(self.args[0], x)
+
+
+def _real_back(value: sympy.Expr, back: dict) -> sympy.Expr:
+    """value (an Abs evaluated on _as_real's proxy) with the dummies mapped back, its abs left as they are: an
+    abs of a proxy sympy normalized (abs(-x) -> abs(x), its order of terms not the argument's) evaluated
+    again on the original subexpressions could flip back, abs(a - b) -> abs(b - a) -> abs(a - b) ...
+    without end (RecursionError, "expression nested too deeply")."""
+    held = {a: sympy.Dummy("abs") for a in value.atoms(sympy.Abs)}
+    unevaluated = {d: Abs(a.args[0].xreplace(back), evaluate=False) for a, d in held.items()}
+    return value.xreplace(held).xreplace(back).xreplace(unevaluated)
 
 
 def _as_real(e: sympy.Expr):
