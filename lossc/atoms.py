@@ -163,6 +163,22 @@ def _collapse_min_max(cls, args, **assumptions):
 
 MinMaxBase._collapse_arguments = classmethod(_collapse_min_max)
 
+_SYMPY_MIN_MAX_NEW = MinMaxBase.__new__
+
+
+def _min_max_new(cls, *args, **assumptions):
+    """sympy's Min / Max, NaN when an argument is NaN (as torch.minimum and maximum are): sympy refused it,
+    "The argument 'nan' is not comparable", and simplify's numeric probes reach it (Expr.equals substitutes
+    numbers into the Ne(pos(x), 0) of a folded derivative): pos(log_softmax(z / p)[y])^B1 could not be
+    compiled."""
+    args = [sympy.sympify(a) for a in args]
+    if assumptions.get("evaluate", True) and any(a is sympy.S.NaN for a in args):
+        return sympy.S.NaN
+    return _SYMPY_MIN_MAX_NEW(cls, *args, **assumptions)
+
+
+MinMaxBase.__new__ = _min_max_new
+
 class Abs(sympy.Abs):
     """abs of a real value (every value of a loss is real, NaN off its domain): sympy's Abs of an argument it
     cannot prove real evaluates through re, im and arg, abs(exp(x)) -> exp(re(x)) with

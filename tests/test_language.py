@@ -221,3 +221,17 @@ def test_abs_of_a_difference_not_provably_real_compiles_and_computes():
         (want_grad,) = torch.autograd.grad(want, xr)
         torch.testing.assert_close(value, want.detach())
         torch.testing.assert_close(grad, want_grad)
+
+
+@pytest.mark.parametrize("body", ["pos(log_softmax(z / p)[y])^(b)", "max(log_softmax(z / p)[y], 0)^(b)",
+                                  "clamp(log_softmax(z / p)[y], 0, 1)^(b)"])
+def test_a_zeroth_power_of_a_clamped_log_softmax_compiles(body):
+    """pos(log_softmax(z / p)[y])^b at b = 0 was refused, "The argument 'nan' is not comparable": simplify's
+    numeric probes of the gradient's Ne(pos(x), 0) made sympy's Max(nan, 0). Min / Max of NaN is NaN; the
+    loss is x^0 = 1, its gradient 0."""
+    src = f"loss a(p = 2.0, b = 0.0) over multiclass:\n    return {body}\n"
+    x = torch.tensor([[0.0, 0.0], [3.0, -1.0], [-2.0, 5.0]], dtype=torch.float64)
+    for backend in ("reference", "torch"):
+        value, grad = _value_and_grad(lossc.loss(src, backend=backend, reduction="sum"), x, torch.tensor([0, 0, 1]))
+        torch.testing.assert_close(value, torch.tensor(3.0, dtype=torch.float64))
+        torch.testing.assert_close(grad, torch.zeros_like(x))
