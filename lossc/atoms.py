@@ -163,6 +163,22 @@ def _collapse_min_max(cls, args, **assumptions):
 
 MinMaxBase._collapse_arguments = classmethod(_collapse_min_max)
 
+_SYMPY_MIN_MAX_NEW = MinMaxBase.__new__
+
+
+def _min_max_new(cls, *args, **assumptions):
+    """sympy's Min / Max, NaN when an argument is NaN (as torch.minimum and maximum are): sympy refused it,
+    "The argument 'nan' is not comparable", and simplify's numeric probes reach it (Expr.equals substitutes
+    numbers into the Ne(pos(x), 0) of a folded derivative): pos(log_softmax(z / p)[y])^B1 could not be
+    compiled."""
+    args = [sympy.sympify(a) for a in args]
+    if assumptions.get("evaluate", True) and any(a is sympy.S.NaN for a in args):
+        return sympy.S.NaN
+    return _SYMPY_MIN_MAX_NEW(cls, *args, **assumptions)
+
+
+MinMaxBase.__new__ = _min_max_new
+
 class Abs(sympy.Abs):
     """abs of a real value (every value of a loss is real, NaN off its domain): sympy's Abs of an argument it
     cannot prove real evaluates through re, im and arg, abs(exp(x)) -> exp(re(x)) with
@@ -178,9 +194,9 @@ class Abs(sympy.Abs):
             proxy, back = _as_real(arg)
             if proxy != arg:
                 value = cls(proxy)
-                if isinstance(value, cls) and value.args[0] == proxy:
-                    return None  # nothing to evaluate: Abs(arg) as it is
-                return value.xreplace(back)
+                if isinstance(value, sympy.Abs) and value.args[0] in (proxy, -proxy):
+                    return None  # nothing to evaluate but the sign: Abs(arg) as it is
+                return _real_back(value, back)
         return super().eval(arg)
 
     def fdiff(self, argindex=1):
@@ -188,6 +204,16 @@ class Abs(sympy.Abs):
 
     def _eval_derivative(self, x):  # (sympy.Abs's own goes through re and im for such an argument)
         return self.fdiff() * sympy.diff(self.args[0], x)
+
+
+def _real_back(value: sympy.Expr, back: dict) -> sympy.Expr:
+    """value (an Abs evaluated on _as_real's proxy) with the dummies mapped back, its abs left as they are: an
+    abs of a proxy sympy normalized (abs(-x) -> abs(x), its order of terms not the argument's) evaluated
+    again on the original subexpressions could flip back, abs(a - b) -> abs(b - a) -> abs(a - b) ...
+    without end (RecursionError, "expression nested too deeply")."""
+    held = {a: sympy.Dummy("abs") for a in value.atoms(sympy.Abs)}
+    unevaluated = {d: Abs(a.args[0].xreplace(back), evaluate=False) for a, d in held.items()}
+    return value.xreplace(held).xreplace(back).xreplace(unevaluated)
 
 
 def _as_real(e: sympy.Expr):

@@ -52,7 +52,10 @@ SCALAR_FUNCTIONS = {
 
 def is_truth(expr, booleans=frozenset()) -> bool:
     """Whether expr is a truth value: a test, a logic operation, True/False, or one of ``booleans`` (the
-    CSE temporaries known to hold one; a sympy Symbol is a Boolean too, so no other symbol counts)."""
+    CSE temporaries known to hold one; a sympy Symbol is a Boolean too, so no other symbol counts), or a
+    where choosing between truth values (sympy folds ITE(c, Ne(a, 0), Ne(b, 0)) into such a Piecewise)."""
+    if isinstance(expr, sympy.Piecewise):
+        return all(is_truth(value, booleans) for value, _ in expr.args)
     return isinstance(expr, Boolean) and not isinstance(expr, sympy.Symbol) or expr in booleans
 
 

@@ -77,13 +77,13 @@ class _Constants:
             name = f"k{len(self.lines)}"
             self.lines.append((name, f"float({self.host.doprint(expr)})"))
             self.by_expr[expr] = name
+            if is_truth(expr):  # (a where nested in a condition: a test of parameters alone, or a where of them)
+                self.truths.add(name)
         return self.by_expr[expr]
 
     def bind(self, symbol: sympy.Symbol, expr: sympy.Expr) -> str:
         """A CSE temporary of scalars only becomes a constant, usable by later constants."""
         name = self.name_of(expr)
-        if is_truth(expr):
-            self.truths.add(name)  # (a where nested in a condition: a test of parameters alone)
         self.host.names[symbol] = name
         self.scalars.add(symbol)
         self.by_expr.setdefault(symbol, name)
