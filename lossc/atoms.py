@@ -10,7 +10,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.functions.elementary.miscellaneous import MinMaxBase
 
-__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "Abs", "FUNCTIONS"]
+__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "Abs", "FUNCTIONS"]
 
 
 class sigmoid(sympy.Function):
@@ -130,6 +130,23 @@ class logratio(sympy.Function):
 
     def _eval_rewrite_as_exp(self, d, **kwargs):
         return d / (1 - sympy.exp(d))
+
+
+class quotient(sympy.Function):
+    """a / b, kept as one division: the printers compute it as such, and sympy does not merge it with the
+    factors around it. A batch gradient's coefficient a b / D^3 (D the sum of the batch sums a, b, …) is
+    written quotient(a, D) quotient(b, D) / D (``passes.gradient._bounded_quotients``): each ratio is
+    bounded (its sums are among D's), where D^-3 overflows in float32 once the sums are tiny (1e-16) and
+    meets a factor 0 (inf * 0 = NaN)."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return 1 / b if argindex == 1 else -a / b ** 2
+
+    def _eval_rewrite_as_Mul(self, a, b, **kwargs):
+        return a / b
 
 
 _SYMPY_COLLAPSE = MinMaxBase._collapse_arguments.__func__

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import sympy
 
-from ..atoms import Abs
+from ..atoms import Abs, quotient
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
                   per_class)
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
@@ -125,9 +125,52 @@ def batch_gradient(spec: LossSpec) -> Gradient:
     for b in spec.reductions:
         coefficient = sympy.diff(spec.expr, b.symbol)  # M_{B_k}: simplified, it cancels no large terms
         if coefficient.count_ops() < 60 and not _irrational_constants(coefficient):
-            coefficient = sympy.factor(sympy.cancel(coefficient))
+            coefficient = _bounded_quotients(sympy.factor(sympy.cancel(coefficient)),
+                                             [r.symbol for r in spec.reductions])
         expr += coefficient * sympy.diff(b.body, U)
     return Gradient(expr)
+
+
+def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr:
+    """A product ``c N1 N2 / D^k`` of polynomials in the batch sums as ``c quotient(N1, D) quotient(N2, D) /
+    D^(k-2)``: each numerator factor N of D's degree whose sums are among D's (a sum of several) is divided
+    by D on its own, once per power of D left.
+
+    anyloss_f1()^2 has the coefficient -8 B1 (B2 + B3) / (2 B1 + B2 + B3)^3: in float32 the cube of a tiny D
+    (a batch of predictions far from 1/2, whose amplified sums are 1e-16) overflows and meets B1 = 0 (NaN
+    for a gradient of 0); the ratios are bounded (by 1/2 and 1 for nonnegative sums), 1/D alone is finite."""
+    if not isinstance(coefficient, sympy.Mul):
+        return coefficient
+
+    def homogeneous(e: sympy.Expr) -> int | None:
+        """The degree of e in the sums when e is a homogeneous polynomial in them, else None."""
+        if not e.free_symbols & set(sums):
+            return None
+        try:
+            poly = sympy.Poly(e, *sums)
+        except sympy.PolynomialError:
+            return None
+        return poly.total_degree() if poly.is_homogeneous else None
+
+    powers = [f.as_base_exp() for f in coefficient.args]
+    kept = [True] * len(powers)
+    out = []
+    for i, (d, k) in enumerate(powers):
+        if not (k.is_Integer and k < 0 and isinstance(d, sympy.Add)) or homogeneous(d) is None:
+            continue
+        degree, left, inside = homogeneous(d), -int(k), d.free_symbols & set(sums)
+        for j, (n, e) in enumerate(powers):
+            if not left:
+                break
+            if (kept[j] and e.is_Integer and e > 0 and n.free_symbols & set(sums) <= inside
+                    and homogeneous(n) == degree):
+                used = min(int(e), left)
+                out.append(quotient(n, d) ** used * n ** (int(e) - used))
+                kept[j], left = False, left - used
+        if left != -int(k):
+            kept[i] = False
+            out.append(d ** -left)
+    return sympy.Mul(*[f for f, keep in zip(coefficient.args, kept) if keep], *out)
 
 
 def _irrational_constants(e: sympy.Expr) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.logic.boolalg import Boolean
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
@@ -82,6 +82,10 @@ class _ScalarPrinter(PythonCodePrinter):
             return "(" + SCALAR_FUNCTIONS[name].format(*[self._print(a) for a in expr.args]) + ")"
         return super()._print_Function(expr)
 
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
+
 
 class TorchCodePrinter(TorchPrinter):
     """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
@@ -125,6 +129,10 @@ class TorchCodePrinter(TorchPrinter):
 
     def _print_Heaviside(self, expr):  # noqa: F811 - one argument only, whatever sympy carries
         return f"_heaviside({self._print(expr.args[0])})"
+
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
 
     def _pairwise(self, expr, tensor_fn: str, clamp: str):
         args = list(expr.args)

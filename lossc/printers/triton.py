@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
@@ -144,6 +144,10 @@ class TritonCodePrinter(PythonCodePrinter):
             constant = self.constants.name_of(sympy.Mul(*scalar))
             return f"{constant}*{self.parenthesize(rest, precedence(expr))}"
         return super()._print_Mul(expr)
+
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
