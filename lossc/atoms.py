@@ -10,7 +10,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.functions.elementary.miscellaneous import MinMaxBase
 
-__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "Abs", "FUNCTIONS"]
+__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "computed", "Abs", "FUNCTIONS"]
 
 
 class sigmoid(sympy.Function):
@@ -130,6 +130,18 @@ class logratio(sympy.Function):
 
     def _eval_rewrite_as_exp(self, d, **kwargs):
         return d / (1 - sympy.exp(d))
+
+
+class computed(sympy.Function):
+    """The value of x as floating point computes it: x itself in code, but nothing sympy can prove about x
+    (positive, nonzero) holds of it. The gradient's guard of x^g at x = 0 tests ``Ne(computed(x), 0)`` for a
+    base that is positive yet may round to 0 (log(1 + sigmoid(m)) at m = -825): ``Ne(x, 0)`` would be True."""
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def fdiff(self, argindex=1):
+        return sympy.S.One
 
 
 class quotient(sympy.Function):

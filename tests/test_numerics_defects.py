@@ -546,3 +546,22 @@ def test_a_power_of_a_piecewise_loss_where_a_branch_leaves_its_domain(backend):
     _, grad = _value_and_grad("(huber())^(1.5)", backend, torch.zeros_like(r), r, over="regression")
     assert torch.isfinite(grad).all(), grad
     torch.testing.assert_close(grad, 1.5 * L.sqrt() * dL, rtol=_tolerance(backend), atol=0)
+
+
+@pytest.mark.parametrize("backend,dtype", DTYPE_BACKENDS)
+def test_a_fractional_power_of_a_positive_base_that_rounds_to_zero(backend, dtype):
+    """sqrt(log(1 + sigmoid(m))) at m = -825: the base is positive (sympy proves it, so the guard of x^g at
+    0 was left out), but log1p(sigmoid(m)) rounds to 0 and 1/(2 sqrt(0)) met sigmoid'(m) = 0: NaN. The
+    truth is sigmoid'(m) / ((1 + sigmoid(m)) 2 sqrt(log1p(sigmoid(m)))) ~ e^(m/2) / 2, by mpmath."""
+    m = torch.tensor([-825.69, -200.0, -60.0, -3.0, 0.0, 2.0], dtype=torch.float64)
+
+    def truth(v):
+        with mpmath.workdps(50):
+            s, d = 1 / (1 + mpmath.exp(-mpmath.mpf(v))), mpmath.exp(-mpmath.mpf(v)) / (1 + mpmath.exp(-mpmath.mpf(v))) ** 2
+            return float(d / ((1 + s) * 2 * mpmath.sqrt(mpmath.log1p(s))))
+
+    x = m.to(dtype)
+    _, grad = _value_and_grad("sqrt(log(1 + sigmoid(m)))", backend, x, torch.ones_like(x), over="margin")
+    assert torch.isfinite(grad).all(), grad
+    expected = torch.tensor([truth(float(v)) for v in x.double()], dtype=torch.float64)
+    torch.testing.assert_close(grad, expected, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-30)

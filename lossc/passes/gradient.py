@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import sympy
 
-from ..atoms import Abs, quotient
+from ..atoms import Abs, computed, quotient
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
                   per_class)
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
@@ -248,20 +248,35 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
     takes abs' and pos' at 0 (docs/semantics.md). Otherwise a chain factor that vanishes there
     (pos(p - clip)' = 0 below the clip, d(1 - p_t) = 0 once p_t rounds to 1) or g = 0 itself
     gives inf * 0 = NaN. At x = 0, x^e is then [e == 0] (0^0 = 1, 0^e = 0 for e > 0: unchanged).
-    Powers whose exponent is nonnegative, or whose base is positive or reads parameters alone, stay."""
+    Powers whose exponent is nonnegative, or whose base reads parameters alone or is bounded away from 0
+    (``_lower_bound``), stay. A base sympy proves positive may still round to 0 (log(1 + sigmoid(m)) at
+    m = -825: 1/(2 sqrt(0)) meets sigmoid'(m) = 0): its test is on ``computed(base)``, which sympy cannot
+    prove nonzero."""
     def guarded(p: sympy.Pow) -> sympy.Expr:
         base, exp = p.args
         at_zero = sympy.S.Zero if exp.is_negative else sympy.Piecewise((1, sympy.Eq(exp, 0)), (0, True))
-        return sympy.Piecewise((p, sympy.Ne(base, 0)), (at_zero, True))
+        tested = computed(base) if base.subs(signs).is_positive else base
+        return sympy.Piecewise((p, sympy.Ne(tested, 0)), (at_zero, True))
 
     def infinite_at_zero(n) -> bool:
         if not isinstance(n, sympy.Pow) or n.exp.is_integer or not n.exp.free_symbols <= scalars:
             return False
         if n.base.free_symbols <= scalars or n.exp.subs(signs).is_nonnegative:
             return False
-        return not n.base.subs(signs).is_positive
+        return not n.base.subs(signs).is_positive or _lower_bound(n.base, signs) < SMALLEST_NORMAL
 
     return expr.replace(infinite_at_zero, guarded)
+
+
+SMALLEST_NORMAL = 2.0 ** -126  # float32's: a positive value with a lower bound below it may round to 0
+
+
+def _lower_bound(base: sympy.Expr, signs: dict) -> float:
+    """A lower bound of base over every input (interval arithmetic; parameters that the constraints make
+    nonnegative from 0): 1 for 1 + r^2/delta^2, 0 for log(1 + sigmoid(m)), -inf when unknown."""
+    from ..check.interval import INF, WHOLE, Interval, enclose
+    box = {s: Interval(0, INF) if s in signs else WHOLE for s in base.free_symbols}
+    return float(enclose(base, box).lo)
 
 
 def _derivable_spec(spec: LossSpec) -> LossSpec:

@@ -86,6 +86,9 @@ class _ScalarPrinter(PythonCodePrinter):
         a, b = expr.args
         return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
 
+    def _print_computed(self, expr):  # (atoms.computed: the value itself)
+        return f"({self._print(expr.args[0])})"
+
 
 class TorchCodePrinter(TorchPrinter):
     """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
@@ -133,6 +136,9 @@ class TorchCodePrinter(TorchPrinter):
     def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
         a, b = expr.args
         return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
+
+    def _print_computed(self, expr):  # (atoms.computed: the value itself)
+        return f"({self._print(expr.args[0])})"
 
     def _pairwise(self, expr, tensor_fn: str, clamp: str):
         args = list(expr.args)

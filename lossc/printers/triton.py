@@ -45,6 +45,7 @@ TL_FUNCTIONS = {
     "Heaviside": "_tl_heaviside",
     "sign": "_tl_sign",
     "detach": "",  # the value itself: kernels carry no autograd, the gradient already omits it
+    "computed": "",  # (atoms.computed: the value itself)
 }
 # Integer powers up to this are products (exact); others go through _tl_pow (exp2 / log2).
 MAX_INTEGER_POWER = 8
