@@ -565,3 +565,23 @@ def test_a_fractional_power_of_a_positive_base_that_rounds_to_zero(backend, dtyp
     assert torch.isfinite(grad).all(), grad
     expected = torch.tensor([truth(float(v)) for v in x.double()], dtype=torch.float64)
     torch.testing.assert_close(grad, expected, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-30)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_class_reduction_is_reused_only_through_a_nonzero_ratio(backend):
+    """max(clamp(min(z[y], 2.5) - log_softmax(z)[y] - z[j], 0, 2) for j): the gradient's lse term was written as
+    the target term's class reduction times 1 / (Heaviside(5/2 - z[y]) - 1), 0 * inf = NaN at every row with
+    z[y] < 5/2. The truth: autograd of the loss as written, in float64."""
+    g = torch.Generator().manual_seed(1136)
+    z = torch.randn(16, 4, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 4, (16,), generator=g)
+    z[:4, 0], y[:4] = 4.0, 0  # (rows with z[y] above 5/2 too)
+    leaf = z.clone().requires_grad_(True)
+    zy = leaf.gather(1, y[:, None])
+    body = (torch.minimum(zy, torch.tensor(2.5, dtype=torch.float64)) - F.log_softmax(leaf, 1).gather(1, y[:, None])
+            - leaf).clamp(0, 2)
+    body.amax(1).sum().backward()
+    _, grad = _value_and_grad("max(clamp(((min(z[y], 2.5) - log_softmax(z)[y]) - z[j]), 0, 2) for j)", backend, z, y,
+                              over="multiclass")
+    assert torch.isfinite(grad).all(), grad
+    torch.testing.assert_close(grad, leaf.grad, rtol=_tolerance(backend), atol=_tolerance(backend))

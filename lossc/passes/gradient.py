@@ -67,8 +67,16 @@ def _indicators(expr: sympy.Expr, reductions) -> sympy.Expr:
                         lambda n: sympy.Piecewise((1, sympy.Eq(bodies[n.args[0]], n.args[0])), (0, True)))
 
 
+def _nonzero(denominator: sympy.Expr, parameters: set) -> bool:
+    """Whether a ratio's denominator is a nonzero number or a nonzero expression of parameters alone: never
+    0 in a row. A reduction reused as body = ratio * A with ratio = 1 / (Heaviside(5/2 - z[y]) - 1) (the
+    target term of min(z[y], 5/2) - log_softmax(z)[y] - z[j]) was 0 * inf = NaN wherever z[y] < 5/2."""
+    return denominator.free_symbols <= parameters and denominator.is_zero is False
+
+
 def row_gradient(spec: LossSpec) -> Gradient:
     aux: list[Reduction] = []
+    parameters = {p.symbol for p in spec.params if p.type == "float"}
 
     def aux_sum(body: sympy.Expr, exclude: bool) -> sympy.Expr:
         # common factors out (-p[j] (2 p[j] - 2 q[j]) -> -2 p[j] (p[j] - q[j])), and no more: sympy.simplify ran
@@ -80,7 +88,7 @@ def row_gradient(spec: LossSpec) -> Gradient:
         for a in list(spec.reductions) + aux:  # a multiple of a reduction already computed
             if a.op == "sum" and a.exclude_target == exclude:
                 ratio = sympy.cancel(body / a.body)
-                if not per_class(ratio):
+                if not per_class(ratio) and _nonzero(sympy.fraction(sympy.together(ratio))[1], parameters):
                     return ratio * a.symbol
         symbol = numbered("A", len(aux) + 1)
         aux.append(Reduction(symbol, "sum", body, exclude))
