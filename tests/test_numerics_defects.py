@@ -585,3 +585,17 @@ def test_a_class_reduction_is_reused_only_through_a_nonzero_ratio(backend):
                               over="multiclass")
     assert torch.isfinite(grad).all(), grad
     torch.testing.assert_close(grad, leaf.grad, rtol=_tolerance(backend), atol=_tolerance(backend))
+
+
+@pytest.mark.parametrize("backend,dtype", DTYPE_BACKENDS)
+def test_a_branch_not_taken_whose_derivative_overflows(backend, dtype):
+    """(where(r < 2, (mse())^3, r))^2 at r = 7416 in float32: sympy moves the square into the branches, r^12
+    for r < 2; autograd of the branch not taken (the reference backend) met 0 * 12 r^11 = 0 * inf = NaN. By
+    hand: d/dyhat = -12 r^11 for r < 2, else -2 r."""
+    r = torch.tensor([-1.5, 0.5, 1.9, 3.0, 7416.58, 1e5], dtype=torch.float64)
+    _, grad = _value_and_grad("(where(r < 2, (mse())^(3), r))^(2)", backend, torch.zeros_like(r).to(dtype),
+                              r.to(dtype), over="regression")
+    assert torch.isfinite(grad).all(), grad
+    r = r.to(dtype).double()
+    torch.testing.assert_close(grad, torch.where(r < 2, -12 * r ** 11, -2 * r),
+                               rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
