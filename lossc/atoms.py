@@ -10,7 +10,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.functions.elementary.miscellaneous import MinMaxBase
 
-__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "Abs", "FUNCTIONS"]
+__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "computed", "Abs", "FUNCTIONS"]
 
 
 class sigmoid(sympy.Function):
@@ -130,6 +130,35 @@ class logratio(sympy.Function):
 
     def _eval_rewrite_as_exp(self, d, **kwargs):
         return d / (1 - sympy.exp(d))
+
+
+class computed(sympy.Function):
+    """The value of x as floating point computes it: x itself in code, but nothing sympy can prove about x
+    (positive, nonzero) holds of it. The gradient's guard of x^g at x = 0 tests ``Ne(computed(x), 0)`` for a
+    base that is positive yet may round to 0 (log(1 + sigmoid(m)) at m = -825): ``Ne(x, 0)`` would be True."""
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def fdiff(self, argindex=1):
+        return sympy.S.One
+
+
+class quotient(sympy.Function):
+    """a / b, kept as one division: the printers compute it as such, and sympy does not merge it with the
+    factors around it. A batch gradient's coefficient a b / D^3 (D the sum of the batch sums a, b, …) is
+    written quotient(a, D) quotient(b, D) / D (``passes.gradient._bounded_quotients``): each ratio is
+    bounded (its sums are among D's), where D^-3 overflows in float32 once the sums are tiny (1e-16) and
+    meets a factor 0 (inf * 0 = NaN)."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return 1 / b if argindex == 1 else -a / b ** 2
+
+    def _eval_rewrite_as_Mul(self, a, b, **kwargs):
+        return a / b
 
 
 _SYMPY_COLLAPSE = MinMaxBase._collapse_arguments.__func__

@@ -147,6 +147,11 @@ def _sigmoid_iv(x):
     return 1 / (1 + iv.exp(-x))
 
 
+def _tanh_iv(x):
+    # (mpmath's iv has no tanh: iv.tanh raised AttributeError, which enclose does not catch)
+    return 1 - 2 / (iv.exp(2 * x) + 1)
+
+
 def _log_iv(a: Interval) -> Interval:
     if a.lo < 0:
         return WHOLE
@@ -229,7 +234,7 @@ def _enclose(e, box):
     if isinstance(e, sigmoid):
         return _increasing(_sigmoid_iv, args[0], 0, 1)
     if isinstance(e, sympy.tanh):
-        return _increasing(iv.tanh, args[0], -1, 1)
+        return _increasing(_tanh_iv, args[0], -1, 1)
     if isinstance(e, sympy.sinh):
         return _increasing(lambda v: (iv.exp(v) - iv.exp(-v)) / 2, args[0], NINF, INF)
     if isinstance(e, sympy.cosh):  # even, increasing in |x|, >= 1

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
@@ -45,6 +45,7 @@ TL_FUNCTIONS = {
     "Heaviside": "_tl_heaviside",
     "sign": "_tl_sign",
     "detach": "",  # the value itself: kernels carry no autograd, the gradient already omits it
+    "computed": "",  # (atoms.computed: the value itself)
 }
 # Integer powers up to this are products (exact); others go through _tl_pow (exp2 / log2).
 MAX_INTEGER_POWER = 8
@@ -144,6 +145,10 @@ class TritonCodePrinter(PythonCodePrinter):
             constant = self.constants.name_of(sympy.Mul(*scalar))
             return f"{constant}*{self.parenthesize(rest, precedence(expr))}"
         return super()._print_Mul(expr)
+
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
