@@ -13,9 +13,10 @@ from ..ir import T, U
 from ..kinds.margin import M
 from ..kinds.regression import R
 from .curvature import affine, analyze
+from .ladder import Checker
 from .numeric import fmt
-from .onevar import (Pieces, Undecided, bounded_on, compare, continuous_at, elementary, finite_real, grid,
-                     is_smooth, kink_report, one_sided, pieces_of, prove_sign, simpler)
+from .onevar import (Pieces, Undecided, compare, continuous_at, elementary, finite_real, grid, is_smooth,
+                     kink_report, pieces_of, prove_sign, simpler)
 from .verdict import Verdict, not_applicable, plausible, proved, refuted, unknown
 
 OO = sympy.oo
@@ -62,18 +63,14 @@ def cases_of(ctx) -> list[Case]:
     raise Undecided(kind)
 
 
-class Elementwise:
+class Elementwise(Checker):
+    """One or two functions of one variable (the cases) and their split into smooth pieces."""
+
     def __init__(self, ctx):
-        self.ctx = ctx
+        super().__init__(ctx)
         self.kind = ctx.spec.kind
         self.cases = cases_of(ctx)
-        self.setting = ctx.setting()
         self._pieces: dict = {}
-        self._memo: dict = {}
-
-    @property
-    def ev(self):
-        return self.ctx.evaluator
 
     def phi(self, case: Case, xs) -> np.ndarray:
         u, t = case.inputs(xs)
@@ -94,10 +91,11 @@ class Elementwise:
             raise got
         return got
 
-    def _where(self, case: Case) -> str:
+    def suffix(self, case: Case) -> str:
+        """' for y = 1' (or nothing for the single case), for evidence texts."""
         return "" if case.label in ("m", "r") else f" for {case.label}"
 
-    def _all(self, per_case, combine_text: str) -> Verdict:
+    def each_case(self, per_case, combine_text: str) -> Verdict:
         """Combine per-case verdicts: refuted if any is, proved if all are."""
         verdicts = [per_case(c) for c in self.cases]
         for v in verdicts:
@@ -127,13 +125,13 @@ class Elementwise:
                 extra = " (and for soft targets y in [0, 1]: the loss is affine in y)"
         var = {"margin": "f (m = y f is affine in f)", "regression": "yhat (r = y - yhat is affine in yhat)",
                "binary": "f"}[self.kind]
-        return self._all(self._convex_case, f"convex in {var} for each target{extra} {self.setting}:")
+        return self.each_case(self._convex_case, f"convex in {var} for each target{extra} {self.setting}:")
 
     def _convex_case(self, case: Case) -> Verdict:
         x = case.x
         result = analyze(case.expr, {x: affine(str(x), "the variable")})
         if result.curvature in ("convex", "affine", "constant"):
-            return proved(f"convex in {x}{self._where(case)} by composition rules (DCP) {self.setting}:\n"
+            return proved(f"convex in {x}{self.suffix(case)} by composition rules (DCP) {self.setting}:\n"
                           + result.proof())
         found = self._midpoint_search(case)  # cheap, and decides most non-convex losses at once
         if found is not None:
@@ -143,7 +141,7 @@ class Elementwise:
             try:
                 ok, text, witness = self._convex_pieces(case)
                 if ok:
-                    return proved(f"convex in {x}{self._where(case)} {self.setting}: {text}")
+                    return proved(f"convex in {x}{self.suffix(case)} {self.setting}: {text}")
                 why = text
             except (Undecided, NotImplementedError, TypeError, ValueError) as err:
                 why = str(err)
@@ -152,7 +150,7 @@ class Elementwise:
             if found is not None:
                 return found
         return plausible(f"not proved ({why}); no midpoint violation on a grid of 400 points x 6 widths"
-                         f"{self._where(case)} {self.setting}")
+                         f"{self.suffix(case)} {self.setting}")
 
     def _convex_pieces(self, case: Case):
         x = case.x
@@ -210,7 +208,7 @@ class Elementwise:
                 va, vm, vb = (float(self.phi(case, [v])[0]) for v in (x0 - h, x0, x0 + h))  # re-evaluated
                 if vm - 0.5 * (va + vb) > tol[i]:
                     return refuted(
-                        f"not convex{self._where(case)} {self.setting}: L({case.x} = {fmt(x0)}) = {fmt(vm, 10)} > "
+                        f"not convex{self.suffix(case)} {self.setting}: L({case.x} = {fmt(x0)}) = {fmt(vm, 10)} > "
                         f"(L({fmt(x0 - h)}) + L({fmt(x0 + h)}))/2 = {fmt(0.5 * (va + vb), 10)} (float64, generated code)",
                         {**case.where(), "x": x0, "h": h, "L": vm, "L_minus": va, "L_plus": vb})
         return None
@@ -482,241 +480,3 @@ class Elementwise:
                 return None
         pieces = "; ".join(f"{_s(v)} on {p.interval()}" for v, p in zip(values, P.pieces))
         return values[0], f"split at its kinks {', '.join(map(_s, P.kinks))}: {pieces}, and the same at the kinks"
-
-    # ------------------------------------------------------------------ bounded / nonnegative
-    def bounded(self) -> Verdict:
-        return self._all(self._bounded_case, f"bounded for each target {self.setting}:")
-
-    def _bounded_case(self, case: Case) -> Verdict:
-        x = case.x
-        if case.symbolic:
-            try:
-                P = self.pieces(case)
-                ends = [(P.pieces[-1].expr, OO), (P.pieces[0].expr, -OO)]
-            except (Undecided, NotImplementedError, TypeError, ValueError):
-                P, ends = None, [(elementary(case.expr), OO), (elementary(case.expr), -OO)]
-            for e, end in ends:
-                try:
-                    lim = sympy.limit(e, x, end)
-                except (NotImplementedError, ValueError, TypeError):
-                    continue
-                if lim in (OO, -OO):
-                    s = 1 if end == OO else -1
-                    pts = [s * v for v in (10.0, 100.0, 1000.0)]
-                    vals = self.phi(case, pts)
-                    return refuted(f"unbounded{self._where(case)} {self.setting}: L -> {_s(lim)} as {x} -> {_s(end)} "
-                                   f"(sympy limit); L = {fmt(vals)} at {x} = {fmt(pts)} (float64, generated code)",
-                                   {**case.where(), "x": pts, "L": vals.tolist(), "limit": str(lim)})
-            if P is not None:
-                whys = [bounded_on(p.expr, x, p.lo, p.hi) for p in P.pieces]
-                at = [P.expr.subs(x, k) for k in P.kinks]
-                if all(whys) and all(finite_real(v) for v in at):
-                    return proved(f"bounded{self._where(case)} {self.setting}: "
-                                  + "; ".join(f"{_s(p.expr)} on {p.interval()}: {w}" for p, w in zip(P.pieces, whys))
-                                  + ("; at the kinks " + ", ".join(f"L({_s(k)}) = {_s(v)}" for k, v in
-                                                                  zip(P.kinks, at)) if P.kinks else ""))
-        xs = np.array(grid(-OO, OO) + [1e4, -1e4])
-        vals = self.phi(case, xs)
-        return plausible(f"largest value {fmt(np.nanmax(np.abs(vals)))} on {len(xs)} points up to |{case.x}| = 1e4"
-                         f"{self._where(case)} {self.setting}; not proved")
-
-    def nonnegative(self) -> Verdict:
-        return self._all(self._nonneg_case, f"nonnegative for each target {self.setting}:")
-
-    def _nonneg_case(self, case: Case) -> Verdict:
-        x = case.x
-        if case.symbolic:
-            try:
-                P = self.pieces(case)
-                whys = []
-                for p in P.pieces:
-                    why = prove_sign(p.expr, x, p.lo, p.hi, "nonneg")
-                    if not why:
-                        break
-                    whys.append(f"on {p.interval()}: {why}")
-                else:
-                    at = [P.expr.subs(x, k) for k in P.kinks]  # the value at a kink is its own (a where may jump)
-                    if all(finite_real(v) and compare(v, 0) >= 0 for v in at):
-                        return proved(f"L >= 0{self._where(case)} {self.setting}: " + "; ".join(whys)
-                                      + ("; at the kinks " + ", ".join(f"L({_s(k)}) = {_s(v)}" for k, v in
-                                                                      zip(P.kinks, at)) if P.kinks else ""))
-            except (Undecided, NotImplementedError, TypeError, ValueError):
-                pass
-        xs = np.array(grid(-OO, OO) + [1e4, -1e4])
-        vals = self.phi(case, xs)
-        i = int(np.nanargmin(vals))
-        if vals[i] < -1e-12:
-            again = float(self.phi(case, [xs[i]])[0])
-            return refuted(f"negative{self._where(case)}: L({case.x} = {fmt(xs[i])}) = {fmt(again, 10)} (float64, "
-                           f"generated code) {self.setting}", {**case.where(), "x": float(xs[i]), "L": again})
-        return plausible(f"smallest value {fmt(vals[i])} on {len(xs)} points{self._where(case)} {self.setting}; "
-                         f"not proved")
-
-    # ------------------------------------------------------------------ monotone
-    def monotone(self) -> Verdict:
-        if "monotone" not in self._memo:
-            self._memo["monotone"] = self._monotone()
-        return self._memo["monotone"]
-
-    def _monotone(self) -> Verdict:
-        if self.kind == "margin":
-            return self._all(lambda c: self._monotone_case(c, "nonpos" if c.sign > 0 else "nonneg"),
-                             f"non-increasing in the margin {self.setting}:")
-        if self.kind == "binary":
-            return self._all(lambda c: self._monotone_case(c, "nonpos" if c.target == 1 else "nonneg"),
-                             f"the loss of y = 1 is non-increasing and that of y = 0 non-decreasing in f "
-                             f"{self.setting}:")
-        return self._all(lambda c: self._monotone_case(c, "unimodal"),
-                         f"non-decreasing in |r| {self.setting}:")
-
-    def _monotone_case(self, case: Case, want: str) -> Verdict:
-        x = case.x
-        what = {"nonpos": "non-increasing", "nonneg": "non-decreasing",
-                "unimodal": "non-increasing for r < 0 and non-decreasing for r > 0"}[want]
-        if self.kind == "margin" and case.label != "m":
-            want = "nonpos" if case.target > 0 else "nonneg"
-        if case.symbolic:
-            try:
-                P = self.pieces(case)
-                whys = []
-                ok = True
-                for p in P.pieces:
-                    d1 = simpler(sympy.diff(p.expr, x))
-                    spans = [(p.lo, p.hi, want)]
-                    if want == "unimodal":
-                        spans = []
-                        if p.lo == -OO or compare(p.lo, 0) < 0:
-                            spans.append((p.lo, sympy.Min(p.hi, 0) if p.hi != OO else 0, "nonpos"))
-                        if p.hi == OO or compare(p.hi, 0) > 0:
-                            spans.append((sympy.Max(p.lo, 0) if p.lo != -OO else 0, p.hi, "nonneg"))
-                    for lo, hi, w in spans:
-                        why = prove_sign(d1, x, lo, hi, w)
-                        if not why:
-                            ok = False
-                            break
-                        whys.append(f"dL/d{x} = {_s(d1)} on ({_s(lo)}, {_s(hi)}): {why}")
-                    if not ok:
-                        break
-                cont = all(continuous_at(v, lv, rv) for _, v, lv, rv, _, _ in kink_report(P))
-                if ok and cont:
-                    return proved(f"{what} in {x}{self._where(case)} {self.setting}: " + "; ".join(whys)
-                                  + ("; continuous at the kinks" if P.kinks else ""))
-            except (Undecided, NotImplementedError, TypeError, ValueError):
-                pass
-        xs = np.array(grid(-OO, OO, 800))
-        v = self.phi(case, xs)
-        if want == "unimodal":
-            d = np.diff(v)
-            bad = np.where(((xs[1:] <= 0) & (d > 1e-12 * (1 + np.abs(v[1:])))) |
-                           ((xs[:-1] >= 0) & (d < -1e-12 * (1 + np.abs(v[1:])))))[0]
-        else:
-            d = np.diff(v) * (1 if want == "nonpos" else -1)
-            bad = np.where(d > 1e-12 * (1 + np.abs(v[1:])))[0]
-        if len(bad):
-            i = int(bad[np.argmax(np.abs(d[bad]))])
-            a, b = (float(t) for t in self.phi(case, [xs[i], xs[i + 1]]))
-            return refuted(f"not monotone{self._where(case)} {self.setting}: L({case.x} = {fmt(xs[i])}) = {fmt(a, 10)}, "
-                           f"L({case.x} = {fmt(xs[i + 1])}) = {fmt(b, 10)} (should be {what}; float64, generated code)",
-                           {**case.where(), "x1": float(xs[i]), "L1": a, "x2": float(xs[i + 1]), "L2": b})
-        return plausible(f"{what} on {len(xs)} grid points{self._where(case)} {self.setting}; not proved")
-
-    # ------------------------------------------------------------------ smooth
-    def smooth(self) -> Verdict:
-        return self._all(self._smooth_case, f"gradient Lipschitz for each target {self.setting}:")
-
-    def _smooth_case(self, case: Case) -> Verdict:
-        """Gradient Lipschitz: at every kink the value continuous and the derivative continuous (equal finite
-        one-sided limits), and the second derivative bounded on every piece."""
-        x = case.x
-        if not case.symbolic:
-            return unknown("the loss depends on the target beyond the residual: not decided")
-        try:
-            P = self.pieces(case)
-        except (Undecided, NotImplementedError, TypeError, ValueError) as err:
-            return unknown(f"kinks not located: {err}")
-        for k, value, lv, rv, ls, rs in kink_report(P):
-            if not continuous_at(value, lv, rv):
-                jump = self._value_jump(case, k, value, lv, rv)
-                if jump is not None:
-                    return jump
-                return unknown(f"continuity of the value at the kink {x} = {_s(k)} not shown (limits {_s(lv)}, "
-                               f"{_s(rv)}, value {_s(value)})")
-            if not (finite_real(ls) and finite_real(rs)):
-                if ls in (OO, -OO) or rs in (OO, -OO):
-                    return self._steep(case, k, ls if ls in (OO, -OO) else rs, "the derivative",
-                                       -1 if ls in (OO, -OO) else 1)
-                return unknown(f"one-sided derivatives {_s(ls)}, {_s(rs)} at the kink {x} = {_s(k)} not shown finite")
-            if compare(ls, rs) != 0:
-                eps = 1e-7
-                ga, gb = self.dphi(case, [float(k) - eps, float(k) + eps])
-                return refuted(f"not smooth{self._where(case)} {self.setting}: the derivative jumps at the kink "
-                               f"{x} = {_s(k)} from {_s(ls)} to {_s(rs)} (sympy); generated gradient "
-                               f"{fmt(ga)} at {fmt(float(k) - eps, 10)} and {fmt(gb)} at {fmt(float(k) + eps, 10)}: "
-                               f"no Lipschitz constant",
-                               {**case.where(), "kink": float(k), "x1": float(k) - eps, "grad1": float(ga),
-                                "x2": float(k) + eps, "grad2": float(gb)})
-        whys = []
-        for p in P.pieces:
-            d2 = simpler(sympy.diff(p.expr, x, 2))
-            why = bounded_on(d2, x, p.lo, p.hi)
-            if why:
-                whys.append(f"{_s(d2)} on {p.interval()}: {why}")
-                continue
-            for end, side in ((p.lo, "+"), (p.hi, "-")):
-                try:
-                    lim = sympy.limit(d2, x, end) if end in (OO, -OO) else sympy.limit(d2, x, end, side)
-                except (NotImplementedError, ValueError, TypeError):
-                    continue
-                if lim not in (OO, -OO):
-                    continue
-                if end in (OO, -OO):
-                    s = 1 if end == OO else -1
-                    pts = [s * v for v in (10.0, 20.0, 40.0)]
-                    ratios = []
-                    for a in pts:
-                        ga, gb = self.dphi(case, [a, a + s * 1e-3])
-                        ratios.append(abs(gb - ga) / 1e-3)
-                    return refuted(
-                        f"not smooth{self._where(case)} {self.setting}: d2L/d{x}2 = {_s(d2)} -> {_s(lim)} as "
-                        f"{x} -> {_s(end)} (sympy limit), so the gradient has no Lipschitz constant; "
-                        f"|dL(a) - dL(a + h)|/h = {fmt(ratios)} at a = {fmt(pts)}, h = 1e-3 (float64, generated code)",
-                        {**case.where(), "a": pts, "h": 1e-3, "ratios": ratios, "limit": str(lim)})
-                return self._steep(case, end, lim, f"d2L/d{x}2 = {_s(d2)}", 1 if side == "+" else -1)
-            return unknown(f"second derivative {_s(d2)} on {p.interval()} not shown bounded")
-        return proved(f"gradient Lipschitz{self._where(case)} {self.setting}: "
-                      + ("value and derivative continuous at the kinks "
-                         + ", ".join(_s(k) for k in P.kinks) + " (equal one-sided limits, sympy); " if P.kinks else "")
-                      + "second derivative bounded on every piece: " + "; ".join(whys))
-
-    def _value_jump(self, case: Case, k, value, lv, rv) -> Verdict | None:
-        """Refuted when the value jumps at the kink (finite limits or value that differ), with the generated
-        code's values beside it; None when the limits are not finite numbers."""
-        if not all(finite_real(v) for v in (value, lv, rv)):
-            return None
-        if compare(lv, value) == 0 and compare(rv, value) == 0:
-            return None
-        x, kf = case.x, float(k)
-        eps = 1e-9 * max(1.0, abs(kf))
-        pts = [kf - eps, kf, kf + eps]
-        vals = self.phi(case, pts)
-        return refuted(f"not smooth{self._where(case)} {self.setting}: the value jumps at the kink {x} = {_s(k)}: "
-                       f"limit {_s(lv)} from the left, {_s(rv)} from the right, value {_s(value)} there (sympy), so L "
-                       f"is not differentiable there; generated code: L = {fmt(vals, 10)} at {x} = {fmt(pts, 12)} "
-                       f"(float64)", {**case.where(), "kink": kf, "x": pts, "L": vals.tolist(),
-                                      "limits": [str(lv), str(rv)], "value": str(value)})
-
-    def _steep(self, case: Case, k, lim, what: str, side: int) -> Verdict:
-        """Refuted: ``what`` tends to +-oo at the finite point k from one side (side -1: from the left), so the
-        gradient is not Lipschitz there; the generated gradient's difference quotients beside it."""
-        x, kf = case.x, float(k)
-        hs = [1e-2, 1e-4, 1e-6]
-        ratios = []
-        for h in hs:
-            a = kf + side * h
-            ga, gb = self.dphi(case, [a, a + side * h / 2])
-            ratios.append(float(abs(gb - ga) / (h / 2)))
-        return refuted(f"not smooth{self._where(case)} {self.setting}: {what} -> {_s(lim)} as {x} -> {_s(k)} "
-                       f"from the {'left' if side < 0 else 'right'} (sympy limit): no Lipschitz constant for the "
-                       f"gradient; |dL(a) - dL(a + s h/2)|/(h/2) = {fmt(ratios)} at a = {_s(k)} + s h, h = "
-                       f"{fmt(hs)} (float64, generated code)",
-                       {**case.where(), "point": kf, "side": side, "h": hs, "ratios": ratios, "limit": str(lim)})

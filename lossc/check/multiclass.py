@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import sympy
 import torch
 
-from ..ir import LSE, NUM_CLASSES, P_T, Z_J, Z_Y
+from ..ir import LSE, NUM_CLASSES
 from . import row as rowalg
 from .curvature import analyze, row_leaves
 from .interval import enclose_on
+from .ladder import Checker
 from .numeric import DTYPE, dirichlet_posteriors, fmt, margin_of, minimise, rng_for
-from .onevar import bounded_on, continuous_on, elementary, is_smooth, prove_sign
+from .onevar import elementary, is_smooth, prove_sign
 from .row import P
-from .verdict import Verdict, not_applicable, plausible, proved, refuted, unknown
+from .verdict import Verdict, plausible, proved, refuted, unknown
 
 D = sympy.Symbol("d", nonpositive=True)  # d = z[y] - lse(z) = log p_t <= 0
 HALF = sympy.Rational(1, 2)
@@ -31,27 +30,22 @@ def _pt_text(e) -> str:
     return _s(e.xreplace({P: sympy.Symbol("p_t")}))
 
 
-class Multiclass:
+class Multiclass(Checker):
     """The checks of one multiclass loss at one parameter setting."""
 
     def __init__(self, ctx):
-        self.ctx = ctx
+        super().__init__(ctx)
         self.spec = ctx.spec
         self.values = ctx.values
         self.g = rowalg.pt_function(self.spec, self.values)
         self.sep = rowalg.separable(self.spec, self.values)
         self.sums = rowalg.class_sums(self.spec, self.values)
         self.invariant = self.sums is not None  # a function of softmax(z): shift-invariant
-        self.setting = ctx.setting()
         self._strict_proper = None
         # the derivative-based routes (properness, the minimiser map, monotonicity, smoothness) need smooth
         # forms: sympy differentiates a where/pos branch by branch and sees no jump (where(p_t < 0.5, 0, 1))
         self.sep_smooth = self.sep is not None and is_smooth(elementary(self.sep.G)) and all(
             is_smooth(elementary(h)) for _, h in self.sep.terms)
-
-    @property
-    def ev(self):
-        return self.ctx.evaluator
 
     # ------------------------------------------------------------------ convex
     def convex(self) -> Verdict:
@@ -484,273 +478,3 @@ class Multiclass:
                              "sum2": float(again[1])})
         return plausible(f"sum_k L(z, k) was the same at 27 logit vectors (C = 2, 3, 5) {self.setting}; not proved "
                          f"symbolically")
-
-    # ------------------------------------------------------------------ bounded
-    def bounded(self) -> Verdict:
-        if self.g is not None:
-            return self._bounded_pt()
-        v = self._unbounded_ray()
-        if v is not None:
-            return v
-        form = rowalg.sign_form(self.spec, self.values)
-        if form is not None:
-            from .interval import enclose
-            e, box = form
-            box = dict(box)
-            box[P] = enclose_on(sympy.S.Zero, P, 0, 1)
-            from .interval import Interval
-            box[P] = Interval(0, 1)
-            r = enclose(e, box)
-            if r.finite:
-                return proved(f"interval arithmetic on the loss in p_t and class sums: L in {r.text()} "
-                              f"{self.setting}")
-        return plausible(self._sup_search())
-
-    def _bounded_pt(self) -> Verdict:
-        g = self.g
-        low = sympy.limit(g, P, 0, "+")
-        at1 = sympy.simplify(g.subs(P, 1))
-        # continuous on (0, 1]: the premises are shown by enclosures over [0, 1] (the route of continuous_on
-        # for a finite interval), which cover the closed end p = 1 too
-        cont = continuous_on(elementary(g), P, 0, 1)
-        if low.is_finite and at1.is_finite and cont is not None:
-            return proved(f"L = g(p_t), g(p) = {_s(g)}, is continuous on (0, 1] with lim_(p->0+) g = {_s(low)} "
-                          f"and g(1) = {_s(at1)} (sympy), so bounded on (0, 1] {self.setting}")
-        if low in (sympy.oo, -sympy.oo):
-            z = [np.array([-s, 0.0, 0.0]) for s in (10.0, 100.0, 1000.0)]
-            vals = self.ev.row_np(np.array(z), [0, 0, 0])
-            return refuted(f"unbounded {self.setting}: L = g(p_t) with g(p) = {_s(g)} and lim_(p_t->0+) g = "
-                           f"{_s(low)} (sympy); along z = (-s, 0, 0), y = 0: L = {fmt(vals)} at s = 10, 100, 1000 "
-                           f"(float64, generated code)",
-                           {"z": [v.tolist() for v in z], "y": 0, "L": vals.tolist(), "limit": str(low)})
-        return unknown(f"g(p) = {_s(g)}: lim_(p->0+) = {_s(low)}; continuity on (0, 1] not shown")
-
-    def _unbounded_ray(self) -> Verdict | None:
-        C, y = 3, 0
-        dirs = [(-1, 0, 0), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 1, 1), (-1, -1, -1), (0, -1, 0), (0, 1, -1)]
-        s = sympy.Symbol("s", positive=True)
-        for d in dirs:
-            pts = np.array([[k * v for v in d] for k in (10.0, 100.0, 1000.0)])
-            vals = self.ev.row_np(pts, [y] * 3)
-            if not (np.all(np.isfinite(vals)) and abs(vals[2]) > 10 * (1 + abs(vals[0])) and
-                    abs(vals[2]) > abs(vals[1]) > abs(vals[0])):
-                continue
-            try:
-                e = rowalg.concrete(self.spec, self.values, [s * v for v in d], y)
-                lim = sympy.limit(e, s, sympy.oo)
-            except Exception:  # noqa: BLE001
-                continue
-            if lim in (sympy.oo, -sympy.oo):
-                return refuted(f"unbounded {self.setting}: along z = s*{d} with y = 0 (C = 3), L -> {_s(lim)} as "
-                               f"s -> oo (sympy limit); L = {fmt(vals)} at s = 10, 100, 1000 (float64, generated code)",
-                               {"direction": list(d), "y": y, "s": [10, 100, 1000], "L": vals.tolist(),
-                                "limit": str(lim)})
-        return None
-
-    def _sup_search(self) -> str:
-        rng = rng_for("sup", self.spec.hash)
-        z = np.concatenate([rng.normal(size=(64, 3)) * s for s in (1, 10, 100)])
-        vals = self.ev.row_np(z, rng.integers(0, 3, len(z)))
-        return (f"no growth found along 8 rays (s up to 1000), largest value among {len(z)} random logit vectors "
-                f"{fmt(np.nanmax(vals))} {self.setting}; not proved")
-
-    # ------------------------------------------------------------------ monotone
-    def monotone(self) -> Verdict:
-        if self.g is not None and is_smooth(elementary(self.g)):
-            g = self.g
-            dg = sympy.simplify(sympy.diff(g, P))
-            why = prove_sign(dg, P, 0, 1, "nonpos")
-            if why:
-                return proved(f"L = g(p_t) with g'(p) = {_s(dg)} <= 0 on (0, 1] ({why}): non-increasing in p_t "
-                              f"{self.setting}")
-            return self._monotone_pt_refute(g, dg)
-        return self._monotone_numeric()
-
-    def _monotone_pt_refute(self, g, dg) -> Verdict:
-        try:
-            crit = [c for c in sympy.solve(sympy.Eq(dg, 0), P) if c.is_real and 0 < c < 1]
-        except (NotImplementedError, ValueError, TypeError):
-            crit = []
-        if not crit:
-            xs = np.linspace(1e-3, 1 - 1e-6, 2000)
-            f = sympy.lambdify(P, elementary(g), "numpy")
-            vals = f(xs)
-            crit = [sympy.Float(xs[int(np.nanargmin(vals))])]
-        p0 = crit[0]
-        for p1 in (sympy.Rational(999999, 1000000), sympy.Rational(99, 100)):
-            if p1 <= p0:
-                continue
-            zs = np.array([[math.log(float(p) / (1 - float(p))), 0.0] for p in (p0, p1)])
-            vals = self.ev.row_np(zs, [0, 0])
-            if vals[1] > vals[0] + 1e-12 * (1 + abs(vals[0])):
-                return refuted(f"not monotone {self.setting}: g(p) = {_s(g)} has g'(p) = {_s(dg)}, zero at "
-                               f"p_t = {_s(p0)}; L = {fmt(vals[0], 10)} at p_t = {fmt(float(p0))} (z = {fmt(zs[0])}) "
-                               f"< L = {fmt(vals[1], 10)} at the larger p_t = {fmt(float(p1))} (z = {fmt(zs[1])}), "
-                               f"C = 2, y = 0 (float64, generated code)",
-                               {"z1": zs[0].tolist(), "z2": zs[1].tolist(), "y": 0, "L1": float(vals[0]),
-                                "L2": float(vals[1]), "p_t1": float(p0), "p_t2": float(p1)})
-        return unknown(f"g'(p) = {_s(dg)} is not shown <= 0 on (0, 1], and no increase was confirmed")
-
-    def _monotone_numeric(self) -> Verdict:
-        rng = rng_for("monotone", self.spec.hash, sorted(self.ctx.params.items()))
-        count = 0
-        for C in CLASSES:
-            for scale in (0.5, 2.0, 6.0):
-                z = rng.normal(size=(48, C)) * scale
-                y = rng.integers(0, C, 48)
-                z[np.arange(48), y] += rng.uniform(0, 12, 48)  # confident rows too: p_t near 1
-                zt, yt = torch.as_tensor(z, dtype=DTYPE), torch.as_tensor(y)
-                g = self.ev.row_grad(zt, yt).numpy()[np.arange(48), y]
-                count += 48
-                for i in np.argsort(-g)[:3]:
-                    if g[i] <= 1e-9:
-                        break
-                    for h in (1e-3, 1e-2, 0.1):
-                        z2 = z[i].copy()
-                        z2[y[i]] += h
-                        vals = self.ev.row_np(np.stack([z[i], z2]), [y[i], y[i]])
-                        if vals[1] > vals[0] + 64 * np.finfo(float).eps * (1 + abs(vals[0])):
-                            p = np.exp(z[i] - np.logaddexp.reduce(z[i]))
-                            return refuted(
-                                f"not monotone {self.setting}: raising the target logit lowers p_t's loss only up "
-                                f"to a point: at z = {fmt(z[i])} (y = {int(y[i])}, p_t = {fmt(p[y[i]])}) "
-                                f"L = {fmt(vals[0], 12)}, and with z[y] + {fmt(h)} L = {fmt(vals[1], 12)} "
-                                f"(float64, generated code)",
-                                {"z": z[i].tolist(), "y": int(y[i]), "h": h, "L": float(vals[0]),
-                                 "L_raised": float(vals[1])})
-        return plausible(f"dL/dz[y] <= 0 at {count} logit vectors (C = 3, 5, confident and unconfident rows) "
-                         f"{self.setting}; not proved")
-
-    # ------------------------------------------------------------------ smooth
-    def smooth(self) -> Verdict:
-        v = self._smooth_symbolic()
-        if v is not None:
-            return v
-        nonsmooth = not is_smooth(elementary(self.ctx.expr)) or any(
-            not is_smooth(elementary(r.body)) or r.op == "max" for r in self.spec.reductions)
-        if nonsmooth:
-            found = self._gradient_jump()
-            if found is not None:
-                return found
-        return plausible(f"no gradient jump found; not proved {self.setting}")
-
-    def _smooth_symbolic(self) -> Verdict | None:
-        e = elementary(self.ctx.expr).xreplace({P_T: sympy.exp(Z_Y - LSE)})
-        if not is_smooth(e) or any(not is_smooth(elementary(r.body)) for r in self.spec.reductions):
-            return None  # a kink or a jump: differentiating branch by branch would not see it
-        coeffs, lines = {}, []
-        for r in self.spec.reductions:
-            body = elementary(r.body.xreplace(self.values))
-            if r.op != "sum" or body.free_symbols - {Z_J}:
-                return None
-            h2 = sympy.simplify(sympy.diff(body, Z_J, 2))
-            b = self._bounded_on(h2, Z_J, -sympy.oo, sympy.oo)
-            if b is None:
-                return None
-            c = sympy.diff(e, r.symbol)
-            if c.free_symbols - {NUM_CLASSES}:
-                return None
-            coeffs[r.symbol] = c
-            lines.append(f"{r.symbol}: h'' = {_s(h2)} bounded ({b})")
-        a = sympy.diff(e, LSE) + sympy.diff(e, Z_Y)  # with z[y] = lse + d, lse's total coefficient
-        rest = sympy.expand(e.xreplace({Z_Y: LSE + D}))
-        for s, c in coeffs.items():
-            rest = rest - c * s
-        a = sympy.simplify(sympy.diff(rest, LSE))
-        if a.free_symbols - {NUM_CLASSES}:
-            return None
-        G = sympy.simplify(rest - a * LSE)
-        if G.free_symbols - {D}:
-            return None
-        G1, G2 = sympy.diff(G, D), sympy.diff(G, D, 2)
-        b1 = self._bounded_on(G1, D, -sympy.oo, 0)
-        b2 = self._bounded_on(G2, D, -sympy.oo, 0)
-        if b1 is None or b2 is None:
-            return None
-        return proved(
-            f"L = G(d) + ({_s(a)}) lse(z) + class sums, d = z[y] - lse(z) <= 0, G(d) = {_s(G)} {self.setting}; "
-            f"Hessian = G''(d) (e_y - p)(e_y - p)^T - G'(d) (diag p - p p^T) + ({_s(a)}) (diag p - p p^T) + "
-            f"diag(c_k h_k''(z_j)), and ||e_y - p||^2 <= 2, ||diag p - p p^T|| <= 1/2; G' = {_s(sympy.simplify(G1))} "
-            f"is bounded on d <= 0 ({b1}), G'' = {_s(sympy.simplify(G2))} is bounded ({b2})"
-            + ("; " + "; ".join(lines) if lines else "") + ": the gradient is Lipschitz")
-
-    def _bounded_on(self, e, x, lo, hi) -> str | None:
-        return bounded_on(e, x, lo, hi)
-
-    def _gradient_jump(self) -> Verdict | None:
-        rng = rng_for("smooth", self.spec.hash, sorted(self.ctx.params.items()))
-        C = 3
-        for _ in range(12):
-            z0 = rng.normal(size=C) * 2
-            v = rng.normal(size=C)
-            v /= np.linalg.norm(v)
-            y = int(rng.integers(0, C))
-            ts = np.linspace(-2, 2, 401)
-            pts = torch.as_tensor(z0[None] + ts[:, None] * v[None], dtype=DTYPE)
-            g = self.ev.row_grad(pts, torch.full((len(ts),), y)).numpy()
-            jumps = np.linalg.norm(np.diff(g, axis=0), axis=1)
-            i = int(np.argmax(jumps))
-            if jumps[i] < 1e-3:
-                continue
-            a, b = ts[i], ts[i + 1]
-            ga, gb = g[i], g[i + 1]
-            for _ in range(60):  # bisect to the jump
-                m = 0.5 * (a + b)
-                gm = self.ev.row_grad(torch.as_tensor((z0 + m * v)[None], dtype=DTYPE),
-                                      torch.tensor([y])).numpy()[0]
-                if np.linalg.norm(gm - ga) > np.linalg.norm(gb - gm):
-                    b, gb = m, gm
-                else:
-                    a, ga = m, gm
-                if b - a < 1e-10:
-                    break
-            jump = float(np.linalg.norm(gb - ga))
-            if jump > 1e-3:
-                za, zb = z0 + a * v, z0 + b * v
-                return refuted(f"not smooth {self.setting}: the gradient jumps by {fmt(jump)} between z = {fmt(za)} "
-                               f"and z = {fmt(zb)}, {fmt(b - a, 2)} apart (y = {y}; float64, generated code): no "
-                               f"Lipschitz constant below {fmt(jump / (b - a), 3)}, and the jump does not shrink "
-                               f"with the distance",
-                               {"z1": za.tolist(), "z2": zb.tolist(), "y": y, "grad1": ga.tolist(),
-                                "grad2": gb.tolist()})
-        return None
-
-    # ------------------------------------------------------------------ nonnegative
-    def nonnegative(self) -> Verdict:
-        if self.g is not None:
-            why = prove_sign(self.g, P, 0, 1, "nonneg")
-            if why:
-                return proved(f"L = g(p_t), g(p) = {_s(self.g)} >= 0 on (0, 1] ({why}) {self.setting}")
-        form = rowalg.sign_form(self.spec, self.values)
-        if form is not None:
-            from .interval import Interval, enclose
-            e, box = form
-            box = dict(box)
-            box[P] = Interval(0, 1)
-            r = enclose(e, box)
-            if r.lo >= 0:
-                return proved(f"interval arithmetic on L = {_s(e)} (p = p_t in (0, 1], T_k class sums with their "
-                              f"ranges): L in {r.text()} {self.setting}")
-        from .interval import enclose
-        e, box = rowalg.row_box(self.spec, self.values)
-        r = enclose(e, box)
-        if r.lo >= 0:
-            return proved(f"interval arithmetic on L = {_s(e)} (d = z[y] - lse(z) <= 0, probabilities in (0, 1], "
-                          f"class reductions enclosed term by term): L in {r.text()} {self.setting}")
-        rng = rng_for("nonneg", self.spec.hash, sorted(self.ctx.params.items()))
-        z = np.concatenate([rng.normal(size=(128, 3)) * s for s in (0.5, 3, 30)])
-        y = rng.integers(0, 3, len(z))
-        vals = self.ev.row_np(z, y)
-        i = int(np.nanargmin(vals))
-        if vals[i] < -1e-12:
-            again = self.ev.row_np(z[i:i + 1], y[i:i + 1])[0]
-            if again < -1e-12:
-                return refuted(f"negative: L = {fmt(again, 10)} at z = {fmt(z[i])}, y = {int(y[i])} (float64, "
-                               f"generated code) {self.setting}", {"z": z[i].tolist(), "y": int(y[i]),
-                                                                   "L": float(again)})
-        return plausible(f"smallest value {fmt(vals[i])} among {len(z)} random logit vectors {self.setting}; "
-                         f"not proved")
-
-
-def not_for(kind: str, prop: str) -> Verdict:
-    return not_applicable(f"{prop} does not apply to {kind} losses")
