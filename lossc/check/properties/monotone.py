@@ -21,20 +21,12 @@ WHAT = {"nonpos": "non-increasing", "nonneg": "non-decreasing",
 
 
 def elementwise(c) -> Verdict:
-    if c.kind == "margin":
-        return c.each_case(lambda case: _case(c, case, "nonpos" if case.sign > 0 else "nonneg"),
-                           f"non-increasing in the margin {c.setting}:")
-    if c.kind == "binary":
-        return c.each_case(lambda case: _case(c, case, "nonpos" if case.target == 1 else "nonneg"),
-                           f"the loss of y = 1 is non-increasing and that of y = 0 non-decreasing in f "
-                           f"{c.setting}:")
-    return c.each_case(lambda case: _case(c, case, "unimodal"), f"non-decreasing in |r| {c.setting}:")
+    return c.each_case(lambda case: _case(c, case), f"{c.facts.monotone} {c.setting}:")
 
 
-def _case(c, case, want: str) -> Verdict:
+def _case(c, case) -> Verdict:
+    want = case.monotone  # the kind's direction for this case
     what = WHAT[want]
-    if c.kind == "margin" and case.label != "m":
-        want = "nonpos" if case.target > 0 else "nonneg"
     return climb(proof(lambda: _pieces(c, case, want, what)), lambda: _search(c, case, want, what),
                  otherwise=lambda: plausible(f"{what} on {len(grid(-OO, OO, 800))} grid points{c.suffix(case)} "
                                              f"{c.setting}; not proved"))
