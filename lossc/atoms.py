@@ -11,7 +11,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.functions.elementary.miscellaneous import MinMaxBase
 
-__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "Abs"]
+__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "computed", "Abs"]
 
 
 class sigmoid(sympy.Function):
@@ -133,6 +133,35 @@ class logratio(sympy.Function):
         return d / (1 - sympy.exp(d))
 
 
+class computed(sympy.Function):
+    """The value of x as floating point computes it: x itself in code, but nothing sympy can prove about x
+    (positive, nonzero) holds of it. The gradient's guard of x^g at x = 0 tests ``Ne(computed(x), 0)`` for a
+    base that is positive yet may round to 0 (log(1 + sigmoid(m)) at m = -825): ``Ne(x, 0)`` would be True."""
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def fdiff(self, argindex=1):
+        return sympy.S.One
+
+
+class quotient(sympy.Function):
+    """a / b, kept as one division: the printers compute it as such, and sympy does not merge it with the
+    factors around it. A batch gradient's coefficient a b / D^3 (D the sum of the batch sums a, b, …) is
+    written quotient(a, D) quotient(b, D) / D (``passes.gradient._bounded_quotients``): each ratio is
+    bounded (its sums are among D's), where D^-3 overflows in float32 once the sums are tiny (1e-16) and
+    meets a factor 0 (inf * 0 = NaN)."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return 1 / b if argindex == 1 else -a / b ** 2
+
+    def _eval_rewrite_as_Mul(self, a, b, **kwargs):
+        return a / b
+
+
 _SYMPY_COLLAPSE = MinMaxBase._collapse_arguments.__func__
 
 
@@ -164,6 +193,22 @@ def _collapse_min_max(cls, args, **assumptions):
 
 MinMaxBase._collapse_arguments = classmethod(_collapse_min_max)
 
+_SYMPY_MIN_MAX_NEW = MinMaxBase.__new__
+
+
+def _min_max_new(cls, *args, **assumptions):
+    """sympy's Min / Max, NaN when an argument is NaN (as torch.minimum and maximum are): sympy refused it,
+    "The argument 'nan' is not comparable", and simplify's numeric probes reach it (Expr.equals substitutes
+    numbers into the Ne(pos(x), 0) of a folded derivative): pos(log_softmax(z / p)[y])^B1 could not be
+    compiled."""
+    args = [sympy.sympify(a) for a in args]
+    if assumptions.get("evaluate", True) and any(a is sympy.S.NaN for a in args):
+        return sympy.S.NaN
+    return _SYMPY_MIN_MAX_NEW(cls, *args, **assumptions)
+
+
+MinMaxBase.__new__ = _min_max_new
+
 class Abs(sympy.Abs):
     """abs of a real value (every value of a loss is real, NaN off its domain): sympy's Abs of an argument it
     cannot prove real evaluates through re, im and arg, abs(exp(x)) -> exp(re(x)) with
@@ -179,9 +224,9 @@ class Abs(sympy.Abs):
             proxy, back = _as_real(arg)
             if proxy != arg:
                 value = cls(proxy)
-                if isinstance(value, cls) and value.args[0] == proxy:
-                    return None  # nothing to evaluate: Abs(arg) as it is
-                return value.xreplace(back)
+                if isinstance(value, sympy.Abs) and value.args[0] in (proxy, -proxy):
+                    return None  # nothing to evaluate but the sign: Abs(arg) as it is
+                return _real_back(value, back)
         return super().eval(arg)
 
     def fdiff(self, argindex=1):
@@ -189,6 +234,16 @@ class Abs(sympy.Abs):
 
     def _eval_derivative(self, x):  # (sympy.Abs's own goes through re and im for such an argument)
         return self.fdiff() * sympy.diff(self.args[0], x)
+
+
+def _real_back(value: sympy.Expr, back: dict) -> sympy.Expr:
+    """value (an Abs evaluated on _as_real's proxy) with the dummies mapped back, its abs left as they are: an
+    abs of a proxy sympy normalized (abs(-x) -> abs(x), its order of terms not the argument's) evaluated
+    again on the original subexpressions could flip back, abs(a - b) -> abs(b - a) -> abs(a - b) ...
+    without end (RecursionError, "expression nested too deeply")."""
+    held = {a: sympy.Dummy("abs") for a in value.atoms(sympy.Abs)}
+    unevaluated = {d: Abs(a.args[0].xreplace(back), evaluate=False) for a, d in held.items()}
+    return value.xreplace(held).xreplace(back).xreplace(unevaluated)
 
 
 def _as_real(e: sympy.Expr):

@@ -19,7 +19,7 @@ import sympy
 from mpmath import iv
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .atoms import Abs, detach, logratio, pos, sigmoid, softplus, step
+from .atoms import Abs, computed, detach, logratio, pos, quotient, sigmoid, softplus, step
 
 INF, NINF = mpmath.mpf("inf"), mpmath.mpf("-inf")
 # Curvature facts, in check/curvature.py's words.
@@ -132,6 +132,8 @@ ENTRIES: tuple[Function, ...] = (
     Function("logratio", logratio, torch="_logratio", pooled="_logratio({0}, {out}, {tmp}, {mask})",
              scalar="_scalar(_logratio, {})", triton="_tl_logratio", shape="none",
              exp_log=lambda d: d / (1 - sympy.exp(d))),
+    Function("computed", computed, triton="", interval=_identity),  # (its printers: the value, in parentheses)
+    Function("quotient", quotient, arity=2, shape="none"),  # (printed as one division by each printer)
     Function("sinh", sympy.sinh, interval=lambda v: (iv.exp(v) - iv.exp(-v)) / 2),  # (from sympy's rewrites)
     Function("cosh", sympy.cosh, shape="even", interval=lambda v: (iv.exp(v) + iv.exp(-v)) / 2,
              value_range=(1, INF)),

@@ -150,6 +150,24 @@ def test_float32_at_L73_matches_float64_on_saturated_inputs(name, backend):
         assert float(grad.abs().min()) > 0
 
 
+@pytest.mark.parametrize("power", [1, 2, 3])
+def test_small_batch_sums_in_float32(power):
+    # predictions at 0 with targets 0: the amplified sums are TP = FN = 0 and FP = a(0) = 1.4e-16 (times a small
+    # sample weight, smaller still); the gradient's coefficient -8 TP (FN + FP) / (2 TP + FN + FP)^3 of
+    # anyloss_f1()^2 overflowed in float32 (D^-3 = inf) and met TP = 0: NaN. quotient(TP, D) quotient(FN + FP,
+    # D) / D is bounded and finite
+    text = f"loss g() over batch:\n    return (anyloss_f1())^({power})\n"
+    s, y = torch.tensor([0.0, 0.0, 0.01]), torch.tensor([0.0, 0.0, 0.0])
+    for sw in (None, torch.tensor([1e-10, 1e-10, 1e-10])):
+        call = {} if sw is None else {"sample_weight": sw}
+        _, truth = _lossc(lossc.loss(text, backend="torch"), s.double(), y.double(),
+                          **({} if sw is None else {"sample_weight": sw.double()}))
+        _, grad = _lossc(lossc.loss(text, backend="torch"), s, y, **call)
+        assert torch.all(torch.isfinite(grad)), grad
+        torch.testing.assert_close(grad.double(), truth, rtol=1e-5, atol=1e-30)
+    assert "quotient(" in lossc.generate(text) or power == 1
+
+
 def test_the_naive_float32_form_would_fail():
     # why the rewrite matters: 1 - a(1) is 0 in float32, while a(-) is 1.98e-16
     a1 = torch.sigmoid(torch.tensor(73 * 0.5))

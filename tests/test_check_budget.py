@@ -225,3 +225,46 @@ def test_without_fork_the_budget_and_the_failures_hold_in_process(monkeypatch):
     assert report["monotone"].evidence.startswith("unknown (timed out)")
     assert "RuntimeError: boom" in report["symmetric"].evidence
     assert report["convex"].verdict == "proved"
+
+
+def test_the_ladder_climbs_past_what_a_proof_cannot_follow_and_a_form_without_a_ladder_is_na():
+    """lossc/check/ladder.py: a proof rung raising Undecided decides nothing, the first verdict wins, the
+    otherwise-step runs only when no rung decides; a property whose file states no ladder for the loss's
+    form is n/a; a verdict one property reuses is computed once (the memo)."""
+    from lossc.check import ladder
+    from lossc.check.onevar import Undecided
+    from lossc.check.verdict import plausible, proved
+
+    calls = []
+
+    def cannot():
+        calls.append("cannot")
+        raise Undecided("sympy gave up")
+
+    def nothing():
+        calls.append("nothing")
+        return None
+
+    def proves():
+        calls.append("proves")
+        return proved("by hand")
+    v = ladder.climb(ladder.proof(cannot), nothing, proves, lambda: calls.append("late"),
+                     otherwise=lambda: plausible("unused"))
+    assert v.verdict == "proved" and calls == ["cannot", "nothing", "proves"]
+    assert ladder.climb(nothing, otherwise=lambda: plausible("searched")).verdict == "plausible"
+    with pytest.raises(ZeroDivisionError):  # only a proof rung swallows, and only what sympy cannot follow
+        ladder.climb(ladder.proof(lambda: 1 / 0), otherwise=lambda: plausible("unused"))
+    assert ladder.recheck(lambda: -1.0, lambda x: x < 0) == -1.0 and ladder.recheck(lambda: 1.0, lambda x: x < 0) is None
+
+    class Spec:
+        form, kind = "nowhere", "imaginary"
+
+    class Ctx:
+        spec = Spec()
+
+        def setting(self):
+            return "(no parameters)"
+    checker = ladder.Checker(Ctx())
+    assert checker.convex().verdict == "n/a" and "imaginary" in checker.convex().evidence
+    checker._memo["monotone"] = proved("seeded")
+    assert checker.monotone().evidence == "seeded"

@@ -71,6 +71,14 @@ def test_interval_enclosures_contain_the_values(i, a, w):
         assert float(box.lo) - 1e-12 <= v <= float(box.hi) + 1e-12
 
 
+def test_an_enclosure_of_tanh():
+    # mpmath's iv has no tanh: enclosing one raised AttributeError (the gradient pass's _lower_bound of a
+    # base holding tanh, 2 + tanh(m), crashed the compile)
+    box = enclose_on(sympy.tanh(x) - x / 4, x, sympy.Rational(-3), sympy.Rational(5), pieces=4)
+    for t in np.linspace(-3, 5, 9):
+        assert float(box.lo) - 1e-12 <= np.tanh(t) - t / 4 <= float(box.hi) + 1e-12
+
+
 def test_exact_parameters_are_rationals():
     from lossc.check.context import exact
     assert exact(0.1) == sympy.Rational(1, 10) and exact(2) == 2

@@ -203,3 +203,35 @@ def test_a_text_too_long_is_refused_by_its_size():
     text = "loss a() over regression:\n    return " + " + ".join(["r"] * 100_000) + "\n"  # 400 kB
     err = _compiles_or_clean_error(text)
     assert isinstance(err, lossc.LossSyntaxError) and "too long" in err.message and err.line == 2
+
+
+def test_abs_of_a_difference_not_provably_real_compiles_and_computes():
+    """abs(max(r, y)^c - q / yhat) was refused, "expression nested too deeply": atoms.Abs evaluated sympy's
+    Abs on real stand-ins for max(r, y)^c and 1/yhat, which normalized the sign of the difference in the
+    stand-ins' order of terms; mapped back, abs(a - b) became abs(b - a), whose stand-ins flipped it back,
+    without end (in the gradient pass, where max(r, y)^c is a _power)."""
+    src = "loss a(c = 0.5, q = 0.37) over regression:\n    return abs((max(r, y))^(c) - (q / yhat))\n"
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(16, generator=g, dtype=torch.float64) + 0.5
+    y = torch.rand(16, generator=g, dtype=torch.float64) + 0.5
+    for backend in ("reference", "torch"):
+        value, grad = _value_and_grad(lossc.loss(src, backend=backend), x, y)
+        xr = x.clone().requires_grad_(True)
+        want = (torch.maximum(y - xr, y) ** 0.5 - 0.37 / xr).abs().mean()
+        (want_grad,) = torch.autograd.grad(want, xr)
+        torch.testing.assert_close(value, want.detach())
+        torch.testing.assert_close(grad, want_grad)
+
+
+@pytest.mark.parametrize("body", ["pos(log_softmax(z / p)[y])^(b)", "max(log_softmax(z / p)[y], 0)^(b)",
+                                  "clamp(log_softmax(z / p)[y], 0, 1)^(b)"])
+def test_a_zeroth_power_of_a_clamped_log_softmax_compiles(body):
+    """pos(log_softmax(z / p)[y])^b at b = 0 was refused, "The argument 'nan' is not comparable": simplify's
+    numeric probes of the gradient's Ne(pos(x), 0) made sympy's Max(nan, 0). Min / Max of NaN is NaN; the
+    loss is x^0 = 1, its gradient 0."""
+    src = f"loss a(p = 2.0, b = 0.0) over multiclass:\n    return {body}\n"
+    x = torch.tensor([[0.0, 0.0], [3.0, -1.0], [-2.0, 5.0]], dtype=torch.float64)
+    for backend in ("reference", "torch"):
+        value, grad = _value_and_grad(lossc.loss(src, backend=backend, reduction="sum"), x, torch.tensor([0, 0, 1]))
+        torch.testing.assert_close(value, torch.tensor(3.0, dtype=torch.float64))
+        torch.testing.assert_close(grad, torch.zeros_like(x))

@@ -546,3 +546,56 @@ def test_a_power_of_a_piecewise_loss_where_a_branch_leaves_its_domain(backend):
     _, grad = _value_and_grad("(huber())^(1.5)", backend, torch.zeros_like(r), r, over="regression")
     assert torch.isfinite(grad).all(), grad
     torch.testing.assert_close(grad, 1.5 * L.sqrt() * dL, rtol=_tolerance(backend), atol=0)
+
+
+@pytest.mark.parametrize("backend,dtype", DTYPE_BACKENDS)
+def test_a_fractional_power_of_a_positive_base_that_rounds_to_zero(backend, dtype):
+    """sqrt(log(1 + sigmoid(m))) at m = -825: the base is positive (sympy proves it, so the guard of x^g at
+    0 was left out), but log1p(sigmoid(m)) rounds to 0 and 1/(2 sqrt(0)) met sigmoid'(m) = 0: NaN. The
+    truth is sigmoid'(m) / ((1 + sigmoid(m)) 2 sqrt(log1p(sigmoid(m)))) ~ e^(m/2) / 2, by mpmath."""
+    m = torch.tensor([-825.69, -200.0, -60.0, -3.0, 0.0, 2.0], dtype=torch.float64)
+
+    def truth(v):
+        with mpmath.workdps(50):
+            s, d = 1 / (1 + mpmath.exp(-mpmath.mpf(v))), mpmath.exp(-mpmath.mpf(v)) / (1 + mpmath.exp(-mpmath.mpf(v))) ** 2
+            return float(d / ((1 + s) * 2 * mpmath.sqrt(mpmath.log1p(s))))
+
+    x = m.to(dtype)
+    _, grad = _value_and_grad("sqrt(log(1 + sigmoid(m)))", backend, x, torch.ones_like(x), over="margin")
+    assert torch.isfinite(grad).all(), grad
+    expected = torch.tensor([truth(float(v)) for v in x.double()], dtype=torch.float64)
+    torch.testing.assert_close(grad, expected, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-30)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_class_reduction_is_reused_only_through_a_nonzero_ratio(backend):
+    """max(clamp(min(z[y], 2.5) - log_softmax(z)[y] - z[j], 0, 2) for j): the gradient's lse term was written as
+    the target term's class reduction times 1 / (Heaviside(5/2 - z[y]) - 1), 0 * inf = NaN at every row with
+    z[y] < 5/2. The truth: autograd of the loss as written, in float64."""
+    g = torch.Generator().manual_seed(1136)
+    z = torch.randn(16, 4, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 4, (16,), generator=g)
+    z[:4, 0], y[:4] = 4.0, 0  # (rows with z[y] above 5/2 too)
+    leaf = z.clone().requires_grad_(True)
+    zy = leaf.gather(1, y[:, None])
+    body = (torch.minimum(zy, torch.tensor(2.5, dtype=torch.float64)) - F.log_softmax(leaf, 1).gather(1, y[:, None])
+            - leaf).clamp(0, 2)
+    body.amax(1).sum().backward()
+    _, grad = _value_and_grad("max(clamp(((min(z[y], 2.5) - log_softmax(z)[y]) - z[j]), 0, 2) for j)", backend, z, y,
+                              over="multiclass")
+    assert torch.isfinite(grad).all(), grad
+    torch.testing.assert_close(grad, leaf.grad, rtol=_tolerance(backend), atol=_tolerance(backend))
+
+
+@pytest.mark.parametrize("backend,dtype", DTYPE_BACKENDS)
+def test_a_branch_not_taken_whose_derivative_overflows(backend, dtype):
+    """(where(r < 2, (mse())^3, r))^2 at r = 7416 in float32: sympy moves the square into the branches, r^12
+    for r < 2; autograd of the branch not taken (the reference backend) met 0 * 12 r^11 = 0 * inf = NaN. By
+    hand: d/dyhat = -12 r^11 for r < 2, else -2 r."""
+    r = torch.tensor([-1.5, 0.5, 1.9, 3.0, 7416.58, 1e5], dtype=torch.float64)
+    _, grad = _value_and_grad("(where(r < 2, (mse())^(3), r))^(2)", backend, torch.zeros_like(r).to(dtype),
+                              r.to(dtype), over="regression")
+    assert torch.isfinite(grad).all(), grad
+    r = r.to(dtype).double()
+    torch.testing.assert_close(grad, torch.where(r < 2, -12 * r ** 11, -2 * r),
+                               rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)

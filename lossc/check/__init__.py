@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..errors import LossError, LossParamError
 from . import cache
-from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, default_timeout, is_budget_verdict, run_properties
-from .verdict import PROPERTIES, Report, Verdict, not_applicable, unknown
+from .budget import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, default_timeout, is_budget_verdict
+from .verdict import PROPERTIES, Report, Verdict, unknown
 
 __all__ = ["check", "poly", "Verdict", "Report", "PROPERTIES", "DEFAULT_TIMEOUT", "DEFAULT_MEMORY_MB"]
 
@@ -78,8 +78,8 @@ def check(spec, *, over: str | None = None, use_cache: bool = True, timeout: flo
     torch.set_num_threads(1)  # the numerical searches use tiny tensors: more threads only spin (10x slower on busy cores)
     try:
         ctx.warm()  # the generated code, compiled once before the workers fork
-        report.verdicts.update(run_properties(lambda: _checker(ctx), lambda checker, name, known:
-                                              _run(checker, name, ctx, known), PROPERTIES, timeout, memory_mb))
+        from .ladder import run_all
+        report.verdicts.update(run_all(ctx, lambda: _checker(ctx), timeout, memory_mb))
     finally:
         torch.set_num_threads(threads)
     if not any(is_budget_verdict(v) for v in report.values()):  # a budget's verdict is not the loss's
@@ -109,34 +109,18 @@ def _not_analysed(spec) -> str | None:
 
 
 def _checker(ctx):
+    """The checker of the loss's normal form (its properties' shared analysis)."""
     if ctx.spec.form in ("batch", "composite"):
         from .batch import Batch, Composite
         return Batch(ctx) if ctx.spec.form == "batch" else Composite(ctx)
     reason = _not_analysed(ctx.spec)
     if reason:
         return _NotAnalysed(reason)
-    if ctx.spec.kind == "multiclass":
+    if ctx.spec.form == "row":
         from .multiclass import Multiclass
         return Multiclass(ctx)
     from .elementwise import Elementwise
     return Elementwise(ctx)
-
-
-def _run(checker, name: str, ctx, known: dict) -> Verdict:
-    """One property (the only place that runs one; budget.run_properties turns what it raises into
-    ``unknown``). ``known``: the verdicts decided so far, which checks that reuse them (calibration
-    reuses convexity) read from the checker's memo."""
-    memo = getattr(checker, "_memo", None)
-    if isinstance(memo, dict):
-        for other, verdict in known.items():
-            memo.setdefault(other, verdict)
-    if name == "stable" and not hasattr(checker, "stable"):
-        from .stable import check_stable
-        return check_stable(ctx)
-    method = getattr(checker, name, None)
-    if method is None:
-        return not_applicable(f"{name} does not apply to {ctx.spec.kind} losses")
-    return method()
 
 
 def poly(spec, order: int = 5, *, over: str | None = None, **params) -> dict:

@@ -15,10 +15,10 @@ _MEMORY: dict = {}
 
 @lru_cache(maxsize=1)
 def checker_version() -> str:
-    """A digest of lossc/check/*.py and the lossc version: a changed checker never reads old results."""
+    """A digest of lossc/check/**/*.py and the lossc version: a changed checker never reads old results."""
     from .. import __version__
     h = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -23,6 +23,8 @@ class Kind:
     example: Callable | None = None
     #: the axis ``lossc plot`` draws the kind's losses along
     curve: "Curve | None" = None
+    #: what ``lossc check`` reads of an elementwise kind (lossc/check/elementwise.py)
+    checks: "Checks | None" = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,23 @@ class Curve:
     x_label: str
     grad_label: str
     sample: Callable
+
+
+@dataclass(frozen=True)
+class Checks:
+    """An elementwise kind's facts for the property checks: its functions of one variable and how the
+    properties read for it."""
+
+    #: expr -> [(label, variable, expr in it, target, sign, symbolic, monotone direction)]: input = sign * x
+    cases: Callable
+    convex_in: str                             # the variable convexity is in, as evidence says it
+    monotone: str                              # the direction the loss should move, as evidence says it
+    labels: tuple[float, float] | None = None  # (positive, negative) target of a classification kind
+    label_sum: str = ""                        # the sum of the loss over both labels, as evidence says it
+    slope: str = ""                            # the slope at 0 classification calibration reads
+    slope_note: str = ""                       # why that slope decides it for this kind's form
+    logit: bool = False                        # the score is a logit (sigmoid link): properness applies
+    soft_targets: bool = False                 # targets in [0, 1] between the labels make sense too
 
 
 def _load() -> dict[str, Kind]:

@@ -1,7 +1,7 @@
 """regression: predictions and real targets; the residual is r = y - yhat."""
 
 from ..ir import T, U, internal
-from . import Curve, Kind
+from . import Checks, Curve, Kind
 
 R = internal("r", real=True)
 
@@ -19,6 +19,14 @@ def _curve(module, s):
     return s, value, grad
 
 
+def _cases(e):
+    """phi(r) alone, else the loss in yhat for a few targets (not symbolic: the target stays in it)."""
+    if e.free_symbols <= {R}:
+        return [("r", R, e, 0.0, -1, True, "unimodal")]
+    full = e.xreplace({R: T - U})
+    return [(f"y = {t}", U, full.xreplace({T: t}), float(t), 1, False, "unimodal") for t in (0, 1, -2)]
+
+
 ORDER = 4  # place in listings
 KIND = Kind(
     name="regression",
@@ -29,4 +37,5 @@ KIND = Kind(
     doc="predictions yhat (any shape), targets y; r = y - yhat",
     example=_example,
     curve=Curve((-3.0, 3.0), "residual r = y − ŷ (y = 1)", "dL/dŷ", _curve),
+    checks=Checks(_cases, "yhat (r = y - yhat is affine in yhat)", "non-decreasing in |r|"),
 )

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import sympy
 
-from ..atoms import Abs
+from ..atoms import Abs, computed, quotient
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
                   per_class)
 from .stabilize import GRADIENT_RULES, context, rewrite, split_hard_targets
@@ -67,8 +67,16 @@ def _indicators(expr: sympy.Expr, reductions) -> sympy.Expr:
                         lambda n: sympy.Piecewise((1, sympy.Eq(bodies[n.args[0]], n.args[0])), (0, True)))
 
 
+def _nonzero(denominator: sympy.Expr, parameters: set) -> bool:
+    """Whether a ratio's denominator is a nonzero number or a nonzero expression of parameters alone: never
+    0 in a row. A reduction reused as body = ratio * A with ratio = 1 / (Heaviside(5/2 - z[y]) - 1) (the
+    target term of min(z[y], 5/2) - log_softmax(z)[y] - z[j]) was 0 * inf = NaN wherever z[y] < 5/2."""
+    return denominator.free_symbols <= parameters and denominator.is_zero is False
+
+
 def row_gradient(spec: LossSpec) -> Gradient:
     aux: list[Reduction] = []
+    parameters = {p.symbol for p in spec.params if p.type == "float"}
 
     def aux_sum(body: sympy.Expr, exclude: bool) -> sympy.Expr:
         # common factors out (-p[j] (2 p[j] - 2 q[j]) -> -2 p[j] (p[j] - q[j])), and no more: sympy.simplify ran
@@ -80,7 +88,7 @@ def row_gradient(spec: LossSpec) -> Gradient:
         for a in list(spec.reductions) + aux:  # a multiple of a reduction already computed
             if a.op == "sum" and a.exclude_target == exclude:
                 ratio = sympy.cancel(body / a.body)
-                if not per_class(ratio):
+                if not per_class(ratio) and _nonzero(sympy.fraction(sympy.together(ratio))[1], parameters):
                     return ratio * a.symbol
         symbol = numbered("A", len(aux) + 1)
         aux.append(Reduction(symbol, "sum", body, exclude))
@@ -125,9 +133,52 @@ def batch_gradient(spec: LossSpec) -> Gradient:
     for b in spec.reductions:
         coefficient = sympy.diff(spec.expr, b.symbol)  # M_{B_k}: simplified, it cancels no large terms
         if coefficient.count_ops() < 60 and not _irrational_constants(coefficient):
-            coefficient = sympy.factor(sympy.cancel(coefficient))
+            coefficient = _bounded_quotients(sympy.factor(sympy.cancel(coefficient)),
+                                             [r.symbol for r in spec.reductions])
         expr += coefficient * sympy.diff(b.body, U)
     return Gradient(expr)
+
+
+def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr:
+    """A product ``c N1 N2 / D^k`` of polynomials in the batch sums as ``c quotient(N1, D) quotient(N2, D) /
+    D^(k-2)``: each numerator factor N of D's degree whose sums are among D's (a sum of several) is divided
+    by D on its own, once per power of D left.
+
+    anyloss_f1()^2 has the coefficient -8 B1 (B2 + B3) / (2 B1 + B2 + B3)^3: in float32 the cube of a tiny D
+    (a batch of predictions far from 1/2, whose amplified sums are 1e-16) overflows and meets B1 = 0 (NaN
+    for a gradient of 0); the ratios are bounded (by 1/2 and 1 for nonnegative sums), 1/D alone is finite."""
+    if not isinstance(coefficient, sympy.Mul):
+        return coefficient
+
+    def homogeneous(e: sympy.Expr) -> int | None:
+        """The degree of e in the sums when e is a homogeneous polynomial in them, else None."""
+        if not e.free_symbols & set(sums):
+            return None
+        try:
+            poly = sympy.Poly(e, *sums)
+        except sympy.PolynomialError:
+            return None
+        return poly.total_degree() if poly.is_homogeneous else None
+
+    powers = [f.as_base_exp() for f in coefficient.args]
+    kept = [True] * len(powers)
+    out = []
+    for i, (d, k) in enumerate(powers):
+        if not (k.is_Integer and k < 0 and isinstance(d, sympy.Add)) or homogeneous(d) is None:
+            continue
+        degree, left, inside = homogeneous(d), -int(k), d.free_symbols & set(sums)
+        for j, (n, e) in enumerate(powers):
+            if not left:
+                break
+            if (kept[j] and e.is_Integer and e > 0 and n.free_symbols & set(sums) <= inside
+                    and homogeneous(n) == degree):
+                used = min(int(e), left)
+                out.append(quotient(n, d) ** used * n ** (int(e) - used))
+                kept[j], left = False, left - used
+        if left != -int(k):
+            kept[i] = False
+            out.append(d ** -left)
+    return sympy.Mul(*[f for f, keep in zip(coefficient.args, kept) if keep], *out)
 
 
 def _irrational_constants(e: sympy.Expr) -> bool:
@@ -205,20 +256,35 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
     takes abs' and pos' at 0 (docs/semantics.md). Otherwise a chain factor that vanishes there
     (pos(p - clip)' = 0 below the clip, d(1 - p_t) = 0 once p_t rounds to 1) or g = 0 itself
     gives inf * 0 = NaN. At x = 0, x^e is then [e == 0] (0^0 = 1, 0^e = 0 for e > 0: unchanged).
-    Powers whose exponent is nonnegative, or whose base is positive or reads parameters alone, stay."""
+    Powers whose exponent is nonnegative, or whose base reads parameters alone or is bounded away from 0
+    (``_lower_bound``), stay. A base sympy proves positive may still round to 0 (log(1 + sigmoid(m)) at
+    m = -825: 1/(2 sqrt(0)) meets sigmoid'(m) = 0): its test is on ``computed(base)``, which sympy cannot
+    prove nonzero."""
     def guarded(p: sympy.Pow) -> sympy.Expr:
         base, exp = p.args
         at_zero = sympy.S.Zero if exp.is_negative else sympy.Piecewise((1, sympy.Eq(exp, 0)), (0, True))
-        return sympy.Piecewise((p, sympy.Ne(base, 0)), (at_zero, True))
+        tested = computed(base) if base.subs(signs).is_positive else base
+        return sympy.Piecewise((p, sympy.Ne(tested, 0)), (at_zero, True))
 
     def infinite_at_zero(n) -> bool:
         if not isinstance(n, sympy.Pow) or n.exp.is_integer or not n.exp.free_symbols <= scalars:
             return False
         if n.base.free_symbols <= scalars or n.exp.subs(signs).is_nonnegative:
             return False
-        return not n.base.subs(signs).is_positive
+        return not n.base.subs(signs).is_positive or _lower_bound(n.base, signs) < SMALLEST_NORMAL
 
     return expr.replace(infinite_at_zero, guarded)
+
+
+SMALLEST_NORMAL = 2.0 ** -126  # float32's: a positive value with a lower bound below it may round to 0
+
+
+def _lower_bound(base: sympy.Expr, signs: dict) -> float:
+    """A lower bound of base over every input (interval arithmetic; parameters that the constraints make
+    nonnegative from 0): 1 for 1 + r^2/delta^2, 0 for log(1 + sigmoid(m)), -inf when unknown."""
+    from ..check.interval import INF, WHOLE, Interval, enclose
+    box = {s: Interval(0, INF) if s in signs else WHOLE for s in base.free_symbols}
+    return float(enclose(base, box).lo)
 
 
 def _derivable_spec(spec: LossSpec) -> LossSpec:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.logic.boolalg import Boolean
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
@@ -25,7 +25,10 @@ from . import argmax_of, print_piecewise
 
 def is_truth(expr, booleans=frozenset()) -> bool:
     """Whether expr is a truth value: a test, a logic operation, True/False, or one of ``booleans`` (the
-    CSE temporaries known to hold one; a sympy Symbol is a Boolean too, so no other symbol counts)."""
+    CSE temporaries known to hold one; a sympy Symbol is a Boolean too, so no other symbol counts), or a
+    where choosing between truth values (sympy folds ITE(c, Ne(a, 0), Ne(b, 0)) into such a Piecewise)."""
+    if isinstance(expr, sympy.Piecewise):
+        return all(is_truth(value, booleans) for value, _ in expr.args)
     return isinstance(expr, Boolean) and not isinstance(expr, sympy.Symbol) or expr in booleans
 
 
@@ -55,13 +58,21 @@ class _ScalarPrinter(PythonCodePrinter):
             return "(" + entry.scalar.format(*[self._print(a) for a in expr.args[:entry.arity]]) + ")"
         return super()._print_Function(expr)
 
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
+
+    def _print_computed(self, expr):  # (atoms.computed: the value itself)
+        return f"({self._print(expr.args[0])})"
+
 
 class TorchCodePrinter(TorchPrinter):
     """sympy -> torch expression text; unknown nodes raise instead of printing silently."""
 
     def __init__(self, names: dict, scalars: set, like: str | None = None, booleans=frozenset(), argmax=None,
-                 classwise=frozenset()):
+                 classwise=frozenset(), autograd: bool = False):
         super().__init__({"strict": True})
+        self.autograd = autograd  # code run under autograd (the reference backend): see _masked_branch
         self.names = names
         self.scalars = scalars
         self.argmax = argmax or {}  # a max reduction's symbol -> the tensor of its body (the max was taken over)
@@ -88,6 +99,13 @@ class TorchCodePrinter(TorchPrinter):
 
     def _print_Symbol(self, expr):
         return _symbol_code(self.names, expr)
+
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
+
+    def _print_computed(self, expr):  # (atoms.computed: the value itself)
+        return f"({self._print(expr.args[0])})"
 
     def _pairwise(self, expr, tensor_fn: str, clamp: str):
         args = list(expr.args)
@@ -145,7 +163,35 @@ class TorchCodePrinter(TorchPrinter):
         if all(self._is_scalar(value) or self._is_scalar_condition(value) for value, _ in expr.args):
             # torch.where of numbers alone gives the default dtype: the last one takes the input's instead
             last = self._tensor_value(expr.args[-1][0])
+        if self.autograd and any(_steep(value, self.scalars) for value, _ in expr.args):
+            return self._masked_piecewise(expr)
         return print_piecewise(self, expr, "torch.where", last)
+
+    def _masked_piecewise(self, expr) -> str:
+        """torch.where(c, f(where(c, x, x.detach())), ..): under autograd, the inputs x of a branch whose
+        derivative may be infinite pass a gradient only where that branch is taken. torch.where hands the
+        branch not taken a gradient of 0, but autograd still multiplies it by the branch's derivative:
+        where(r < 2, r^12, r^2) at r = 7416 in float32 met 0 * 12 r^11 = 0 * inf = NaN."""
+        conds = [self._print(c) for _, c in expr.args[:-1]]
+        text = None
+        for i in reversed(range(len(expr.args))):
+            value = expr.args[i][0]
+            taken = " & ".join([f"~({c})" for c in conds[:i]] + ([f"({conds[i]})"] if i < len(conds) else []))
+            code = self._masked_branch(value, taken) if _steep(value, self.scalars) else self._print(value)
+            text = code if text is None else f"torch.where({conds[i]}, {code}, {text})"
+        return text
+
+    def _masked_branch(self, value, taken: str) -> str:
+        """value printed with each of its inputs x as torch.where(taken, x, x.detach())."""
+        saved = dict(self.names)
+        try:
+            for s in value.free_symbols - self.scalars - _TARGETS:
+                code = _symbol_code(saved, s)
+                self.names[s] = f"torch.where({taken}, {code}, {code}.detach())"
+            return self._print(value)
+        finally:
+            self.names.clear()
+            self.names.update(saved)
 
     def _tensor_value(self, value) -> str:
         """A where's value as a tensor when it is of parameters alone: a number in the compute dtype, a
@@ -213,6 +259,28 @@ class TorchCodePrinter(TorchPrinter):
         return f"~({self._print(expr.args[0])})"
 
 
+_TARGETS = frozenset({T, Q_J, IS_Y})  # (no gradient reaches them)
+
+
+def _steep(value: sympy.Expr, scalars: set) -> bool:
+    """Whether autograd of value may meet an infinite derivative at finite inputs: an integer power x^n of
+    an input with n >= 3 or n < 0 (12 r^11 overflows in float32 at r = 2e3, 1/x at 0) or with an input as
+    exponent, exp, expm1, sinh, cosh (overflow), log, log1p (at 0, -1). (x^2's 2x overflows only past x's
+    own range; a fractional power is _pow, whose derivative is 0 where no gradient arrives.)"""
+    inert = scalars | _TARGETS
+
+    def steep(n) -> bool:
+        if not isinstance(n, sympy.Expr) or n.free_symbols <= inert:
+            return False
+        if isinstance(n, sympy.Pow):
+            if not n.exp.free_symbols <= inert:
+                return True
+            return n.exp.is_Integer and (n.exp >= 3 or n.exp < 0)
+        return isinstance(n, (sympy.exp, sympy.log, sympy.sinh, sympy.cosh)) or type(n).__name__ in ("expm1", "log1p")
+
+    return any(steep(n) for n in sympy.preorder_traversal(value))
+
+
 # ---------------------------------------------------------------------------------------------
 # Programs: the statements of the generated functions.
 
@@ -266,7 +334,8 @@ def _names(spec: LossSpec) -> tuple[dict, set]:
 class _Emitter:
     """Collects assignments, with common subexpressions shared within each stage."""
 
-    def __init__(self, spec: LossSpec, like: str | None = None):
+    def __init__(self, spec: LossSpec, like: str | None = None, autograd: bool = True):
+        self.autograd = autograd  # the code runs under autograd (not a fused loss-and-gradient program)
         self.names, self.scalars = _names(spec)
         self.like = like or {"row": "z", "elementwise": "u"}.get(spec.form)
         self.lines: list[tuple[str, str]] = []
@@ -277,7 +346,8 @@ class _Emitter:
         self.planned: dict | None = None
 
     def printer(self) -> TorchCodePrinter:
-        return TorchCodePrinter(self.names, self.scalars, self.like, self.booleans, self.argmax, self.classwise)
+        return TorchCodePrinter(self.names, self.scalars, self.like, self.booleans, self.argmax, self.classwise,
+                                self.autograd)
 
     def plan(self, exprs: list[sympy.Expr]) -> None:
         """One CSE over every expression the later stages will ask for: a subexpression shared by a
@@ -466,7 +536,7 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     """Loss per row ``[m]`` from ``z`` ``[m, C]``, ``t`` ``[m]``; with the gradient, also
     ``grad`` ``[m, C]`` times the row coefficients ``c`` (``[m, 1]`` or None), written into
     ``out`` (a buffer of z's shape and dtype that the program may use as scratch)."""
-    em = _Emitter(spec)
+    em = _Emitter(spec, autograd=not with_grad)
     if not with_grad:
         _row_setup(em, spec, _needed([spec.expr] + [r.body for r in spec.reductions]))
         em.plan([r.body for r in spec.reductions] + [spec.expr])
@@ -539,7 +609,7 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
 def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
     """Loss per element from ``u`` and ``t`` of the same shape; with the gradient, also ``grad``
     times the coefficients ``c`` (``[m]`` or None), written into ``out`` (u's shape and dtype)."""
-    em = _Emitter(spec)
+    em = _Emitter(spec, autograd=not with_grad)
     exprs = [spec.expr] + ([spec.gradient.expr] if with_grad else [])
     em.plan([definition for _, definition in spec.features] + exprs)
     for feature, definition in spec.features:
@@ -580,7 +650,7 @@ def batch_programs(spec: LossSpec) -> dict[str, Program]:
     value.lines += unpack
     (loss,) = value.stage([spec.expr])
     value.assign("loss", loss)
-    grad = _Emitter(spec, like="u")
+    grad = _Emitter(spec, like="u", autograd=False)
     grad.lines += unpack
     (g,) = grad.stage([spec.gradient.expr])
     grad.assign("grad", f"_into(out, {g}, c)")

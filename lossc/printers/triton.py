@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
-from sympy.printing.precedence import precedence
+from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
@@ -61,13 +61,13 @@ class _Constants:
             name = f"k{len(self.lines)}"
             self.lines.append((name, f"float({self.host.doprint(expr)})"))
             self.by_expr[expr] = name
+            if is_truth(expr):  # (a where nested in a condition: a test of parameters alone, or a where of them)
+                self.truths.add(name)
         return self.by_expr[expr]
 
     def bind(self, symbol: sympy.Symbol, expr: sympy.Expr) -> str:
         """A CSE temporary of scalars only becomes a constant, usable by later constants."""
         name = self.name_of(expr)
-        if is_truth(expr):
-            self.truths.add(name)  # (a where nested in a condition: a test of parameters alone)
         self.host.names[symbol] = name
         self.scalars.add(symbol)
         self.by_expr.setdefault(symbol, name)
@@ -128,6 +128,10 @@ class TritonCodePrinter(PythonCodePrinter):
             constant = self.constants.name_of(sympy.Mul(*scalar))
             return f"{constant}*{self.parenthesize(rest, precedence(expr))}"
         return super()._print_Mul(expr)
+
+    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
+        a, b = expr.args
+        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
