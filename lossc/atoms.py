@@ -1,7 +1,8 @@
 """The functions of the language that sympy lacks, as sympy ``Function`` s.
 
 Each atom carries its derivative (``fdiff``), so gradients come from ``sympy.diff``;
-the printers map them to code through their tables.
+what else lossc knows of each function (printing, curvature, enclosure) is its entry in
+lossc/functions.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.functions.elementary.miscellaneous import MinMaxBase
 
-__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "computed", "Abs", "FUNCTIONS"]
+__all__ = ["sigmoid", "softplus", "pos", "step", "detach", "log1p", "expm1", "logratio", "quotient", "computed", "Abs"]
 
 
 class sigmoid(sympy.Function):
@@ -261,22 +262,3 @@ def _as_real(e: sympy.Expr):
         return new
 
     return walk(e), back
-
-
-# The language's scalar functions: name -> (arity, builder).
-FUNCTIONS: dict[str, tuple[int, object]] = {
-    "log": (1, sympy.log),
-    "exp": (1, sympy.exp),
-    "sqrt": (1, sympy.sqrt),
-    "abs": (1, Abs),
-    "log1p": (1, log1p),
-    "expm1": (1, expm1),
-    "softplus": (1, softplus),
-    "sigmoid": (1, sigmoid),
-    "tanh": (1, sympy.tanh),
-    "pos": (1, pos),
-    "detach": (1, detach),
-    "min": (2, sympy.Min),
-    "max": (2, sympy.Max),
-    "clamp": (3, lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi)),
-}

@@ -15,7 +15,7 @@ from pathlib import Path
 import lark
 import sympy
 
-from .atoms import FUNCTIONS
+from .functions import LANGUAGE as FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
 from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, ROW_FORM_SYMBOLS, T, U, Z_J, Z_Y, BatchSum,
                  Constraint, Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry,
@@ -710,9 +710,9 @@ class _Lowering:
                 return Vec(P_J if lse == LSE and v.expr == Z_J else sympy.exp(v.expr - lse))
             return Vec(v.expr - lse)
         if name in FUNCTIONS:
-            arity, fn = FUNCTIONS[name]
-            values = self.positional(args, arity, name, node, env)
-            return self.lift(fn, values, node)
+            function = FUNCTIONS[name]
+            values = self.positional(args, function.arity, name, node, env)
+            return self.lift(function.build, values, node)
         return self.call_loss(name_token, args, env, node)
 
     def positional(self, args, arity: int, name: str, node, env) -> list:

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy
-from sympy.codegen.cfunctions import expm1, log1p
 
-from ..atoms import detach, pos, sigmoid, softplus
+from .. import functions
 from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, Z_J, Z_Y, Reduction
 
 CONSTANT, AFFINE, CONVEX, CONCAVE, UNKNOWN = "constant", "affine", "convex", "concave", "unknown"
@@ -96,28 +95,26 @@ def _min_sign(signs):
     return _sum_sign(signs)
 
 
-# The atom table. (Affine scaling by a constant and powers are built per node from these facts.)
+_SIGN_RULES = {"max": _max_sign, "min": _min_sign, "argument": lambda signs: signs[0]}
+_MONOTONE = {"increasing": INCR, "even": _by_sign, "none": NONE}
+
+
+def _atom(f) -> Atom:
+    """A function's facts (its entry in lossc/functions.py) in this rule's terms."""
+    return Atom(f.name, f.curvature, _SIGN_RULES.get(f.sign, f.sign), _MONOTONE[f.shape], f.needs)
+
+
+# The atom table: the language's functions (their entries' facts), and the nodes only this rule knows.
+# (Affine scaling by a constant and powers are built per node from these facts.)
 ATOMS = {
+    **{f.name: _atom(f) for f in functions.ENTRIES if f.curvature is not None},
     "sum": Atom("sum", AFFINE, _sum_sign, INCR),
-    "exp": Atom("exp", CONVEX, POS, INCR),
-    "log": Atom("log", CONCAVE, ANY, INCR, needs=POS),
-    "log1p": Atom("log1p", CONCAVE, ANY, INCR),
-    "expm1": Atom("expm1", CONVEX, ANY, INCR),
-    "softplus": Atom("softplus", CONVEX, POS, INCR),
-    "pos": Atom("pos", CONVEX, NONNEG, INCR),
-    "abs": Atom("abs", CONVEX, NONNEG, _by_sign),
-    "max": Atom("max", CONVEX, _max_sign, INCR),
-    "min": Atom("min", CONCAVE, _min_sign, INCR),
     "logsumexp": Atom("logsumexp", CONVEX, ANY, INCR),
-    "sqrt": Atom("sqrt", CONCAVE, NONNEG, INCR, needs=NONNEG),
     "square": Atom("x^(2k)", CONVEX, NONNEG, _by_sign),
     "power>1": Atom("x^p (p > 1, x >= 0)", CONVEX, NONNEG, INCR, needs=NONNEG),
     "power<1": Atom("x^p (0 < p < 1, x >= 0)", CONCAVE, NONNEG, INCR, needs=NONNEG),
     "power<0": Atom("x^p (p < 0, x > 0)", CONVEX, POS, DECR, needs=POS),
     "norm2": Atom("sqrt(c + k x^2) (c >= 0, k > 0)", CONVEX, NONNEG, NONE),
-    "sigmoid": Atom("sigmoid", UNKNOWN, POS, INCR),
-    "tanh": Atom("tanh", UNKNOWN, ANY, INCR),
-    "detach": Atom("detach (the value of x)", AFFINE, lambda s: s[0], INCR),
 }
 
 
@@ -201,15 +198,9 @@ class Analyzer:
             return self._compose(atom, e, rest)
         if isinstance(e, sympy.Pow):
             return self._power(e)
-        if isinstance(e, sympy.exp):
-            return self._compose(ATOMS["exp"], e, list(e.args))
-        if isinstance(e, sympy.log):
-            return self._compose(ATOMS["log"], e, list(e.args))
-        table = {softplus: "softplus", pos: "pos", sympy.Abs: "abs", sympy.Max: "max", sympy.Min: "min",
-                 log1p: "log1p", expm1: "expm1", sigmoid: "sigmoid", sympy.tanh: "tanh", detach: "detach"}
-        for cls, name in table.items():
-            if isinstance(e, cls):
-                return self._compose(ATOMS[name], e, list(e.args))
+        entry = functions.of(e)
+        if entry is not None and entry.curvature is not None:
+            return self._compose(ATOMS[entry.name], e, list(e.args))
         return self._fail(e, f"{type(e).__name__} is not in the atom table (not DCP)")
 
     def _power(self, e) -> Curvature:

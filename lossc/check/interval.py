@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import sympy
 from mpmath import iv, mpf
-from sympy.codegen.cfunctions import expm1, log1p
 
-from ..atoms import detach, pos, sigmoid, softplus, step
+from .. import functions
 
 INF = mpf("inf")
 NINF = mpf("-inf")
@@ -139,33 +138,6 @@ def _hull(*xs: Interval) -> Interval:
     return Interval(min(x.lo for x in xs), max(x.hi for x in xs))
 
 
-def _softplus_iv(x):
-    return iv.log(1 + iv.exp(x))
-
-
-def _sigmoid_iv(x):
-    return 1 / (1 + iv.exp(-x))
-
-
-def _tanh_iv(x):
-    # (mpmath's iv has no tanh: iv.tanh raised AttributeError, which enclose does not catch)
-    return 1 - 2 / (iv.exp(2 * x) + 1)
-
-
-def _log_iv(a: Interval) -> Interval:
-    if a.lo < 0:
-        return WHOLE
-    lo = NINF if a.lo == 0 else mpf(0) if a.lo == 1 else iv.log(iv.mpf(a.lo)).a
-    hi = INF if a.hi == INF else mpf(0) if a.hi == 1 else iv.log(iv.mpf(a.hi)).b
-    return Interval(lo, hi)
-
-
-def _sqrt_iv(a: Interval) -> Interval:
-    if a.lo < 0:
-        return WHOLE
-    return _increasing(iv.sqrt, a, 0, INF, {mpf(0): mpf(0), mpf(1): mpf(1)})
-
-
 class Unbounded(Exception):
     pass
 
@@ -223,61 +195,31 @@ def _enclose(e, box):
         b = _enclose(base, box)
         if b.lo < 0:
             raise Unbounded
-        return _exp_iv(_mul(_enclose(ex, box), _log_iv(b)))
+        return _function(functions.LANGUAGE["exp"], [_mul(_enclose(ex, box), _function(functions.LANGUAGE["log"], [b]))])
     args = [_enclose(a, box) for a in e.args] if e.args else []
-    if isinstance(e, sympy.exp):
-        return _exp_iv(args[0])
-    if isinstance(e, sympy.log):
-        return _log_iv(args[0])
-    if isinstance(e, softplus):
-        return _increasing(_softplus_iv, args[0], 0, INF)
-    if isinstance(e, sigmoid):
-        return _increasing(_sigmoid_iv, args[0], 0, 1)
-    if isinstance(e, sympy.tanh):
-        return _increasing(_tanh_iv, args[0], -1, 1)
-    if isinstance(e, sympy.sinh):
-        return _increasing(lambda v: (iv.exp(v) - iv.exp(-v)) / 2, args[0], NINF, INF)
-    if isinstance(e, sympy.cosh):  # even, increasing in |x|, >= 1
-        a = args[0]
-        near = mpf(0) if a.lo <= 0 <= a.hi else min(abs(a.lo), abs(a.hi))
-        far = max(abs(a.lo), abs(a.hi))
-        def cosh(v):
-            return (iv.exp(iv.mpf(v)) + iv.exp(-iv.mpf(v))) / 2
-        return Interval(max(mpf(1), cosh(near).a), INF if far == INF else cosh(far).b)
-    if isinstance(e, log1p):
-        return _log_iv(_add(args[0], Interval(1, 1)))
-    if isinstance(e, expm1):
-        return _add(_exp_iv(args[0]), Interval(-1, -1))
-    if isinstance(e, sympy.Abs):
-        a = args[0]
-        if a.lo >= 0:
-            return a
-        if a.hi <= 0:
-            return Interval(-a.hi, -a.lo)
-        return Interval(0, max(-a.lo, a.hi))
-    if isinstance(e, pos):
-        a = args[0]
-        return Interval(max(a.lo, mpf(0)), max(a.hi, mpf(0)))
-    if isinstance(e, sympy.Max):
-        return Interval(max(a.lo for a in args), max(a.hi for a in args))
-    if isinstance(e, sympy.Min):
-        return Interval(min(a.lo for a in args), min(a.hi for a in args))
-    if isinstance(e, (step, sympy.Heaviside)):
-        a = args[0]
-        if a.lo > 0:
-            return Interval(1, 1)
-        if a.hi < 0:
-            return Interval(0, 0)
-        return Interval(0, 1)
-    if isinstance(e, detach):
-        return args[0]
+    entry = functions.of(e)
+    if entry is not None and entry.interval is not None:
+        return _function(entry, args)
     if isinstance(e, sympy.Piecewise):
         return _hull(*[_enclose(branch, box) for branch, _ in e.args])
     raise Unbounded
 
 
-def _exp_iv(a: Interval) -> Interval:
-    return _increasing(iv.exp, a, 0, INF, {mpf(0): mpf(1)})
+def _function(f, args: list[Interval]) -> Interval:
+    """The image of intervals under a function of the table (lossc/functions.py): increasing in each
+    argument, or even and increasing in |x|, with its values' limits at infinite ends."""
+    if f.arity > 1:
+        lo, hi = f.interval(*[iv.mpf(a.lo) for a in args]), f.interval(*[iv.mpf(a.hi) for a in args])
+        return Interval(lo.a, hi.b)
+    a = args[0]
+    if f.domain_lo is not None and a.lo < f.domain_lo:
+        return WHOLE
+    if f.shape == "even":
+        near = mpf(0) if a.lo <= 0 <= a.hi else min(abs(a.lo), abs(a.hi))
+        a = Interval(near, max(abs(a.lo), abs(a.hi)))
+    return _increasing(f.interval, a, *f.value_range, f.exact)
+
+
 
 
 def enclose_on(expr: sympy.Expr, x: sympy.Symbol, lo, hi, pieces: int = 16, fixed: dict | None = None) -> Interval:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import sympy
 from sympy.codegen.cfunctions import expm1, log1p
 
-from ..atoms import detach, logratio, pos, sigmoid, softplus, step
+from .. import functions
+from ..atoms import pos, sigmoid, softplus, step
 from ..ir import NUM_CLASSES
 from .interval import Interval, enclose_on
 
 OO = sympy.oo
-NONSMOOTH = (pos, sympy.Abs, sympy.Max, sympy.Min, sympy.Piecewise, step, sympy.Heaviside, sympy.sign)
+NONSMOOTH = functions.NONSMOOTH + (sympy.Piecewise,)
 
 
 class Undecided(Exception):
@@ -28,12 +29,7 @@ class Undecided(Exception):
 
 def elementary(e: sympy.Expr) -> sympy.Expr:
     """The language's atoms written with exp/log, so sympy can differentiate, simplify and take limits."""
-    return e.replace(softplus, lambda x: sympy.log(1 + sympy.exp(x))) \
-            .replace(sigmoid, lambda x: 1 / (1 + sympy.exp(-x))) \
-            .replace(expm1, lambda x: sympy.exp(x) - 1) \
-            .replace(log1p, lambda x: sympy.log(1 + x)) \
-            .replace(detach, lambda x: x) \
-            .replace(logratio, lambda d: d / (1 - sympy.exp(d)))
+    return functions.in_exp_log(e)
 
 
 def _symbolic_powers(e) -> int:

@@ -16,38 +16,11 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
+from .. import functions
 from ..ir import (BATCH_SIZE, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
                   class_entry, class_symbols, code_name, per_class)
 from . import argmax_of, print_piecewise
 
-# Atom -> function of the generated module's runtime (tensor arguments).
-TENSOR_FUNCTIONS = {
-    "softplus": "_softplus",
-    "sigmoid": "torch.sigmoid",
-    "pos": "torch.relu",
-    "step": "_step",
-    "detach": "_detach",
-    "logratio": "_logratio",
-    "log1p": "torch.log1p",
-    "expm1": "torch.expm1",
-    "Heaviside": "_heaviside",
-    "sign": "torch.sign",
-    "tanh": "torch.tanh",
-    "Abs": "torch.abs",  # (lossc's atoms.Abs, which sympy's torch printer does not know by its class)
-}
-# Atom -> how to print it on Python numbers (parameters).
-SCALAR_FUNCTIONS = {
-    "softplus": "_scalar(_softplus, {})",
-    "sigmoid": "_scalar(torch.sigmoid, {})",
-    "pos": "max({}, 0.0)",
-    "step": "float({} > 0)",
-    "detach": "{}",
-    "logratio": "_scalar(_logratio, {})",
-    "log1p": "math.log1p({})",
-    "expm1": "math.expm1({})",
-    "Heaviside": "_scalar(_heaviside, {})",
-    "sign": "math.copysign(1.0, {0}) if {0} else 0.0",
-}
 
 
 def is_truth(expr, booleans=frozenset()) -> bool:
@@ -80,9 +53,9 @@ class _ScalarPrinter(PythonCodePrinter):
         return _symbol_code(self.names, expr)
 
     def _print_Function(self, expr):
-        name = type(expr).__name__
-        if name in SCALAR_FUNCTIONS:
-            return "(" + SCALAR_FUNCTIONS[name].format(*[self._print(a) for a in expr.args]) + ")"
+        entry = functions.of(expr)
+        if entry is not None and entry.scalar is not None:
+            return "(" + entry.scalar.format(*[self._print(a) for a in expr.args[:entry.arity]]) + ")"
         return super()._print_Function(expr)
 
     def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
@@ -119,23 +92,13 @@ class TorchCodePrinter(TorchPrinter):
             return "(" + self.scalar_printer.doprint(expr) + ")"
         if self._is_scalar_condition(expr) and not isinstance(expr, sympy.Symbol):
             return "(" + self.scalar_printer.doprint(expr) + ")"  # parameters alone: a Python bool
+        entry = functions.of(expr)
+        if entry is not None and entry.torch is not None:
+            return f"{entry.torch}({', '.join(self._print(a) for a in expr.args[:entry.arity])})"
         return super()._print(expr, **kwargs)
 
     def _print_Symbol(self, expr):
         return _symbol_code(self.names, expr)
-
-    def _print_Function(self, expr):
-        name = type(expr).__name__
-        if name in TENSOR_FUNCTIONS:
-            return f"{TENSOR_FUNCTIONS[name]}({', '.join(self._print(a) for a in expr.args)})"
-        return super()._print_Function(expr)
-
-    _print_sign = _print_Function
-    _print_tanh = _print_Function
-    _print_Heaviside = _print_Function
-
-    def _print_Heaviside(self, expr):  # noqa: F811 - one argument only, whatever sympy carries
-        return f"_heaviside({self._print(expr.args[0])})"
 
     def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
         a, b = expr.args
@@ -741,13 +704,9 @@ _COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
 OPS = {
     **{f"torch.{f}": f"torch.{f}({{0}}, out={{out}})" for f in _UNARY_OUT},
     **{f"torch.{f}": f"torch.{f}({{0}}, {{1}}, out={{out}})" for f in _BINARY_OUT + _COMPARE},
-    "torch.relu": "torch.clamp_min({0}, 0, out={out})",  # (what torch.relu computes; it has no out=)
     "torch.where": "_where({0}, {1}, {2}, {out})",
     "_pow": "torch.pow({0}, {1}, out={out})",  # (not under autograd: _pow is torch.pow)
-    "_step": "torch.gt({0}, 0, out={out})",
-    "_softplus": "_softplus({0}, {out}, {tmp})",
-    "_logratio": "_logratio({0}, {out}, {tmp}, {mask})",
-    "_heaviside": "_heaviside({0}, {out}, {mask})",
+    **{f.torch: f.pooled for f in functions.ENTRIES if f.pooled},  # (the atoms' own: softplus, step, ...)
     ".clone": "{out}.copy_({0})",
     ast.Add: "torch.add({0}, {1}, out={out})",
     ast.Sub: "torch.sub({0}, {1}, out={out})",

@@ -26,27 +26,10 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
+from .. import functions
 from .torch import _ScalarPrinter, is_truth
 from . import argmax_of, print_piecewise
 
-# Atom -> tl function of one tensor argument (the class name of the sympy node).
-TL_FUNCTIONS = {
-    "exp": "tl.exp",
-    "log": "tl.log",
-    "Abs": "tl.abs",
-    "sigmoid": "_tl_sigmoid",
-    "softplus": "_tl_softplus",
-    "log1p": "_tl_log1p",
-    "expm1": "_tl_expm1",
-    "tanh": "_tl_tanh",
-    "logratio": "_tl_logratio",
-    "pos": "_tl_pos",
-    "step": "_tl_step",
-    "Heaviside": "_tl_heaviside",
-    "sign": "_tl_sign",
-    "detach": "",  # the value itself: kernels carry no autograd, the gradient already omits it
-    "computed": "",  # (atoms.computed: the value itself)
-}
 # Integer powers up to this are products (exact); others go through _tl_pow (exp2 / log2).
 MAX_INTEGER_POWER = 8
 RELATIONS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
@@ -103,10 +86,10 @@ class TritonCodePrinter(PythonCodePrinter):
         if isinstance(expr, sympy.Expr) and not expr.is_Number and expr.free_symbols <= self.constants.scalars:
             name = self.constants.name_of(expr)
             return f"({name} != 0.0)" if name in self.constants.truths else name  # (a truth value: a test)
-        name = type(expr).__name__
-        if name in TL_FUNCTIONS:
+        entry = functions.of(expr)
+        if entry is not None and entry.triton is not None:
             arg = self._print(expr.args[0])
-            return f"{TL_FUNCTIONS[name]}({arg})" if TL_FUNCTIONS[name] else f"({arg})"
+            return f"{entry.triton}({arg})" if entry.triton else f"({arg})"  # ("": detach, the value itself)
         return super()._print(expr, **kwargs)
 
     def _print_Symbol(self, expr):

@@ -1,0 +1,124 @@
+"""The function table (lossc/functions.py) walked entry by entry: every function of the language against its
+torch function (value and gradient, on every backend), and every entry's facts (interval enclosure, sign,
+monotonicity, curvature) against sampled values."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import mpmath
+import pytest
+import sympy
+import torch
+
+import lossc
+from lossc import functions
+from lossc.check.curvature import Curvature, analyze
+from lossc.check.interval import Interval, enclose
+
+EXTRA_ARGS = {1: "", 2: ", 0.5", 3: ", -0.5, 0.5"}  # the other arguments of min/max and clamp
+EXTRA_VALUES = {1: (), 2: (0.5,), 3: (-0.5, 0.5)}
+BACKENDS = ["reference", "torch"] + (["triton"] if importlib.util.find_spec("triton") else [])
+
+
+def _torch_function(dotted: str):
+    return functools.reduce(getattr, dotted.split(".")[1:], torch)
+
+
+def _samples(entry: functions.Function, n: int = 64) -> torch.Tensor:
+    lo, hi = entry.sample
+    x = torch.linspace(lo, hi, n, dtype=torch.float64)
+    return x + 1e-3 * (hi - lo) / n  # off the kinks at 0 and +-0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("entry", list(functions.LANGUAGE.values()), ids=lambda e: e.name)
+def test_every_function_matches_torch(entry, backend):
+    source = f"loss fn_{entry.name}() over regression:\n    return {entry.name}(yhat{EXTRA_ARGS[entry.arity]})\n"
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    x = _samples(entry).to(dtype).requires_grad_(True)
+    y = torch.zeros_like(x)
+    module = lossc.loss(source, backend=backend, reduction="none")
+    value = module(x, y)
+    (grad,) = torch.autograd.grad(value, x, torch.full_like(value, 0.37))
+    xr = x.detach().double().requires_grad_(True)
+    want = _torch_function(entry.reference)(xr, *[torch.full_like(xr, v) for v in EXTRA_VALUES[entry.arity]])
+    want_grad = (torch.autograd.grad(want, xr, torch.full_like(want, 0.37))[0] if want.requires_grad
+                 else torch.zeros_like(xr))  # (detach: no gradient)
+    tol = {} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 2e-6}
+    torch.testing.assert_close(value.double(), want.detach(), **tol)
+    torch.testing.assert_close(grad.double(), want_grad, **tol)
+
+
+def _has_interval(entry) -> bool:
+    return entry.interval is not None and entry.node is not None
+
+
+@pytest.mark.parametrize("entry", [e for e in functions.ENTRIES if _has_interval(e)], ids=lambda e: e.name)
+def test_every_enclosure_holds_the_values(entry):
+    xs = [sympy.Symbol(f"x{i}", real=True) for i in range(entry.arity)]
+    expr = entry.node(*xs)
+    if not isinstance(expr, entry.node):
+        pytest.skip("sympy evaluates it on symbols")
+    lo, hi = entry.sample
+    points = [lo + (hi - lo) * k / 16 for k in range(17)]
+    for a, b in zip(points, points[3:]):
+        box = {x: Interval(mpmath.mpf(a) - 0.1 * i, mpmath.mpf(b)) for i, x in enumerate(xs)}
+        got = enclose(expr, box)
+        for t in range(9):
+            at = {x: sympy.Float(box[x].lo + (box[x].hi - box[x].lo) * t / 8, 30) for x in xs}
+            v = sympy.N(expr.xreplace(at), 30)
+            if isinstance(v, sympy.Number):  # (an atom sympy cannot evaluate is left out)
+                assert got.lo <= mpmath.mpf(v) <= got.hi, (entry.name, box, at, v, got)
+
+
+def _facts_sample(entry):
+    lo, hi = entry.sample
+    return [lo + (hi - lo) * k / 40 + 1e-3 for k in range(41)]
+
+
+@pytest.mark.parametrize("entry", [e for e in functions.LANGUAGE.values() if e.curvature is not None and e.arity == 1],
+                         ids=lambda e: e.name)
+def test_every_curvature_fact_holds_on_samples(entry):
+    f = _torch_function(entry.reference)
+    x = torch.tensor(_facts_sample(entry), dtype=torch.float64)
+    v = f(x)
+    h = 1e-3
+    second = f(x + h) - 2 * v + f(x - h)
+    slack = 1e-9 * (1 + v.abs())
+    if entry.curvature == functions.CONVEX:
+        assert (second >= -slack).all(), entry.name
+    if entry.curvature == functions.CONCAVE:
+        assert (second <= slack).all(), entry.name
+    if entry.sign == functions.POS:
+        assert (v > 0).all(), entry.name
+    if entry.sign == functions.NONNEG:
+        assert (v >= 0).all(), entry.name
+    if entry.shape == "increasing":
+        assert (v[1:] >= v[:-1]).all(), entry.name
+    if entry.shape == "even":
+        assert torch.equal(f(-x), v), entry.name
+
+
+def test_the_curvature_rule_reads_the_table():
+    """Every DCP fact of the table reaches the composition rule."""
+    x = sympy.Symbol("x", real=True)
+    for entry in functions.LANGUAGE.values():
+        if entry.curvature is None or entry.node is None or entry.arity != 1:
+            continue
+        sign = "positive" if entry.needs else "any sign"  # (an argument in the function's domain)
+        got = analyze(entry.node(x), {x: Curvature("affine", sign)})
+        assert got.curvature == entry.curvature, (entry.name, got)  # (of an affine argument: its own)
+
+
+def test_a_new_function_is_one_entry():
+    """erf came in as one entry of the table (lossc/functions.py) and nothing else: the language builds it,
+    both printers print it, the checker reads its facts; its value and gradient on every backend are tested
+    with every other entry above."""
+    spec = lossc.parse("loss e() over margin:\n    return 1 - erf(m)\n")
+    assert spec.expr.has(sympy.erf)
+    assert "torch.erf(" in lossc.generate(spec, "torch")
+    assert "tl.erf(" in lossc.generate(spec, "triton")
+    report = lossc.check(spec, use_cache=False)
+    assert report["nonnegative"].verdict in ("proved", "plausible"), report["nonnegative"]  # 1 - erf in (0, 2)
