@@ -58,7 +58,6 @@ def _reserved_names() -> frozenset[str]:
 
 RESERVED = _reserved_names()
 CLASS_REDUCTIONS = {"sum", "mean", "max", "min", "logsumexp"}
-VECTOR_FUNCTIONS = {"softmax", "log_softmax"}
 SPECIAL_FUNCTIONS = {"where", "logsumexp", "softmax", "log_softmax", "sum", "mean", "max", "min"}
 
 

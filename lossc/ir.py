@@ -80,7 +80,6 @@ P_J = sympy.Symbol("p[j]", positive=True)      # softmax(z)[j]
 IS_Y = sympy.Symbol("[j=y]", nonnegative=True)  # 1 for the target class, else 0
 Q_J = sympy.Symbol("q[j]", nonnegative=True)   # distribution kind: the target probability of class j
 WEIGHT = "weight"                              # the class weights given at call time, a class vector
-ROW_SCALARS = (Z_Y, LSE, P_T)
 CLASS_SYMBOLS = (Z_J, P_J, IS_Y)
 # The row form's own symbols: a parameter of a row loss may not make one of these names (p_t, C, p[j]
 # of a per-class parameter p, ...), see ``form_symbol_names``.
@@ -114,7 +113,6 @@ def at_target(expr: sympy.Expr) -> sympy.Expr:
 U = internal("u", real=True)
 T = internal("t", real=True)
 
-REDUCTION_OPS = ("sum", "max", "lse")
 
 # Batch normal form: u, t are one element's prediction s_i and target y_i inside a batch sum;
 # the loss itself is a function of the sums B_k and of N (the batch size, or its total weight).

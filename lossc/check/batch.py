@@ -13,7 +13,6 @@ import torch
 from .numeric import fmt
 from .verdict import Verdict, not_applicable, plausible, refuted, unknown
 
-PER_EXAMPLE = ("calibrated", "proper", "symmetric")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

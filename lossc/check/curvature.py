@@ -33,10 +33,6 @@ class Curvature:
     def is_convex(self) -> bool:
         return self.curvature in (CONSTANT, AFFINE, CONVEX)
 
-    @property
-    def is_concave(self) -> bool:
-        return self.curvature in (CONSTANT, AFFINE, CONCAVE)
-
     def proof(self) -> str:
         return "\n".join(self.reasons)
 

@@ -63,7 +63,7 @@ def _inputs(kind: str):
 def check_stable(ctx) -> Verdict:
     from ... import api
     spec = ctx.spec
-    lines, failures = [], []
+    failures = []
     ran = 0
     for backend in BACKENDS:
         module = api.loss(spec, backend=backend, reduction="none", **ctx.params)
