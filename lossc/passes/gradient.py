@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import sympy
+from sympy.logic.boolalg import Boolean
 
 from ..atoms import Abs
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
@@ -205,7 +206,8 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
     takes abs' and pos' at 0 (docs/semantics.md). Otherwise a chain factor that vanishes there
     (pos(p - clip)' = 0 below the clip, d(1 - p_t) = 0 once p_t rounds to 1) or g = 0 itself
     gives inf * 0 = NaN. At x = 0, x^e is then [e == 0] (0^0 = 1, 0^e = 0 for e > 0: unchanged).
-    Powers whose exponent is nonnegative, or whose base is positive or reads parameters alone, stay."""
+    Powers whose exponent is nonnegative, or whose base is positive or reads parameters alone, stay, and
+    so does every power inside the test of a where (a value, not a derivative)."""
     def guarded(p: sympy.Pow) -> sympy.Expr:
         base, exp = p.args
         at_zero = sympy.S.Zero if exp.is_negative else sympy.Piecewise((1, sympy.Eq(exp, 0)), (0, True))
@@ -218,7 +220,21 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
             return False
         return not n.base.subs(signs).is_positive
 
-    return expr.replace(infinite_at_zero, guarded)
+    memo: dict = {}
+
+    def walk(n: sympy.Basic) -> sympy.Basic:
+        # bottom up, like expr.replace, but not into the tests of a where: there x^e is the value as the
+        # loss computes it (inf at 0 is > 3), and sympy's Piecewise runs simplify_logic over a test that
+        # gets a Piecewise in it (minutes for a where on pos(..)^gamma)
+        if not n.args or isinstance(n, Boolean):
+            return n
+        if n not in memo:
+            args = [walk(a) for a in n.args]
+            new = n.func(*args) if args != list(n.args) else n
+            memo[n] = guarded(new) if infinite_at_zero(new) else new
+        return memo[n]
+
+    return walk(expr)
 
 
 def _derivable_spec(spec: LossSpec) -> LossSpec:
