@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import sympy
+import torch
+import torch.nn.functional as F
 
 import lossc
 from lossc.frontend import SourceFile, lower
@@ -171,3 +173,42 @@ def test_every_keyword_of_a_generated_module_is_reserved(name):
 def test_a_parameter_named_like_a_module_keyword_is_refused():
     err = _error("loss a(inplace_grad = 1.0) over margin:\n    return inplace_grad * m\n")
     assert isinstance(err, lossc.LossNameError) and "reserved" in err.message
+
+
+HANGS = [
+    # tanh(x).is_real / .is_finite for an x sympy cannot prove real (bce()): sympy went through
+    # x.as_real_imag() and (im x) mod pi, expanding and factoring the whole of x, as the where's exp was made
+    ("loss t() over binary:\n    B2 = 1 / (2 + tanh(bce()))\n    return exp(tanh((1 + B2^2)^(-2) * bce()))\n",
+     {}),
+    # the gradient's x^e -> 0 at x = 0 reached into the where's test, and sympy's Piecewise ran
+    # simplify_logic over a test with a Piecewise in it
+    ("loss t(gamma = 0.0) over distribution:\n    eps = 0.25 * logsumexp(z) + expm1(-abs(logsumexp(z) * C))\n"
+     "    zz = pos((2 + tanh(eps))^(-1.5))^gamma\n    return where(zz >= 0.5, C, logsumexp(z))\n", {"gamma": 2.0}),
+]
+
+
+def _hang_truth(source: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The two losses of HANGS by hand, per row."""
+    if "binary" in source:
+        bce = F.softplus(x) - t * x
+        b2 = 1 / (2 + torch.tanh(bce))
+        return torch.exp(torch.tanh((1 + b2 ** 2) ** -2 * bce))
+    lse = torch.logsumexp(x, dim=-1)
+    c = x.shape[-1]
+    eps = 0.25 * lse + torch.expm1(-(lse * c).abs())
+    zz = ((2 + torch.tanh(eps)) ** -1.5).clamp_min(0) ** 2.0
+    return torch.where(zz >= 0.5, torch.full_like(lse, c), lse)
+
+
+@pytest.mark.parametrize("source, params", HANGS, ids=["tanh_of_bce", "power_in_a_where_test"])
+def test_compiles_that_ran_for_minutes(source, params):
+    """Shrunk generated losses whose compile ran past 30 s of CPU time (minutes in sympy): each compiles, and
+    gives the right value (rows on both sides of the where for the second)."""
+    module = lossc.loss(source, reduction="none", **params)
+    if "binary" in source:
+        x = torch.tensor([-2.0, 0.3, 4.0], dtype=torch.float64)
+        t = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    else:
+        x = torch.tensor([[-3.0, -3.0, -3.0], [0.5, 1.0, 2.0]], dtype=torch.float64)
+        t = torch.full((2, 3), 1 / 3, dtype=torch.float64)
+    torch.testing.assert_close(module(x, t), _hang_truth(source, x, t), rtol=1e-12, atol=1e-12)

@@ -137,6 +137,19 @@ def test_the_derivative_of_a_power_at_zero(backend):
         torch.testing.assert_close(grad, torch.full((2,), -slope, dtype=torch.float64))  # (r = y - yhat)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_power_in_the_test_of_a_where_is_its_value(backend):
+    """where(pos(f)^(-1/2) >= 3, f, 2 f) takes f at f = 0 (inf >= 3): its gradient there is 1. The
+    gradient's x^e -> 0 at x = 0 (for the derivative g x^(g-1)) reached into the where's test too,
+    0 >= 3: the other branch's 2 (torch, triton)."""
+    f = torch.tensor([0.0, 0.01, 1.0], dtype=torch.float64)
+    value, grad = _value_and_grad("where(pos(f)^(-0.5) >= 3, f, 2 * f)", backend, f, torch.ones_like(f),
+                                  over="binary")
+    tol = max(_tolerance(backend), 1e-12)
+    torch.testing.assert_close(value, torch.tensor(2.01, dtype=torch.float64), rtol=tol, atol=tol)
+    torch.testing.assert_close(grad, torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64), rtol=tol, atol=tol)
+
+
 # ---------------------------------------------------------------------------------------------
 # (c) nfl() + rce(): nfl's default gamma = 1/2 is a literal sqrt inside its class reduction
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import sympy
+from sympy.logic.boolalg import Boolean
 
 from ..atoms import Abs, computed, quotient
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, U, Z_J, Z_Y, Gradient, LossSpec, Reduction, class_entry, numbered,
@@ -259,7 +260,7 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
     Powers whose exponent is nonnegative, or whose base reads parameters alone or is bounded away from 0
     (``_lower_bound``), stay. A base sympy proves positive may still round to 0 (log(1 + sigmoid(m)) at
     m = -825: 1/(2 sqrt(0)) meets sigmoid'(m) = 0): its test is on ``computed(base)``, which sympy cannot
-    prove nonzero."""
+    prove nonzero. So does every power inside the test of a where (a value, not a derivative)."""
     def guarded(p: sympy.Pow) -> sympy.Expr:
         base, exp = p.args
         at_zero = sympy.S.Zero if exp.is_negative else sympy.Piecewise((1, sympy.Eq(exp, 0)), (0, True))
@@ -273,7 +274,21 @@ def _zero_where_infinite(expr: sympy.Expr, scalars: set, signs: dict) -> sympy.E
             return False
         return not n.base.subs(signs).is_positive or _lower_bound(n.base, signs) < SMALLEST_NORMAL
 
-    return expr.replace(infinite_at_zero, guarded)
+    memo: dict = {}
+
+    def walk(n: sympy.Basic) -> sympy.Basic:
+        # bottom up, like expr.replace, but not into the tests of a where: there x^e is the value as the
+        # loss computes it (inf at 0 is > 3), and sympy's Piecewise runs simplify_logic over a test that
+        # gets a Piecewise in it (minutes for a where on pos(..)^gamma)
+        if not n.args or isinstance(n, Boolean):
+            return n
+        if n not in memo:
+            args = [walk(a) for a in n.args]
+            new = n.func(*args) if args != list(n.args) else n
+            memo[n] = guarded(new) if infinite_at_zero(new) else new
+        return memo[n]
+
+    return walk(expr)
 
 
 SMALLEST_NORMAL = 2.0 ** -126  # float32's: a positive value with a lower bound below it may round to 0
