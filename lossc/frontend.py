@@ -852,7 +852,8 @@ class _Lowering:
             return {"sum": body * count, "max": body, "lse": body + sympy.log(count)}[op]
         if op == "sum":  # terms, and factors of terms, that do not depend on j leave the sum:
             # sum(z[j] - lse) = sum(z[j]) - C lse, sum(q[j] lse) = lse sum(q[j])
-            body = sympy.expand(body) if isinstance(body, sympy.Add) else body
+            body = sympy.expand(body, power_exp=False) if isinstance(body, sympy.Add) else body  # (exp(z[j] - lse)
+            # stays whole: split, sum(exp(z[j])) overflows)
             total, grouped = sympy.S.Zero, {}
             for term in sympy.Add.make_args(body):
                 factor, rest = _split_factor(term)

@@ -250,15 +250,18 @@ def _nest(flat: list, shape: list):
 
 def _rows(loss: G.GeneratedLoss, case: Case, x: torch.Tensor, target: torch.Tensor, dtype: torch.dtype) -> list[dict]:
     """The per-row truth inputs (floats) at x (already rounded to dtype), in the unreduced loss's order; the
-    parameter vectors and the batch's weights rounded to dtype as the backend receives them."""
+    batch's sample weights rounded to dtype, its weights and the parameter vectors to the compute dtype, as the
+    backend uses them."""
     k = loss.kind
     params = dict(case.params)
+    held = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype  # (the compute dtype: a class
+    # vector is a parameter, held in float64 and computed with in float32 for bfloat16 inputs, not rounded to 8 bits)
     for p, t, v in loss.params:
         if t == "vector":
             val = params.get(p, 1.0)
             C = case.shape[1]
-            params[p] = [float(torch.tensor(val, dtype=dtype).to(F64))] * C if not isinstance(val, list) else \
-                torch.tensor(val, dtype=F64).to(dtype).to(F64).tolist()
+            params[p] = [float(torch.tensor(val, dtype=held).to(F64))] * C if not isinstance(val, list) else \
+                torch.tensor(val, dtype=F64).to(held).to(F64).tolist()
     if k in ROW_KINDS:
         z = x.movedim(1, -1).reshape(-1, case.shape[1]).tolist()
         if k == "multiclass":
@@ -268,9 +271,9 @@ def _rows(loss: G.GeneratedLoss, case: Case, x: torch.Tensor, target: torch.Tens
         return [{"z": zr, "q": qr, "params": params} for zr, qr in zip(z, qs)]
     if k == "batch":
         w = torch.ones(len(case.x), dtype=F64)
-        if case.weight is not None:
-            w = w * torch.tensor(case.weight, dtype=F64).to(dtype).to(F64)
-        if case.sample_weight is not None:
+        if case.weight is not None:  # (given to the module in float64, used in the compute dtype)
+            w = w * torch.tensor(case.weight, dtype=F64).to(held).to(F64)
+        if case.sample_weight is not None:  # (given with the call, in the input's dtype)
             w = w * torch.tensor(case.sample_weight, dtype=F64).to(dtype).to(F64)
         return [{"s": x.tolist(), "y": target.tolist(), "w": w.tolist(), "from_logits": case.from_logits,
                  "params": params}]

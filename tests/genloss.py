@@ -740,8 +740,10 @@ def _atom(ctx: _Ctx, level: str) -> Node:
         return ctx.param("any")
     if ctx.kind == "multiclass" and level in ("row", "class") and r < 0.5:
         vec = next((p for p, role, _ in ctx.params if role == "vector"), None)
-        while vec is None or vec in _ROW_ENTRIES:  # (q[C] would make q[j], the row form's own: refused)
+        if vec is None:
             vec = ctx.fresh()
+            while vec in _ROW_ENTRIES:  # (q[C] would make q[j], the row form's own: refused)
+                vec = ctx.fresh()
             ctx.params.append((vec, "vector", None))
         ctx.features.add("vector")
         return Node("vecj" if level == "class" else "vecy", (), vec)

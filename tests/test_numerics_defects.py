@@ -612,3 +612,41 @@ def test_a_branch_not_taken_whose_derivative_overflows(backend, dtype):
     r = r.to(dtype).double()
     torch.testing.assert_close(grad, torch.where(r < 2, -12 * r ** 11, -2 * r),
                                rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_class_sum_of_exp_of_log_softmax_stays_shifted(backend):
+    """sum(1 + exp(log_softmax(z)[j]) for j) at z = [2060, -8553, -7635] was NaN (value and gradient): the
+    class sum expanded exp(z[j] - lse) into exp(z[j]) exp(-lse) and took exp(-lse) out of the sum, whose
+    exp(z[j]) overflowed (inf * 0). By hand: C + 1, gradient 0 (the softmax sums to 1)."""
+    z = torch.tensor([[2060.855, -8552.97, -7635.31], [0.3, 0.2, -1.0], [80.0, 80.0, -80.0]], dtype=torch.float64)
+    y = torch.tensor([2, 0, 1])
+    value, grad = _value_and_grad("sum((1 + exp(log_softmax(z)[j])) for j)", backend, z, y, over="multiclass")
+    torch.testing.assert_close(value, torch.tensor(12.0, dtype=torch.float64), rtol=_tolerance(backend), atol=0)
+    torch.testing.assert_close(grad, torch.zeros_like(grad), rtol=0, atol=_tolerance(backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_multiple_of_r_beside_yhat_stays_a_multiple_of_r(backend):
+    """(1 + softplus(yhat)) / (1 + sigmoid(r)) - mse() at yhat = y = -4473.8 in float32: the gradient held
+    2 t - 2 u (sympy distributes d(-r^2)/du = 2 r), computed beside 0.111 at the size of t: 0.11133 instead of
+    1/9. By hand (r = 0): sigmoid(yhat) / 1.5 + (1 + softplus(yhat)) / 4 / 2.25 - 0 = 1/9."""
+    u = torch.tensor([-4473.785, -20.0, 0.0, 3.0], dtype=torch.float32)
+    source = "((1 + softplus(yhat)) / (1 + sigmoid(r))) - mse()"
+    _, grad = _value_and_grad(source, backend, u, u.clone(), over="regression")
+    x = u.double()
+    want = torch.sigmoid(x) / 1.5 + (1 + F.softplus(x)) * 0.25 / 2.25
+    torch.testing.assert_close(grad, want, rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_power_of_a_where_whose_branch_is_zero_at_a_hard_target(backend):
+    """(-where(f > 0.5, y, bce()))^g at g = 1, y = 0, f = 3.7 had a NaN gradient on the torch engine (truth 0):
+    splitting x^(g-1) x' at the hard targets divided x' by x at t = 0, whose branch f > 0.5 is 0 (1/0 = zoo,
+    times the branch's 0). By hand: the loss is -y for f > 0.5 (gradient 0), -bce otherwise."""
+    f = torch.tensor([3.7, 0.6, -1.0, 0.2], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    _, grad = _value_and_grad("(-where(f > 0.5, y, bce()))^(g)", backend, f, y, over="binary", g=1.0)
+    want = torch.where(f > 0.5, 0.0, -(torch.sigmoid(f) - y))
+    assert torch.isfinite(grad).all(), grad
+    torch.testing.assert_close(grad, want, rtol=_tolerance(backend), atol=_tolerance(backend))

@@ -214,6 +214,8 @@ def _power_times_its_base(e, t):
             if base.is_zero is not False and base.is_number:
                 break
             quotient = rest.subs(t, value) / base
+            if quotient.has(sympy.zoo, sympy.nan):  # (a branch of x that is 0 for this target: 1/0 there)
+                break
             # x is a factor of r when r / x divides by none of x's factors (a product x = c m^g b is
             # distributed: (r / x) / b is 0/0 once b underflows, as x^a r is 0 * inf)
             factors = {b for b, _ in (f.as_base_exp() for f in sympy.Mul.make_args(base)) if not b.is_number}
