@@ -650,3 +650,18 @@ def test_a_power_of_a_where_whose_branch_is_zero_at_a_hard_target(backend):
     want = torch.where(f > 0.5, 0.0, -(torch.sigmoid(f) - y))
     assert torch.isfinite(grad).all(), grad
     torch.testing.assert_close(grad, want, rtol=_tolerance(backend), atol=_tolerance(backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_max_of_the_softmax_reads_it_before_the_gradient_overwrites_it(backend):
+    """max(softmax(z)[j] for j) had a wrong gradient at the target on the torch engine (0.090 instead of -0.060):
+    p, the softmax, lives in out (the gradient's buffer), and the target's argmax indicator compared p with
+    the max inside _set_target, after the gradient had been written over it. The target's term is now
+    computed before. The truth: autograd of the loss as written."""
+    g = torch.Generator().manual_seed(467)
+    z = torch.randn(6, 5, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 5, (6,), generator=g)
+    leaf = z.clone().requires_grad_(True)
+    torch.softmax(leaf, 1).amax(1).sum().backward()
+    _, grad = _value_and_grad("max(softmax(z)[j] for j)", backend, z, y, over="multiclass")
+    torch.testing.assert_close(grad, leaf.grad, rtol=_tolerance(backend), atol=_tolerance(backend))

@@ -600,9 +600,11 @@ def row_program(spec: LossSpec, with_grad: bool) -> Program:
     _reductions(em, spec.reductions + aux, in_place=True, softmax_into=softmax_of)
     loss, *codes = em.stage(tail)
     em.assign("loss", loss)
+    if own is not None:  # (before the gradient overwrites out, where p, the softmax, may live)
+        em.assign("_own", codes[-1])
     em.assign("grad", grad_line(*codes[:len(final)]))
     if own is not None:
-        em.assign("grad", f"_set_target(grad, t, {codes[-1]}, c)")
+        em.assign("grad", "_set_target(grad, t, _own, c)")
     return Program(tuple(em.lines), ("loss", "grad"))
 
 

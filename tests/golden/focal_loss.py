@@ -36,11 +36,11 @@ def _loss_and_grad(z, t, P, out, c, _pool=None):
     _t3 = torch.neg(_t2, out=_b4)
     torch.neg(_t0, out=_b0)
     loss = torch.mul(_b0, _t1, out=_b0)
+    torch.mul(_t3, p_t, out=_b1)
+    _own = torch.add(_t2, _b1, out=_b1)
     torch.div(_t3, _s, out=_b2)
     grad = _affine(_e, _b2, 0, z, 0, c)
-    torch.mul(_t3, p_t, out=_b1)
-    torch.add(_t2, _b1, out=_b1)
-    grad = _set_target(grad, t, _b1, c)
+    grad = _set_target(grad, t, _own, c)
     return loss, grad
 
 

@@ -29,10 +29,10 @@ def _loss_and_grad(z, t, P, out, c, _pool=None):
     torch.mul(_t0, r1, out=_b3)
     torch.add(_b3, lse, out=_b0)
     loss = torch.sub(_b0, z_y, out=_b0)
+    _own = torch.sub(p_t, 1, out=_b1)
     torch.reciprocal(_s, out=_b3)
     grad = _affine(_e, _b3, 2*_t0, z, 0, c)
-    torch.sub(p_t, 1, out=_b1)
-    grad = _set_target(grad, t, _b1, c)
+    grad = _set_target(grad, t, _own, c)
     return loss, grad
 
 
