@@ -168,6 +168,18 @@ def test_small_batch_sums_in_float32(power):
     assert "quotient(" in lossc.generate(text) or power == 1
 
 
+def test_a_reciprocal_of_anyloss_f1_squared_in_float32():
+    """1 / anyloss_f1()^2 at one prediction of sigmoid(-3.42), target 0: the coefficient (2 TP + FN + FP) TP /
+    (FN + FP)^3 underflowed in float32 ((1.4e-15)^3) and met TP = 0: NaN. Its numerator factors read a sum D
+    lacks, and are divided by D on their own too. The truth: the same in float64."""
+    text = "loss g() over batch:\n    return (1 / (anyloss_f1())^(2))\n"
+    s, y = torch.tensor([0.0317, 0.0, 0.01]), torch.tensor([0.0, 0.0, 0.0])
+    _, truth = _lossc(lossc.loss(text, backend="torch"), s.double(), y.double())
+    _, grad = _lossc(lossc.loss(text, backend="torch"), s, y)
+    assert torch.all(torch.isfinite(grad)), grad
+    torch.testing.assert_close(grad.double(), truth, rtol=1e-5, atol=1e-30)
+
+
 def test_the_naive_float32_form_would_fail():
     # why the rewrite matters: 1 - a(1) is 0 in float32, while a(-) is 1.98e-16
     a1 = torch.sigmoid(torch.tensor(73 * 0.5))

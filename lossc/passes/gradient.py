@@ -168,8 +168,10 @@ def batch_gradient(spec: LossSpec) -> Gradient:
 
 def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr:
     """A product ``c N1 N2 / D^k`` of polynomials in the batch sums as ``c quotient(N1, D) quotient(N2, D) /
-    D^(k-2)``: each numerator factor N of D's degree whose sums are among D's (a sum of several) is divided
-    by D on its own, once per power of D left.
+    D^(k-2)``: each numerator factor N of D's degree (a sum of several sums) is divided by D on its own, once
+    per power of D left. 1 / anyloss_f1()^2 has (2 B1 + B2 + B3) B1 / (B2 + B3)^3, whose cube underflows in
+    float32 once B2 + B3 is 1e-15 and meets B1 = 0 alike; a ratio whose numerator reads other sums is
+    unbounded only where the coefficient itself is.
 
     anyloss_f1()^2 has the coefficient -8 B1 (B2 + B3) / (2 B1 + B2 + B3)^3: in float32 the cube of a tiny D
     (a batch of predictions far from 1/2, whose amplified sums are 1e-16) overflows and meets B1 = 0 (NaN
@@ -193,12 +195,11 @@ def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sym
     for i, (d, k) in enumerate(powers):
         if not (k.is_Integer and k < 0 and isinstance(d, sympy.Add)) or homogeneous(d) is None:
             continue
-        degree, left, inside = homogeneous(d), -int(k), d.free_symbols & set(sums)
+        degree, left = homogeneous(d), -int(k)
         for j, (n, e) in enumerate(powers):
             if not left:
                 break
-            if (kept[j] and e.is_Integer and e > 0 and n.free_symbols & set(sums) <= inside
-                    and homogeneous(n) == degree):
+            if kept[j] and e.is_Integer and e > 0 and homogeneous(n) == degree:
                 used = min(int(e), left)
                 out.append(quotient(n, d) ** used * n ** (int(e) - used))
                 kept[j], left = False, left - used

@@ -148,7 +148,7 @@ class TorchCodePrinter(TorchPrinter):
             # function around it (tanh(where(k > 0, 1, f))) takes a tensor whichever branch runs
             # in a class reduction's body, each branch has the row's shape [N, C]: lse (one per row) where
             # the other branch is q[j] would otherwise be summed once, not C times
-            per_row = per_class(expr)
+            per_row = per_class(expr) or bool(expr.free_symbols & self.classwise)
             shaped = ((lambda v: f"_per_class({self._tensor_value(v)}, {self._print(Z_J)})"
                        if per_row and not per_class(v) else self._tensor_value(v)))
             *pieces, (default, _) = expr.args
@@ -447,6 +447,8 @@ def _may_alias(code: str) -> bool:
     choice between tensors (a where of parameters alone, ``p if P.g2 >= 1 else ...``), which an in-place
     reduction must not overwrite."""
     node = ast.parse(code, mode="eval").body
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_detach":
+        node = node.args[0]  # (detach shares its argument's storage)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         return node.func.id in _VIEWS
     return isinstance(node, (ast.Name, ast.IfExp, ast.Attribute, ast.Subscript))
