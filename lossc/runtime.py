@@ -116,7 +116,9 @@ def _constant(x, like):
 
 
 def _per_class(x, z):
-    # x (a number, or one value per row [N, 1]) as a value per class, z's shape [N, C]
+    # x (a number, or one value per row [N, 1]) as a value per class, z's shape [N, C]; a truth value stays one
+    if isinstance(x, bool) or isinstance(x, torch.Tensor) and x.dtype == torch.bool:
+        return torch.broadcast_to(torch.as_tensor(x, device=z.device), z.shape)
     return torch.broadcast_to(torch.as_tensor(x, dtype=z.dtype, device=z.device), z.shape)
 
 

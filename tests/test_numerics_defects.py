@@ -695,3 +695,18 @@ def test_a_class_max_of_a_where_on_c_alone(backend):
     value, _ = _value_and_grad(body, backend, z2, torch.tensor([[0.4, 0.6], [0.5, 0.5]], dtype=torch.float64),
                                over="distribution")
     assert float(value) == 0.25 + 0.25
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_a_guard_on_a_per_class_truth_stays_a_truth(backend):
+    """mean((C^u + z[j])^(-1.5) for j) (distribution) failed on the torch engine ("where expected condition to be
+    a boolean tensor"): the gradient's guard of x^(-5/2) chose between per-class tests by a test of C, and the
+    chosen test, a per-class temporary, was broadcast as a float (_per_class). By hand, with autograd."""
+    z = torch.tensor([[-0.745, -1.364, 1.389], [0.5, 2.0, -3.0]], dtype=torch.float64)
+    q = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.25, 0.25]], dtype=torch.float64)
+    value, grad = _value_and_grad("mean((((C)^(u) + z[j]))^((-1.5)) for j)", backend, z, q, over="distribution", u=2.5)
+    leaf = z.clone().requires_grad_(True)
+    want = ((3 ** 2.5 + leaf) ** -1.5).mean(1).sum()
+    want.backward()
+    torch.testing.assert_close(value, want.detach())
+    torch.testing.assert_close(grad, leaf.grad)

@@ -150,7 +150,8 @@ class TorchCodePrinter(TorchPrinter):
             # the other branch is q[j] would otherwise be summed once, not C times
             per_row = per_class(expr) or bool(expr.free_symbols & self.classwise)
             shaped = ((lambda v: f"_per_class({self._tensor_value(v)}, {self._print(Z_J)})"
-                       if per_row and not per_class(v) else self._tensor_value(v)))
+                       if per_row and not (per_class(v) or v.free_symbols & self.classwise)
+                       else self._tensor_value(v)))
             *pieces, (default, _) = expr.args
             text = shaped(default)
             for value, cond in reversed(pieces):
