@@ -192,6 +192,17 @@ def sign_form(spec, values: dict):
     return e.xreplace({P_T: P}), box
 
 
+def sign_range(spec, values: dict):
+    """(expr, interval): the loss in p_t and class sums (``sign_form``) and its enclosure for p_t in (0, 1]; or
+    None."""
+    from .interval import Interval, enclose
+    form = sign_form(spec, values)
+    if form is None:
+        return None
+    e, box = form
+    return e, enclose(e, {**box, P: Interval(0, 1)})
+
+
 def row_box(spec, values: dict):
     """(expr, box) for range analysis in the row symbols themselves: d = z[y] - lse(z) in (-inf, 0],
     p's in (0, 1], logits anywhere, each reduction enclosed by (count) x (range of its body)."""

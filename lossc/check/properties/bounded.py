@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
-from ..interval import Interval, enclose
 from ..ladder import UNDECIDED, climb, proof
 from ..numeric import fmt, rng_for
 from ..onevar import bounded_on, continuous_on, elementary, finite_real, grid
-from ..row import P, concrete, sign_form
+from ..row import P, concrete, sign_range
 from ..verdict import Verdict, plausible, proved, refuted, unknown
 
 OO = sympy.oo
@@ -125,10 +124,9 @@ def _ray(c) -> Verdict | None:
 
 
 def _class_sums(c) -> Verdict | None:
-    form = sign_form(c.spec, c.values)
-    if form is not None:
-        e, box = form
-        r = enclose(e, {**box, P: Interval(0, 1)})
+    found = sign_range(c.spec, c.values)
+    if found is not None:
+        _, r = found
         if r.finite:
             return proved(f"interval arithmetic on the loss in p_t and class sums: L in {r.text()} {c.setting}")
     return None

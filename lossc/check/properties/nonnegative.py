@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import sympy
 
-from ..interval import Interval, enclose
+from ..interval import enclose
 from ..ladder import climb, proof, recheck
 from ..numeric import fmt, rng_for
 from ..onevar import compare, finite_real, grid, prove_sign
-from ..row import P, row_box, sign_form
+from ..row import P, row_box, sign_range
 from ..verdict import Verdict, plausible, proved, refuted
 
 OO = sympy.oo
@@ -75,10 +75,9 @@ def _pt(c) -> Verdict | None:
 
 
 def _class_sums(c) -> Verdict | None:
-    form = sign_form(c.spec, c.values)
-    if form is not None:
-        e, box = form
-        r = enclose(e, {**box, P: Interval(0, 1)})
+    found = sign_range(c.spec, c.values)
+    if found is not None:
+        e, r = found
         if r.lo >= 0:
             return proved(f"interval arithmetic on L = {_s(e)} (p = p_t in (0, 1], T_k class sums with their "
                           f"ranges): L in {r.text()} {c.setting}")
