@@ -195,7 +195,8 @@ def _enclose(e, box):
         b = _enclose(base, box)
         if b.lo < 0:
             raise Unbounded
-        return _function(functions.LANGUAGE["exp"], [_mul(_enclose(ex, box), _function(functions.LANGUAGE["log"], [b]))])
+        log_b = _function(functions.LANGUAGE["log"], [b])  # b^x = exp(x log b)
+        return _function(functions.LANGUAGE["exp"], [_mul(_enclose(ex, box), log_b)])
     args = [_enclose(a, box) for a in e.args] if e.args else []
     entry = functions.of(e)
     if entry is not None and entry.interval is not None:
@@ -218,8 +219,6 @@ def _function(f, args: list[Interval]) -> Interval:
         near = mpf(0) if a.lo <= 0 <= a.hi else min(abs(a.lo), abs(a.hi))
         a = Interval(near, max(abs(a.lo), abs(a.hi)))
     return _increasing(f.interval, a, *f.value_range, f.exact)
-
-
 
 
 def enclose_on(expr: sympy.Expr, x: sympy.Symbol, lo, hi, pieces: int = 16, fixed: dict | None = None) -> Interval:

@@ -169,13 +169,13 @@ def batch_gradient(spec: LossSpec) -> Gradient:
 def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr:
     """A product ``c N1 N2 / D^k`` of polynomials in the batch sums as ``c quotient(N1, D) quotient(N2, D) /
     D^(k-2)``: each numerator factor N of D's degree (a sum of several sums) is divided by D on its own, once
-    per power of D left. 1 / anyloss_f1()^2 has (2 B1 + B2 + B3) B1 / (B2 + B3)^3, whose cube underflows in
-    float32 once B2 + B3 is 1e-15 and meets B1 = 0 alike; a ratio whose numerator reads other sums is
-    unbounded only where the coefficient itself is.
+    per power of D left.
 
     anyloss_f1()^2 has the coefficient -8 B1 (B2 + B3) / (2 B1 + B2 + B3)^3: in float32 the cube of a tiny D
     (a batch of predictions far from 1/2, whose amplified sums are 1e-16) overflows and meets B1 = 0 (NaN
-    for a gradient of 0); the ratios are bounded (by 1/2 and 1 for nonnegative sums), 1/D alone is finite."""
+    for a gradient of 0); the ratios are bounded (by 1/2 and 1 for nonnegative sums), 1/D alone is finite.
+    1 / anyloss_f1()^2 has (2 B1 + B2 + B3) B1 / (B2 + B3)^3, whose cube underflows alike; a ratio whose
+    numerator reads sums D lacks is unbounded only where the coefficient itself is."""
     if not isinstance(coefficient, sympy.Mul):
         return coefficient
 
@@ -193,9 +193,10 @@ def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sym
     kept = [True] * len(powers)
     out = []
     for i, (d, k) in enumerate(powers):
-        if not (k.is_Integer and k < 0 and isinstance(d, sympy.Add)) or homogeneous(d) is None:
+        degree = homogeneous(d) if k.is_Integer and k < 0 and isinstance(d, sympy.Add) else None
+        if degree is None:
             continue
-        degree, left = homogeneous(d), -int(k)
+        left = -int(k)
         for j, (n, e) in enumerate(powers):
             if not left:
                 break

@@ -14,6 +14,19 @@ def print_piecewise(printer, expr, where: str, last: str | None = None) -> str:
     return text
 
 
+def print_quotient(printer, expr) -> str:
+    """atoms.quotient(a, b): one division, a / b, in parentheses as a whole (every printer alike)."""
+    from sympy.printing.precedence import PRECEDENCE
+    a, b = expr.args
+    mul = PRECEDENCE["Mul"]
+    return f"({printer.parenthesize(a, mul)}/{printer.parenthesize(b, mul, strict=True)})"
+
+
+def print_computed(printer, expr) -> str:
+    """atoms.computed(x): the value itself."""
+    return f"({printer._print(expr.args[0])})"
+
+
 def argmax_of(expr, reductions):
     """The max reduction R (one of ``reductions``) whose argmax indicator expr is: the gradient's weight
     ``Piecewise((1, test), (0, True))`` with a test ``Eq(.., R)`` of R's body, also once sympy has unfolded

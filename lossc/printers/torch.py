@@ -12,15 +12,14 @@ from dataclasses import dataclass
 
 import sympy
 from sympy.logic.boolalg import Boolean
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.pytorch import TorchPrinter
 
 from .. import functions
 from ..ir import (BATCH_SIZE, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, IS_Y, LossSpec, Reduction, at_target,
                   class_entry, class_symbols, code_name, per_class)
-from . import argmax_of, print_piecewise
-
+from . import argmax_of, print_computed, print_piecewise, print_quotient
 
 
 def is_truth(expr, booleans=frozenset()) -> bool:
@@ -58,12 +57,8 @@ class _ScalarPrinter(PythonCodePrinter):
             return "(" + entry.scalar.format(*[self._print(a) for a in expr.args[:entry.arity]]) + ")"
         return super()._print_Function(expr)
 
-    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
-        a, b = expr.args
-        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
-
-    def _print_computed(self, expr):  # (atoms.computed: the value itself)
-        return f"({self._print(expr.args[0])})"
+    _print_quotient = print_quotient
+    _print_computed = print_computed
 
 
 class TorchCodePrinter(TorchPrinter):
@@ -84,6 +79,10 @@ class TorchCodePrinter(TorchPrinter):
     def _is_scalar(self, expr) -> bool:
         return isinstance(expr, sympy.Expr) and expr.free_symbols <= self.scalars
 
+    def _is_classwise(self, expr) -> bool:
+        """Whether expr has a value per class: it reads a class symbol or a classwise CSE temporary."""
+        return per_class(expr) or bool(expr.free_symbols & self.classwise)
+
     def _is_boolean(self, expr) -> bool:
         return is_truth(expr, self.booleans)
 
@@ -100,12 +99,8 @@ class TorchCodePrinter(TorchPrinter):
     def _print_Symbol(self, expr):
         return _symbol_code(self.names, expr)
 
-    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
-        a, b = expr.args
-        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
-
-    def _print_computed(self, expr):  # (atoms.computed: the value itself)
-        return f"({self._print(expr.args[0])})"
+    _print_quotient = print_quotient
+    _print_computed = print_computed
 
     def _pairwise(self, expr, tensor_fn: str, clamp: str):
         args = list(expr.args)
@@ -134,7 +129,7 @@ class TorchCodePrinter(TorchPrinter):
         if r is None:
             return None
         test = f"torch.eq({self.argmax[r]}, {self._print(r)})"
-        if not (per_class(expr) or expr.free_symbols & self.classwise):
+        if not self._is_classwise(expr):
             test = f"_at_target({test}, t)"
         return f"torch.where({test}, 1, {self._tensor_value(sympy.S.Zero) if self.like else '0.0'})"
 
@@ -148,10 +143,9 @@ class TorchCodePrinter(TorchPrinter):
             # function around it (tanh(where(k > 0, 1, f))) takes a tensor whichever branch runs
             # in a class reduction's body, each branch has the row's shape [N, C]: lse (one per row) where
             # the other branch is q[j] would otherwise be summed once, not C times
-            per_row = per_class(expr) or bool(expr.free_symbols & self.classwise)
+            per_row = self._is_classwise(expr)
             shaped = ((lambda v: f"_per_class({self._tensor_value(v)}, {self._print(Z_J)})"
-                       if per_row and not (per_class(v) or v.free_symbols & self.classwise)
-                       else self._tensor_value(v)))
+                       if per_row and not self._is_classwise(v) else self._tensor_value(v)))
             *pieces, (default, _) = expr.args
             text = shaped(default)
             for value, cond in reversed(pieces):

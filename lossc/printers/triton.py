@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
-from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.precedence import precedence
 
 from ..ir import (IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, LossSpec, Reduction, at_target, class_entry,
                   code_name)
 from .. import functions
 from .torch import _ScalarPrinter, is_truth
-from . import argmax_of, print_piecewise
+from . import argmax_of, print_piecewise, print_quotient
 
 # Integer powers up to this are products (exact); others go through _tl_pow (exp2 / log2).
 MAX_INTEGER_POWER = 8
@@ -129,9 +129,7 @@ class TritonCodePrinter(PythonCodePrinter):
             return f"{constant}*{self.parenthesize(rest, precedence(expr))}"
         return super()._print_Mul(expr)
 
-    def _print_quotient(self, expr):  # (atoms.quotient: one division, a / b, in parentheses as a whole)
-        a, b = expr.args
-        return f"({self.parenthesize(a, PRECEDENCE['Mul'])}/{self.parenthesize(b, PRECEDENCE['Mul'], strict=True)})"
+    _print_quotient = print_quotient
 
     def _print_Pow(self, expr, rational=False):
         base, exp = expr.args
