@@ -23,6 +23,7 @@ _EXPORTS = {
     **dict.fromkeys(("LossError", "LossSyntaxError", "LossNameError", "LossKindError", "LossParamError",
                      "LossInputError"), "errors"),
     "LossSpec": "ir",
+    **dict.fromkeys(("linear_loss", "LinearLoss"), "linear"),
 }
 
 __all__ = list(_EXPORTS) + ["check", "poly"]
