@@ -38,10 +38,26 @@ class _Call:
     """What one call holds besides the tensors autograd sees: the loss's kernel and parameters, the checked
     targets, each row's factor, the options."""
 
-    def __init__(self, kernel, values, t, valid, scale, reduction, logit_scale, chunk):
+    def __init__(self, kernel, values, t, valid, scale, reduction, logit_scale, chunk, shard):
         self.kernel, self.values, self.t, self.valid, self.scale = kernel, values, t, valid, scale
-        self.reduction, self.logit_scale, self.chunk = reduction, logit_scale, chunk
+        self.reduction, self.logit_scale, self.chunk, self.shard = reduction, logit_scale, chunk, shard
         self.backward_done = False
+
+
+def _sharded(call: _Call, h, W, b, need: tuple, rows_factor=None):
+    """_sweep with the call's class group (if any) in place: the row reductions all-reduced over it, and
+    d hidden (each rank's part from its own rows of weight) summed over it."""
+    if call.shard is None:
+        return _sweep(call, h, W, b, need, rows_factor)
+    import torch.distributed as dist
+    previous, R._SHARD = R._SHARD, call.shard
+    try:
+        out = _sweep(call, h, W, b, need, rows_factor)
+    finally:
+        R._SHARD = previous
+    if out[1] is not None:
+        dist.all_reduce(out[1], op=dist.ReduceOp.SUM, group=call.shard.group)
+    return out
 
 
 def _sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
@@ -55,7 +71,8 @@ def _sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
     scale, valid, t = call.scale, call.valid, call.t
     per_row = isinstance(scale, torch.Tensor) and scale.dim() == 1
     want = any(need)
-    step = call.chunk or chunk_rows(V, d, h.dtype)
+    step = call.chunk or chunk_rows(V if call.shard is None else call.shard.classes, d, h.dtype)  # (the same
+    # chunks on every rank of a class group)
     z = torch.empty((min(step, N), V), dtype=dtype, device=h.device)
     dz = torch.empty_like(z) if want else None
     dh = torch.empty_like(h) if need[0] else None
@@ -126,10 +143,10 @@ class _LinearLoss(torch.autograd.Function):
     def forward(ctx, h, W, b, call, need):
         ctx.call, ctx.need = call, need
         if call.reduction == "none":  # the rows' grad_output comes in the backward: the gradients are made there
-            loss, *_ = _sweep(call, h, W, b, (False, False, False))
+            loss, *_ = _sharded(call, h, W, b, (False, False, False))
             ctx.save_for_backward(h, W, b)
             return loss
-        loss, dh, dW, db = _sweep(call, h, W, b, need)
+        loss, dh, dW, db = _sharded(call, h, W, b, need)
         ctx.save_for_backward(dh, dW, db)
         return loss
 
@@ -138,7 +155,7 @@ class _LinearLoss(torch.autograd.Function):
         call = ctx.call
         if call.reduction == "none":
             h, W, b = ctx.saved_tensors
-            _, dh, dW, db = _sweep(call, h, W, b, ctx.need, rows_factor=grad_output.reshape(-1))
+            _, dh, dW, db = _sharded(call, h, W, b, ctx.need, rows_factor=grad_output.reshape(-1))
             return dh, dW, db, None, None
         if call.backward_done:
             raise RuntimeError("lossc.linear_loss: its backward runs once (the gradients were computed in the "
@@ -165,10 +182,15 @@ class LinearLoss(torch.nn.Module):
     are keywords. ``weight_per_class``: class weights [V] (as ``weight`` of nn.CrossEntropyLoss);
     ``ignore_index``: targets equal to it are dropped (None: none); ``scale``: the logits are multiplied by it
     (1 / temperature: contrastive similarities ``q @ k.T / tau``); ``chunk``: rows per chunk (default: from V,
-    d and ``lossc.linear.MEMORY_TARGET``)."""
+    d and ``lossc.linear.MEMORY_TARGET``); ``class_group``: a torch.distributed process group over which the
+    vocabulary is split (vocabulary parallelism): each rank passes its contiguous block of rows of ``weight``
+    (and of ``bias``), ranks in group order holding consecutive blocks, the same ``hidden`` and the global
+    targets; every rank gets the whole loss, the whole gradient of ``hidden`` and the gradient of its own
+    block of ``weight`` and ``bias`` (each pass all-reduces its row reductions, see docs/distributed.md)."""
 
     def __init__(self, spec, *, reduction: str = "mean", weight_per_class=None, ignore_index: int | None = None,
-                 scale: float = 1.0, chunk: int | None = None, validate: bool = True, **params):
+                 scale: float = 1.0, chunk: int | None = None, validate: bool = True, class_group=None,
+                 **params):
         super().__init__()
         from .api import loss
         self.loss = loss(spec, weight=weight_per_class, ignore_index=ignore_index, reduction=reduction,
@@ -181,10 +203,27 @@ class LinearLoss(torch.nn.Module):
             raise LossParamError(f"{kernel.name}: scale must be a finite nonzero number, got {scale!r}")
         if chunk is not None and not (isinstance(chunk, int) and chunk >= 1):
             raise LossParamError(f"{kernel.name}: chunk must be a positive number of rows, got {chunk!r}")
-        self.scale, self.chunk = float(scale), chunk
+        self.scale, self.chunk, self.class_group = float(scale), chunk, class_group
 
     def forward(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_group is None:
+            return self._forward(hidden, weight, target, bias, None)
+        inner = self.loss
+        kernel = _kernel_of(inner)
+        like = weight.new_empty(1, dtype=R._compute_dtype(weight.dtype)).as_strided((hidden.numel() // max(
+            hidden.shape[-1], 1), weight.shape[0]), (0, 0)) if isinstance(weight, torch.Tensor) and \
+            weight.dim() == 2 and isinstance(hidden, torch.Tensor) and hidden.dim() >= 2 else weight
+        call = (inner.params, inner.weight is not None, inner.reduction, inner.ignore_index, bool(inner.validate),
+                False)
+        shard = R._class_shard(kernel, self.class_group, like, "torch", call)
+        previous, R._SHARD = R._SHARD, shard
+        try:
+            return R._agreed(shard.agreement, self._forward, hidden, weight, target, bias, shard)
+        finally:
+            R._SHARD = previous
+
+    def _forward(self, hidden, weight, target, bias, shard):
         inner = self.loss
         kernel = _kernel_of(inner)
         h, W, b = _checked(kernel.name, hidden, weight, bias)
@@ -199,16 +238,17 @@ class LinearLoss(torch.nn.Module):
         t, valid, shape = R._targets(kernel, logits, target, inner.ignore_index, inner.validate and
                                      not R._compiling())
         weights = inner.weight
-        if isinstance(weights, torch.Tensor) and tuple(weights.shape) != (V,):
-            raise LossInputError(f"{kernel.name}: weight_per_class has {weights.numel()} values, but weight has "
-                                 f"V = {V} rows (classes)")
+        classes = V if shard is None else shard.classes
+        if isinstance(weights, torch.Tensor) and tuple(weights.shape) != (classes,):
+            raise LossInputError(f"{kernel.name}: weight_per_class has {weights.numel()} values, but there are "
+                                 f"V = {classes} classes" + ("" if shard is None else " (all ranks' rows of weight)"))
         if valid is not None and h.device.type == "cpu" and bool(valid.all()):
             valid = None
         w, den, mul = R._scaling(kernel, t, valid, weights, None, shape, inner.reduction, dtype)
         values = R._Values(kernel.layout, R._flat(kernel, inner.params),
                            R._class_tensors(kernel, inner.params, weights, logits))
         call = _Call(kernel, values, t, valid, R._scale_of(w, den, mul, dtype), inner.reduction, self.scale,
-                     self.chunk)
+                     self.chunk, shard)
         grad = torch.is_grad_enabled()
         need = (grad and h.requires_grad, grad and W.requires_grad, grad and b is not None and b.requires_grad)
         out = _LinearLoss.apply(h, W, b, call, need)
@@ -243,12 +283,12 @@ def _checked(name: str, hidden, weight, bias):
 
 def linear_loss(spec, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                 bias: torch.Tensor | None = None, *, reduction: str = "mean", weight_per_class=None,
-                ignore_index: int | None = None, scale: float = 1.0, chunk: int | None = None,
+                ignore_index: int | None = None, scale: float = 1.0, chunk: int | None = None, class_group=None,
                 **params) -> torch.Tensor:
     """The loss ``spec`` (a row loss: catalog name, ``.loss`` text or path) of the logits
     ``scale * (hidden @ weight.T + bias)`` without holding them; gradients flow to hidden, weight and bias.
     ``hidden`` [N, d] or [B, T, d], ``weight`` [V, d], ``target`` [N] / [B, T] class indices (or [N, V]
     probabilities for a distribution loss). See LinearLoss for the options."""
     module = LinearLoss(spec, reduction=reduction, weight_per_class=weight_per_class, ignore_index=ignore_index,
-                        scale=scale, chunk=chunk, **params)
+                        scale=scale, chunk=chunk, class_group=class_group, **params)
     return module(hidden, weight, target, bias)
