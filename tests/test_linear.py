@@ -213,3 +213,20 @@ def test_chunk_rows_fits_the_memory_target():
     m = chunk_rows(128256, 4096, torch.bfloat16)
     assert m % 8 == 0 and m * 128256 * (4 + 4 + 2) <= 256 << 20
     assert chunk_rows(10, 4, torch.float32, memory=1) == 1
+
+
+def test_hugging_face_causal_lm_with_linear_loss():
+    """docs/examples/hf_linear_loss.py: a tiny Llama trained with LinearLoss("ce_zloss") in place of its lm_head +
+    loss gives the unfused model's losses, step by step (float64: to 1e-10)."""
+    pytest.importorskip("transformers")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "docs" / "examples" / "hf_linear_loss.py"
+    spec = importlib.util.spec_from_file_location("hf_linear_loss", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    plain = example.train(fused=False, steps=3, dtype=torch.float64)
+    fused = example.train(fused=True, steps=3, dtype=torch.float64)
+    assert plain[0] != plain[-1]  # (it trains)
+    for a, b in zip(plain, fused):
+        assert abs(a - b) <= 1e-10 * abs(a)
