@@ -240,7 +240,8 @@ def triton_kernels(spec: LossSpec) -> dict:
                     f"{len(prog.sums)})")
     elif spec.form == "row":
         prog = row_kernel_program(spec)
-        text = _triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix)
+        text = _triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix,
+                                                                              linear=False)
         launcher = f"_TritonLoss('row', _triton_constants, tile={prefix}_row_tile, chunked={prefix}_row_chunked"
         if spec.class_vectors:  # their tensors, in the order of the kernels' pointer arguments
             launcher += f", vectors={spec.class_vectors!r}"
@@ -252,6 +253,23 @@ def triton_kernels(spec: LossSpec) -> dict:
     returns = "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
     return {"kernels": _tidy(text), "constants": prog.constants, "returns": returns,
             "launcher": launcher + f", exact_ties={prog.exact_ties!r})"}
+
+
+def triton_linear_module(spec: LossSpec) -> str:
+    """The module of a row loss's linear kernel (lossc.linear's triton engine): the chunked row kernel with its
+    logits made from hidden @ weight.T tile by tile and its gradient added into d hidden, d weight, d bias
+    (``KERNEL``), its ``_triton_constants`` and the class vectors it reads (``VECTORS``)."""
+    prefix = "_" + _check_identifier(spec.name) + "_linear"
+    prog = row_kernel_program(spec)
+    kernel = _tidy(_triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix,
+                                                                                  linear=True))
+    names = [name for name, _ in prog.constants]
+    lines = ["#: lossc runtime", "", "", "def _triton_constants(P, C):"]
+    lines += [f"    {name} = {code}" for name, code in prog.constants]
+    lines += ["    return (" + ", ".join(names) + ("," if len(names) == 1 else "") + ")", "", "",
+              "if triton is not None:", textwrap.indent(kernel, "    "), f"    KERNEL = {prefix}_row_chunked",
+              "else:", "    KERNEL = None", f"VECTORS = {spec.class_vectors!r}", ""]
+    return _with_runtime("\n".join(lines), ("runtime", "triton_runtime"), False)
 
 
 def triton_supported(spec: LossSpec) -> bool:

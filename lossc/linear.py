@@ -41,12 +41,77 @@ class _Call:
     def __init__(self, kernel, values, t, valid, scale, reduction, logit_scale, chunk, shard):
         self.kernel, self.values, self.t, self.valid, self.scale = kernel, values, t, valid, scale
         self.reduction, self.logit_scale, self.chunk, self.shard = reduction, logit_scale, chunk, shard
+        self.linear_module = self.triton_values = None  # (the triton engine: its kernel's module and parameters)
         self.backward_done = False
+
+
+def _triton_sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
+    """_sweep on the triton engine: one launch of the loss's linear kernel (codegen.triton_linear_module), BLOCK_R
+    rows per program, the logits made tile by tile from hidden and weight in registers and never stored; d hidden,
+    d weight and d bias accumulated in float32 buffers."""
+    from .triton_runtime import _loss_buffer, _next_power_of_2, triton
+    module, kernel, values = call.linear_module, call.kernel, call.triton_values
+    N, D = h.shape
+    V = W.shape[0]
+    want = any(need)
+    scale = call.scale
+    if rows_factor is not None:
+        factor = rows_factor.to(torch.float32)
+        scale = factor if scale is None else factor * scale
+    w = None if scale is None else (scale if isinstance(scale, torch.Tensor) and scale.dim() == 1 else
+                                    torch.full((N,), float(scale), dtype=torch.float32, device=h.device))
+    w = None if w is None else w.to(torch.float32).contiguous()
+    block_r, block_c, block_d = 16, max(16, min(128, _next_power_of_2(V))), max(16, min(64, _next_power_of_2(D)))
+    programs = triton.cdiv(N, block_r) if N else 0
+    reduce = call.reduction != "none" and rows_factor is None
+    out = _loss_buffer(h, programs, N, reduce)
+    f32 = dict(dtype=torch.float32, device=h.device)
+    dh = torch.zeros((N, D), **f32) if want else h
+    dw = torch.zeros((V, D), **f32) if want else h
+    db = torch.zeros((V,), **f32) if want and b is not None else h
+    t = call.t
+    soft = t.dim() == 2
+    if programs:
+        valid = h if call.valid is None else call.valid.view(torch.uint8)
+        args = (h, t, valid, h if w is None else w, h, out, h, N, V, 1, D, 1, 1) \
+            + ((t.stride(0), t.stride(1), 0) if soft else ()) + (0, 0, 0) \
+            + tuple(getattr(values, name) for name in module.VECTORS) + (1.0,) \
+            + tuple(module._triton_constants(values, V))
+        meta = dict(h_ptr=h, wt_ptr=W, b_ptr=h if b is None else b, dh_ptr=dh, dw_ptr=dw, db_ptr=db, D=D,
+                    shn=h.stride(0), swv=W.stride(0), logit_scale=call.logit_scale,HAS_VALID=call.valid is not None, HAS_W=w is not None, HAS_DEN=False, REDUCE=reduce,
+                    NEED_GRAD=want, BLOCK_R=block_r, BLOCK_C=block_c, S_GT_1=False, IMAGE_BLOCKS=False, ALIGN=1,
+                    WIDE=False, SERPENTINE=True, HAS_BIAS=b is not None,
+                    HALF=h.dtype in (torch.float16, torch.bfloat16), BLOCK_D=block_d)
+        _launch(module.KERNEL, (programs,), args, meta)
+    loss = out.sum().to(h.dtype) if reduce else out
+    if not want:
+        return loss, None, None, None
+    return (loss, dh.to(h.dtype) if need[0] else None, dw.to(W.dtype) if need[1] else None,
+            db.to(b.dtype) if need[2] else None)
+
+
+def _launch(kernel, grid, args, meta) -> None:
+    from .triton_runtime import _interpreted
+    if _interpreted(kernel):
+        import numpy
+        with numpy.errstate(all="ignore"):  # (lanes that a mask then drops: log 0, 0/0)
+            kernel[grid](*args, **meta)
+    else:  # (no fma contraction: a max reduction's argmax is found again by == on a recomputed tile)
+        kernel[grid](*args, **meta, num_warps=4, enable_fp_fusion=False)
+
+
+def _linear_module(spec, params: dict):
+    """The loaded module of a row loss's triton linear kernel (compiled once per loss text)."""
+    from . import api, codegen
+    parsed = api.parse(spec, **params)
+    return api._load(codegen.triton_linear_module(parsed), parsed.name + "_linear")
 
 
 def _sharded(call: _Call, h, W, b, need: tuple, rows_factor=None):
     """_sweep with the call's class group (if any) in place: the row reductions all-reduced over it, and
     d hidden (each rank's part from its own rows of weight) summed over it."""
+    if call.linear_module is not None:
+        return _triton_sweep(call, h, W, b, need, rows_factor)
     if call.shard is None:
         return _sweep(call, h, W, b, need, rows_factor)
     import torch.distributed as dist
@@ -186,12 +251,17 @@ class LinearLoss(torch.nn.Module):
     vocabulary is split (vocabulary parallelism): each rank passes its contiguous block of rows of ``weight``
     (and of ``bias``), ranks in group order holding consecutive blocks, the same ``hidden`` and the global
     targets; every rank gets the whole loss, the whole gradient of ``hidden`` and the gradient of its own
-    block of ``weight`` and ``bias`` (each pass all-reduces its row reductions, see docs/distributed.md)."""
+    block of ``weight`` and ``bias`` (each pass all-reduces its row reductions, see docs/distributed.md);
+    ``backend``: "torch" (chunked matmuls), "triton" (one kernel: logits tile by tile in registers, never
+    stored) or "auto" (triton on CUDA tensors when it is installed, else torch)."""
 
     def __init__(self, spec, *, reduction: str = "mean", weight_per_class=None, ignore_index: int | None = None,
                  scale: float = 1.0, chunk: int | None = None, validate: bool = True, class_group=None,
-                 **params):
+                 backend: str = "auto", **params):
         super().__init__()
+        if backend not in ("auto", "torch", "triton"):
+            raise LossParamError(f"linear_loss: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
+        self.backend, self._spec = backend, (spec, dict(params))
         from .api import loss
         self.loss = loss(spec, weight=weight_per_class, ignore_index=ignore_index, reduction=reduction,
                          backend="torch", validate=validate, **params)
@@ -249,12 +319,26 @@ class LinearLoss(torch.nn.Module):
                            R._class_tensors(kernel, inner.params, weights, logits))
         call = _Call(kernel, values, t, valid, R._scale_of(w, den, mul, dtype), inner.reduction, self.scale,
                      self.chunk, shard)
+        if self._engine(h) == "triton":
+            if shard is not None:
+                raise LossParamError(f"{kernel.name}: the triton engine of linear_loss does not take a class_group; "
+                                     "use backend='torch'")
+            call.linear_module = _linear_module(*self._spec)
+            call.triton_values = R._Values(kernel.layout, R._flat(kernel, inner.params),
+                                           R._class_tensors(kernel, inner.params, weights, logits, "triton"))
         grad = torch.is_grad_enabled()
         need = (grad and h.requires_grad, grad and W.requires_grad, grad and b is not None and b.requires_grad)
         out = _LinearLoss.apply(h, W, b, call, need)
         if inner.reduction == "mean":
             out = R._mean_of_nothing(out, shape)
         return out.reshape(hidden.shape[:-1]) if inner.reduction == "none" else out
+
+    def _engine(self, h: torch.Tensor) -> str:
+        """triton where asked for, or (auto) on a CUDA tensor with triton installed; else torch."""
+        if self.backend == "auto":
+            from .api import _triton_installed
+            return "triton" if h.is_cuda and _triton_installed() else "torch"
+        return self.backend
 
     def extra_repr(self) -> str:
         return f"{self.loss.extra_repr()}, scale={self.scale}"
@@ -284,11 +368,11 @@ def _checked(name: str, hidden, weight, bias):
 def linear_loss(spec, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                 bias: torch.Tensor | None = None, *, reduction: str = "mean", weight_per_class=None,
                 ignore_index: int | None = None, scale: float = 1.0, chunk: int | None = None, class_group=None,
-                **params) -> torch.Tensor:
+                backend: str = "auto", **params) -> torch.Tensor:
     """The loss ``spec`` (a row loss: catalog name, ``.loss`` text or path) of the logits
     ``scale * (hidden @ weight.T + bias)`` without holding them; gradients flow to hidden, weight and bias.
     ``hidden`` [N, d] or [B, T, d], ``weight`` [V, d], ``target`` [N] / [B, T] class indices (or [N, V]
     probabilities for a distribution loss). See LinearLoss for the options."""
     module = LinearLoss(spec, reduction=reduction, weight_per_class=weight_per_class, ignore_index=ignore_index,
-                        scale=scale, chunk=chunk, class_group=class_group, **params)
+                        scale=scale, chunk=chunk, class_group=class_group, backend=backend, **params)
     return module(hidden, weight, target, bias)

@@ -230,3 +230,50 @@ def test_hugging_face_causal_lm_with_linear_loss():
     assert plain[0] != plain[-1]  # (it trains)
     for a, b in zip(plain, fused):
         assert abs(a - b) <= 1e-10 * abs(a)
+
+
+# ---- the triton engine (TRITON_INTERPRET=1 on the CPU, set by conftest): one kernel, logits never stored
+
+
+@pytest.mark.parametrize("name", ROW_LOSSES)
+def test_triton_engine_matches_the_float64_truth(name):
+    """float32 inputs on the triton engine against the unfused module in float64: mean with ignored rows, class
+    weights and bias; none without bias (its backward runs the kernel again with the rows' grad_output)."""
+    pytest.importorskip("triton")
+    h, W, b, g = _inputs(N=21, d=19, V=23, seed=10)
+    N, V = h.shape[0], W.shape[0]
+    t = _targets(name, N, V, g)
+    options = {}
+    if name not in DISTRIBUTION:
+        t[[2, 9]] = -100
+        options = dict(ignore_index=-100, weight_per_class=torch.rand(V, generator=g, dtype=torch.float64) + 0.5)
+    for reduction, bias in (("mean", b), ("none", None)):
+        go = torch.randn(N, generator=g, dtype=torch.float64) if reduction == "none" \
+            else torch.tensor(1.3, dtype=torch.float64)
+        unfused = lossc.loss(name, reduction=reduction, backend="reference",
+                             **{("weight" if k == "weight_per_class" else k): v for k, v in options.items()})
+        want, want_g = _grads(unfused(F.linear(h, W, bias), t), (h, W, bias), go)
+        low = [None if x is None else x.detach().float().requires_grad_() for x in (h, W, bias)]
+        tl = t.float() if t.is_floating_point() else t
+        o32 = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in options.items()}
+        got, got_g = _grads(lossc.linear_loss(name, low[0], low[1], tl, low[2], reduction=reduction,
+                                              backend="triton", **o32), low, go.float())
+        assert got.dtype == torch.float32
+        assert _close(got.double(), want, 2e-5), (reduction, got, want)
+        for a, c in zip(got_g, want_g):
+            assert _close(a.double(), c, 2e-5), reduction
+
+
+def test_triton_engine_contrastive_and_errors():
+    pytest.importorskip("triton")
+    g = torch.Generator().manual_seed(11)
+    q = F.normalize(torch.randn(19, 6, generator=g), dim=-1).requires_grad_()
+    k = F.normalize(torch.randn(19, 6, generator=g), dim=-1).requires_grad_()
+    labels = torch.arange(19)
+    want = F.cross_entropy(q @ k.T / 0.1, labels)
+    got = lossc.linear_loss("cross_entropy", q, k, labels, scale=10.0, backend="triton")
+    assert _close(got, want, 1e-5)
+    for a, c in zip(torch.autograd.grad(got, (q, k)), torch.autograd.grad(want, (q, k))):
+        assert _close(a, c, 1e-5)
+    with pytest.raises(lossc.LossParamError, match="backend"):
+        lossc.LinearLoss("cross_entropy", backend="cuda")
