@@ -104,6 +104,35 @@ def worker(name: str, way: str, N: int, d: int, V: int, dtype_name: str, repeats
                 logits_bytes=N * V * torch.finfo(dtype).bits // 8, threads=torch.get_num_threads())
 
 
+def contrastive(N: int, d: int, tau: float = 0.07) -> dict:
+    """CLIP's symmetric InfoNCE on N pairs with LinearLoss: time and peak extra memory of one step (an N x N
+    similarity matrix in float32 would take 4 N^2 bytes)."""
+    import torch
+    import torch.nn.functional as F
+    import lossc
+    from lossc.bench import rss_peak_extra_bytes
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(N, d, generator=g), dim=-1).requires_grad_()
+    k = F.normalize(torch.randn(N, d, generator=g), dim=-1).requires_grad_()
+    labels = torch.arange(N)
+    head = lossc.LinearLoss("cross_entropy", scale=1 / tau)
+
+    def step():
+        q.grad = k.grad = None
+        loss = (head(q, k, labels) + head(k, q, labels)) / 2
+        loss.backward()
+        return float(loss.detach())
+
+    started = time.perf_counter()
+    value = step()
+    seconds = time.perf_counter() - started
+    q.grad = k.grad = None
+    peak, method = rss_peak_extra_bytes(step)
+    return dict(loss="infonce (2 x cross_entropy)", way="linear", N=N, d=d, V=N, dtype="float32", value=value,
+                median_s=seconds, peak_extra_bytes=peak - 2 * q.numel() * 4, memory_method=method,
+                logits_bytes=4 * N * N)
+
+
 def _run(args, name, way, N, d, V, dtype) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, way, str(N), str(d), str(V), dtype, str(args.repeats)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -124,7 +153,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--contrastive", type=str, help="N,d: CLIP's symmetric InfoNCE on N pairs, then stop")
     args = parser.parse_args()
+    if args.contrastive:
+        N, d = (int(v) for v in args.contrastive.split(","))
+        r = contrastive(N, d)
+        print(f"{r['loss']} N={N} d={d}: {r['median_s']:.1f} s, extra {r['peak_extra_bytes'] / MB:.0f} MB "
+              f"(an N x N float32 matrix: {r['logits_bytes'] / MB:.0f} MB), loss {r['value']:.6f}")
+        return
     if args.worker:
         name, way, N, d, V, dtype, repeats = args.worker
         print(MARK + json.dumps(worker(name, way, int(N), int(d), int(V), dtype, int(repeats))), flush=True)

@@ -50,7 +50,32 @@ def train(fused: bool, steps: int = 4, dtype: torch.dtype = torch.float32, beta:
     return losses
 
 
+def peak_extra_memory(fused: bool, vocab: int = 128256, batch: int = 4, length: int = 256) -> int:
+    """Bytes one training step adds to the process's resident memory at its worst moment (lossc.bench's
+    RSS high-water mark), for a model whose head is worth measuring: logits of [batch, length, vocab]."""
+    from lossc.bench import rss_peak_extra_bytes
+    model = tiny_llama(vocab=vocab)
+    tokens = torch.randint(0, vocab, (batch, length + 1), generator=torch.Generator().manual_seed(2))
+    inputs, labels = tokens[:, :-1], tokens[:, 1:]
+    head, unfused = lossc.LinearLoss("ce_zloss"), lossc.loss("ce_zloss")
+
+    def step():
+        model.zero_grad(set_to_none=False)
+        if fused:
+            loss = head(model.model(input_ids=inputs).last_hidden_state, model.lm_head.weight, labels)
+        else:
+            loss = unfused(model(input_ids=inputs).logits.movedim(-1, 1), labels)
+        loss.backward()
+
+    step()  # (the parameters' gradients exist before the measured step: only the step's own memory counts)
+    return rss_peak_extra_bytes(step)[0]
+
+
 if __name__ == "__main__":
     plain, fused = train(fused=False), train(fused=True)
     for step, (a, b) in enumerate(zip(plain, fused)):
         print(f"step {step}: lm_head + ce_zloss {a:.6f}   LinearLoss(ce_zloss) {b:.6f}")
+    for fused in (False, True):
+        extra = peak_extra_memory(fused)
+        print(f"peak extra memory of one step, vocab 128256, 4 x 256 tokens, "
+              f"{'LinearLoss' if fused else 'lm_head + loss'}: {extra / 2 ** 20:.0f} MiB")
