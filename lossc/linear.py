@@ -50,7 +50,7 @@ def _triton_sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
     rows per program, the logits made tile by tile from hidden and weight in registers and never stored; d hidden,
     d weight and d bias accumulated in float32 buffers."""
     from .triton_runtime import _loss_buffer, _next_power_of_2, triton
-    module, kernel, values = call.linear_module, call.kernel, call.triton_values
+    module, values = call.linear_module, call.triton_values
     N, D = h.shape
     V = W.shape[0]
     want = any(need)

@@ -135,18 +135,19 @@ def test_user_written_row_loss():
         assert _close(a, c, 1e-12)
 
 
-def test_bf16_no_worse_than_eager_bf16():
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_half_precision_no_worse_than_eager(half):
     h, W, b, g = _inputs(N=64, d=32, V=200, seed=6)
     t = torch.randint(0, 200, (64,), generator=g)
     truth = F.cross_entropy(F.linear(h, W, b), t)
     truth_g = torch.autograd.grad(truth, (h, W, b))
-    lows = [x.detach().to(torch.bfloat16).requires_grad_() for x in (h, W, b)]
+    lows = [x.detach().to(half).requires_grad_() for x in (h, W, b)]
     eager = F.cross_entropy(F.linear(*lows), t)
     eager_g = torch.autograd.grad(eager, lows)
     lows2 = [x.detach().clone().requires_grad_() for x in lows]
     fused = lossc.linear_loss("cross_entropy", lows2[0], lows2[1], t, lows2[2], chunk=16)
     fused_g = torch.autograd.grad(fused, lows2)
-    assert fused.dtype == torch.bfloat16 and all(x.dtype == torch.bfloat16 for x in fused_g)
+    assert fused.dtype == half and all(x.dtype == half for x in fused_g)
     assert abs(fused.double() - truth) <= 2 * abs(eager.double() - truth) + 1e-2
     for f, e, tr in zip(fused_g, eager_g, truth_g):
         assert (f.double() - tr).norm() <= 2 * (e.double() - tr).norm() + 1e-6
