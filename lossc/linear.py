@@ -6,7 +6,8 @@ second one, which goes at once into ``d hidden = dz @ weight``, ``d weight += dz
 ``d bias += dz.sum(0)``. Peak extra memory: those two chunk buffers, never ``N x V``. With reduction
 ``mean`` or ``sum`` the gradients are computed in the forward (as Liger-Kernel's fused linear cross-entropy
 does) and scaled by ``grad_output`` in the backward; with ``none`` each row's ``grad_output`` is only known
-in the backward, which then makes the logits a second time. See docs/linear.md.
+in the backward, which then makes the logits a second time. The triton engine (``_triton_sweep``) runs the
+same passes in one kernel whose tiles of logits never leave registers. See docs/linear.md.
 """
 
 from __future__ import annotations
