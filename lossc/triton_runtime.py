@@ -143,13 +143,14 @@ if triton is not None:
         # (no overflow of e^|x| before sinh itself overflows)
         a = tl.abs(x)
         e = _tl_expm1(a)
-        r = tl.where(a < 1.0, 0.5 * (e + e / (e + 1.0)), tl.exp(a - 0.6931471805599453) - 0.5 * tl.exp(-a))
+        h = tl.exp(0.5 * a)  # (e^|x| / 2 as h * h / 2: no rounding of a shifted argument)
+        r = tl.where(a < 1.0, 0.5 * (e + e / (e + 1.0)), h * (0.5 * h) - 0.5 * tl.exp(-a))
         return tl.where(x < 0, -r, r)
 
     @triton.jit
     def _tl_cosh(x):
-        a = tl.abs(x)
-        return tl.exp(a - 0.6931471805599453) + 0.5 * tl.exp(-a)
+        h = tl.exp(0.5 * tl.abs(x))
+        return h * (0.5 * h) + 0.5 * tl.exp(-tl.abs(x))
 
     @triton.jit
     def _tl_sigmoid(x):
