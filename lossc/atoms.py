@@ -236,6 +236,16 @@ _assume(sympy.tanh, "real", _real_or_unknown)
 _assume(sympy.tanh, "finite", _tanh_finite)
 
 
+class acos(sympy.acos):
+    """arccos, whose derivative keeps 1 - x^2 as (1 - x)(1 + x): near x = +-1 the difference 1 - x^2 of two
+    numbers within rounding of 1 cancels, the product of the two factors does not. The printers know it as
+    acos."""
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return -1 / sympy.sqrt((1 - x) * (1 + x))
+
+
 class Abs(sympy.Abs):
     """abs of a real value (every value of a loss is real, NaN off its domain): sympy's Abs of an argument it
     cannot prove real evaluates through re, im and arg, abs(exp(x)) -> exp(re(x)) with

@@ -19,7 +19,7 @@ import sympy
 from mpmath import iv
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .atoms import Abs, computed, detach, logratio, pos, quotient, sigmoid, softplus, step
+from .atoms import Abs, acos, computed, detach, logratio, pos, quotient, sigmoid, softplus, step
 
 INF, NINF = mpmath.mpf("inf"), mpmath.mpf("-inf")
 # Curvature facts, in check/curvature.py's words.
@@ -42,10 +42,12 @@ class Function:
     curvature: str | None = None            # convex | concave | affine | unknown; None: not a DCP atom
     sign: str = ANY                         # the sign of its value, or "max" / "min" / "argument" (a rule)
     needs: str | None = None                # the sign its argument must have (its domain)
-    shape: str = "increasing"               # increasing (in each argument) | even (increasing in |x|) | none
+    shape: str = "increasing"               # increasing (in each argument) | decreasing | even (increasing in
+    #                                         |x|) | none (not monotone: ``interval`` encloses whole intervals)
     interval: Callable | None = None        # an interval-arithmetic formula on mpmath ``iv`` numbers
     value_range: tuple = (NINF, INF)        # its values' limits (its value at infinite endpoints)
     domain_lo: float | None = None          # below it the function is not real: no enclosure
+    domain_hi: float | None = None          # above it the function is not real: no enclosure
     exact: dict = field(default_factory=dict)  # endpoints where the value is known exactly
     smooth: bool = True                     # differentiable everywhere (no kink, no jump)
     exp_log: Callable | None = None         # the atom in exp / log, for the checker's calculus
@@ -135,9 +137,23 @@ ENTRIES: tuple[Function, ...] = (
              exp_log=lambda d: d / (1 - sympy.exp(d))),
     Function("computed", computed, triton="", interval=_identity),  # (its printers: the value, in parentheses)
     Function("quotient", quotient, arity=2, shape="none"),  # (printed as one division by each printer)
-    Function("sinh", sympy.sinh, interval=lambda v: (iv.exp(v) - iv.exp(-v)) / 2),  # (from sympy's rewrites)
-    Function("cosh", sympy.cosh, shape="even", interval=lambda v: (iv.exp(v) + iv.exp(-v)) / 2,
-             value_range=(1, INF)),
+    Function("sin", sympy.sin, sympy.sin, torch="torch.sin", pooled="torch.sin({0}, out={out})", triton="tl.sin",
+             curvature=UNKNOWN, shape="none", interval=iv.sin, value_range=(-1, 1), reference="torch.sin"),
+    Function("cos", sympy.cos, sympy.cos, torch="torch.cos", pooled="torch.cos({0}, out={out})", triton="tl.cos",
+             curvature=UNKNOWN, shape="none", interval=iv.cos, value_range=(-1, 1), reference="torch.cos"),
+    Function("atan", sympy.atan, sympy.atan, torch="torch.atan", pooled="torch.atan({0}, out={out})",
+             triton="_tl_atan", curvature=UNKNOWN, interval=_widened(mpmath.atan),
+             value_range=(-mpmath.pi / 2, mpmath.pi / 2), exact={mpmath.mpf(0): mpmath.mpf(0)},
+             reference="torch.atan", sample=(-30.0, 30.0)),
+    Function("acos", acos, acos, torch="torch.acos", pooled="torch.acos({0}, out={out})", triton="_tl_acos",
+             curvature=UNKNOWN, sign=NONNEG, shape="decreasing", interval=_widened(mpmath.acos),
+             value_range=(0, mpmath.pi), domain_lo=-1, domain_hi=1, reference="torch.acos", sample=(-0.999, 0.999)),
+    Function("sinh", sympy.sinh, sympy.sinh, torch="torch.sinh", pooled="torch.sinh({0}, out={out})",
+             triton="_tl_sinh", curvature=UNKNOWN, interval=lambda v: (iv.exp(v) - iv.exp(-v)) / 2,
+             exact={mpmath.mpf(0): mpmath.mpf(0)}, reference="torch.sinh"),
+    Function("cosh", sympy.cosh, sympy.cosh, torch="torch.cosh", pooled="torch.cosh({0}, out={out})",
+             triton="_tl_cosh", curvature=CONVEX, sign=POS, shape="even",
+             interval=lambda v: (iv.exp(v) + iv.exp(-v)) / 2, value_range=(1, INF), reference="torch.cosh"),
 )
 
 LANGUAGE: dict[str, Function] = {f.name: f for f in ENTRIES if f.build is not None}

@@ -119,6 +119,40 @@ if triton is not None:
         return r
 
     @triton.jit
+    def _tl_atan(x):
+        # arctan: reduced to [0, tan(pi/8)] (pi/2 - atan(1/a), pi/4 + atan((a - 1)/(a + 1))), then the odd
+        # polynomial of Cephes' atanf (within 2 float32 ulps); odd
+        a = tl.abs(x)
+        big = a > 2.414213562373095
+        mid = a > 0.41421356237309503
+        base = tl.where(big, 1.5707963267948966, tl.where(mid, 0.7853981633974483, 0.0))
+        t = tl.where(big, -1.0 / a, tl.where(mid, (a - 1.0) / (a + 1.0), a))
+        z = t * t
+        r = base + ((((8.05374449538e-2 * z - 1.38776856032e-1) * z + 1.99777106478e-1) * z
+                     - 3.33329491539e-1) * z * t + t)
+        return tl.where(x < 0, -r, r)
+
+    @triton.jit
+    def _tl_acos(x):
+        # arccos(x) = 2 atan(sqrt((1 - x) / (1 + x))): no 1 - x^2 near +-1 (pi at x = -1; NaN past +-1)
+        return 2.0 * _tl_atan(tl.sqrt((1.0 - x) / (1.0 + x)))
+
+    @triton.jit
+    def _tl_sinh(x):
+        # sinh: (e + e / (e + 1)) / 2 with e = expm1(x) near 0 (no cancellation), e^|x| / 2 halves beyond
+        # (no overflow of e^|x| before sinh itself overflows)
+        a = tl.abs(x)
+        e = _tl_expm1(a)
+        h = tl.exp(0.5 * a)  # (e^|x| / 2 as h * h / 2: no rounding of a shifted argument)
+        r = tl.where(a < 1.0, 0.5 * (e + e / (e + 1.0)), h * (0.5 * h) - 0.5 * tl.exp(-a))
+        return tl.where(x < 0, -r, r)
+
+    @triton.jit
+    def _tl_cosh(x):
+        h = tl.exp(0.5 * tl.abs(x))
+        return h * (0.5 * h) + 0.5 * tl.exp(-tl.abs(x))
+
+    @triton.jit
     def _tl_sigmoid(x):
         # 1 / (1 + exp(-x)) from e = exp(-|x|): sigmoid(x) and sigmoid(-x) (and softplus of either) share
         # the one exp and the one division once the compiler merges them

@@ -124,3 +124,27 @@ def test_a_new_function_is_one_entry():
     assert "tl.erf(" in lossc.generate(spec, "triton")
     report = lossc.check(spec, use_cache=False)
     assert report["nonnegative"].verdict in ("proved", "plausible"), report["nonnegative"]  # 1 - erf in (0, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_acos_gradient_near_plus_minus_one(backend):
+    """d/dx acos(x) = -1 / sqrt((1 - x)(1 + x)): 1 - x^2 would cancel in float32 next to +-1 (at x = 1 - 2^-20
+    it is 2^-19 - 2^-40, which float32 rounds; the factors are exact)."""
+    source = "loss arc() over regression:\n    return acos(yhat)\n"
+    x = torch.tensor([1 - 2.0 ** -20, -(1 - 2.0 ** -20), 1 - 2.0 ** -12, 0.5], dtype=torch.float32, requires_grad=True)
+    module = lossc.loss(source, backend=backend, reduction="sum")
+    (grad,) = torch.autograd.grad(module(x, torch.zeros_like(x)), x)
+    xd = x.detach().double()
+    want = -1 / torch.sqrt((1 - xd) * (1 + xd))
+    torch.testing.assert_close(grad.double(), want, rtol=1e-6, atol=0)
+
+
+def test_the_new_functions_reach_the_checker():
+    """sin, cos, atan, acos, sinh, cosh: the checker reads their facts (a margin loss of the ArcFace kind,
+    cos of an angle: bounded by [-1, 1] whatever the angle)."""
+    spec = lossc.parse("loss arcface_like(s = 0.5) over margin:\n    return 1 - cos(acos(tanh(m)) + s)\n")
+    report = lossc.check(spec, use_cache=False)
+    assert report["bounded"].verdict in ("proved", "plausible"), report["bounded"]
+    assert report["nonnegative"].verdict in ("proved", "plausible"), report["nonnegative"]
+    cosh = lossc.check(lossc.parse("loss c() over regression:\n    return cosh(r) - 1\n"), use_cache=False)
+    assert cosh["convex"].verdict == "proved", cosh["convex"]

@@ -92,7 +92,7 @@ def _min_sign(signs):
 
 
 _SIGN_RULES = {"max": _max_sign, "min": _min_sign, "argument": lambda signs: signs[0]}
-_MONOTONE = {"increasing": INCR, "even": _by_sign, "none": NONE}
+_MONOTONE = {"increasing": INCR, "decreasing": DECR, "even": _by_sign, "none": NONE}
 
 
 def _atom(f) -> Atom:

@@ -213,8 +213,16 @@ def _function(f, args: list[Interval]) -> Interval:
         lo, hi = f.interval(*[iv.mpf(a.lo) for a in args]), f.interval(*[iv.mpf(a.hi) for a in args])
         return Interval(lo.a, hi.b)
     a = args[0]
-    if f.domain_lo is not None and a.lo < f.domain_lo:
+    if f.domain_lo is not None and a.lo < f.domain_lo or f.domain_hi is not None and a.hi > f.domain_hi:
         return WHOLE
+    if f.shape == "none":  # (not monotone: the entry's interval function encloses the whole interval)
+        if a.lo == NINF or a.hi == INF:
+            return Interval(*f.value_range)
+        image = f.interval(iv.mpf([a.lo, a.hi]))
+        return Interval(max(image.a, f.value_range[0]), min(image.b, f.value_range[1]))
+    if f.shape == "decreasing":
+        return Interval(f.value_range[0] if a.hi == INF else f.interval(iv.mpf(a.hi)).a,
+                        f.value_range[1] if a.lo == NINF else f.interval(iv.mpf(a.lo)).b)
     if f.shape == "even":
         near = mpf(0) if a.lo <= 0 <= a.hi else min(abs(a.lo), abs(a.hi))
         a = Interval(near, max(abs(a.lo), abs(a.hi)))
