@@ -69,6 +69,17 @@ class step(sympy.Function):
         return True
 
 
+class sign(sympy.sign):
+    """sign(x) in the language: -1, 0 or 1, whose derivative is 0 (torch.sign's; sympy's is 2 DiracDelta(x),
+    which no printer prints). The printers know it as sign."""
+
+    def fdiff(self, argindex=1):
+        return sympy.S.Zero
+
+    def _eval_derivative(self, x):
+        return sympy.S.Zero
+
+
 class pos(sympy.Function):
     """max(x, 0), the positive part."""
 

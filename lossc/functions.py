@@ -19,8 +19,8 @@ import sympy
 from mpmath import iv
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .atoms import (Abs, acos, computed, detach, digamma, lgamma, logratio, pos, quotient, sigmoid, softplus, step,
-                    trigamma)
+from .atoms import (Abs, acos, computed, detach, digamma, lgamma, logratio, pos, quotient, sigmoid, sign, softplus,
+                    step, trigamma)
 
 INF, NINF = mpmath.mpf("inf"), mpmath.mpf("-inf")
 # Curvature facts, in check/curvature.py's words.
@@ -86,6 +86,13 @@ def _lgamma_iv(v):
     return iv.mpf([least, max(ends(iv.mpf(lo)).b, ends(iv.mpf(hi)).b)])
 
 
+def _signs(v):
+    """sign(x): -1 below 0, 1 above, 0 at 0."""
+    lo = -1 if v.a < 0 else 0 if v.a == 0 else 1
+    hi = 1 if v.b > 0 else 0 if v.b == 0 else -1
+    return iv.mpf([lo, hi])
+
+
 def _extreme(pick):
     def ends(*vs):
         return iv.mpf([pick(v.a for v in vs), pick(v.b for v in vs)])
@@ -148,8 +155,9 @@ ENTRIES: tuple[Function, ...] = (
     Function("heaviside", sympy.Heaviside, torch="_heaviside", pooled="_heaviside({0}, {out}, {mask})",
              scalar="_scalar(_heaviside, {})", triton="_tl_heaviside", interval=_jump, value_range=(0, 1),
              smooth=False),
-    Function("sign", sympy.sign, torch="torch.sign", scalar="math.copysign(1.0, {0}) if {0} else 0.0",
-             triton="_tl_sign", shape="none", smooth=False),
+    Function("sign", sympy.sign, sign, torch="torch.sign", scalar="math.copysign(1.0, {0}) if {0} else 0.0",
+             triton="_tl_sign", shape="none", interval=_signs, value_range=(-1, 1), smooth=False,
+             reference="torch.sign"),  # (the passes write sympy's, the language lossc's: one class name)
     Function("logratio", logratio, torch="_logratio", pooled="_logratio({0}, {out}, {tmp}, {mask})",
              scalar="_scalar(_logratio, {})", triton="_tl_logratio", shape="none",
              exp_log=lambda d: d / (1 - sympy.exp(d))),
