@@ -168,3 +168,17 @@ def test_lgamma_of_parameters_and_of_the_prediction(backend):
     report = lossc.check(lossc.parse(source), use_cache=False)
     assert all(v.verdict in ("proved", "plausible", "refuted", "unknown", "n/a") for v in report.values())
     assert report["convex"].verdict == "refuted"  # (lgamma(1 + yhat^2) - digamma(2 + yhat^2) bends down at 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pi_is_a_named_constant_a_parameter_can_hide(backend):
+    source = "loss q() over regression:\n    return max(r - pi, 0) + sin(pi * yhat) + cos(2 * pi * r) / pi\n"
+    x = torch.tensor([-5.0, 0.5, 4.0], dtype=torch.float64 if backend != "triton" else torch.float32,
+                     requires_grad=True)
+    got = lossc.loss(source, backend=backend, reduction="none")(x, torch.zeros_like(x))
+    xd, pi = x.detach().double(), torch.pi
+    r = -xd  # (r = y - yhat)
+    want = torch.clamp(r - pi, min=0) + torch.sin(pi * xd) + torch.cos(2 * pi * r) / pi
+    torch.testing.assert_close(got.double(), want, **({} if backend != "triton" else {"rtol": 1e-5, "atol": 1e-5}))
+    hidden = lossc.loss("loss q(pi = 2.0) over regression:\n    return r * pi\n", reduction="sum", backend=backend)
+    assert float(hidden(torch.tensor([1.0]), torch.tensor([0.0]))) == -2.0
