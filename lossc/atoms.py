@@ -69,6 +69,17 @@ class step(sympy.Function):
         return True
 
 
+class sign(sympy.sign):
+    """sign(x) in the language: -1, 0 or 1, whose derivative is 0 (torch.sign's; sympy's is 2 DiracDelta(x),
+    which no printer prints). The printers know it as sign."""
+
+    def fdiff(self, argindex=1):
+        return sympy.S.Zero
+
+    def _eval_derivative(self, x):
+        return sympy.S.Zero
+
+
 class pos(sympy.Function):
     """max(x, 0), the positive part."""
 
@@ -234,6 +245,56 @@ def _assume(cls: type, fact: str, handler) -> None:
 
 _assume(sympy.tanh, "real", _real_or_unknown)
 _assume(sympy.tanh, "finite", _tanh_finite)
+
+
+class lgamma(sympy.Function):
+    """log |Gamma(x)| (torch.lgamma): real at every real x but the poles 0, -1, -2, ...; sympy's loggamma is
+    the complex branch below 0 (and not provably real on a real symbol, which sends sympy's Abs through re
+    and im). Derivative: digamma."""
+
+    is_real = True
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number and x.is_extended_real:  # (a constant: its value, comparable)
+            return sympy.loggamma(x) if x.is_positive else sympy.log(sympy.Abs(sympy.gamma(x)))
+        return None
+
+    def fdiff(self, argindex=1):
+        return digamma(self.args[0])
+
+
+class digamma(sympy.Function):
+    """psi(x) = Gamma'(x) / Gamma(x) on the reals (torch.digamma); derivative: trigamma."""
+
+    is_real = True
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number and x.is_extended_real:
+            return sympy.polygamma(0, x)
+        return None
+
+    def fdiff(self, argindex=1):
+        return trigamma(self.args[0])
+
+
+class trigamma(sympy.Function):
+    """psi'(x) (torch.polygamma(1, x)); positive on the reals."""
+
+    is_real = True
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number and x.is_extended_real:
+            return sympy.polygamma(1, x)
+        return None
+
+    def fdiff(self, argindex=1):
+        return sympy.polygamma(2, self.args[0])
+
+    def _eval_is_positive(self):
+        return self.args[0].is_extended_real
 
 
 class acos(sympy.acos):

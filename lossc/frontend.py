@@ -58,6 +58,9 @@ def _reserved_names() -> frozenset[str]:
 
 RESERVED = _reserved_names()
 CLASS_REDUCTIONS = {"sum", "mean", "max", "min", "logsumexp"}
+#: the named constants of the language (a parameter or local of the same name hides one; no inf yet: the
+#: front end refuses constants beyond the largest float)
+CONSTANTS = {"pi": sympy.pi}
 SPECIAL_FUNCTIONS = {"where", "logsumexp", "softmax", "log_softmax", "sum", "mean", "max", "min"}
 
 
@@ -557,11 +560,13 @@ class _Lowering:
             if isinstance(value, Learnable):
                 raise self.error(LossKindError, f"{name} is a learnable vector: index it, e.g. {name}[i]", token)
             return value
+        if name in CONSTANTS:
+            return CONSTANTS[name]
         if self.kind.form == "composite" and _is_task_name(name):
             if name == "L":
                 raise self.error(LossKindError, "L is the list of task losses: index it, L[i] (from 1)", token)
             return sympy.Symbol(name, real=True)
-        known = set(env) | set(FUNCTIONS) | SPECIAL_FUNCTIONS
+        known = set(env) | set(FUNCTIONS) | SPECIAL_FUNCTIONS | set(CONSTANTS)
         hint = suggest(name, known)
         raise self.error(LossNameError, f"unknown name {name}", token,
                          hint or f"names of kind {self.kind.name}: {', '.join(sorted(self.kind.names))}")

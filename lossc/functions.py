@@ -19,7 +19,8 @@ import sympy
 from mpmath import iv
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .atoms import Abs, acos, computed, detach, logratio, pos, quotient, sigmoid, softplus, step
+from .atoms import (Abs, acos, computed, detach, digamma, lgamma, logratio, pos, quotient, sigmoid, sign, softplus,
+                    step, trigamma)
 
 INF, NINF = mpmath.mpf("inf"), mpmath.mpf("-inf")
 # Curvature facts, in check/curvature.py's words.
@@ -66,6 +67,30 @@ def _identity(v):
 def _jump(v):
     """0 below 0, 1 above: step(x) and Heaviside(x) (either value at 0)."""
     return iv.mpf([0, 0]) if v.b < 0 else iv.mpf([1, 1]) if v.a > 0 else iv.mpf([0, 1])
+
+
+#: where lgamma has its minimum on (0, inf) (decreasing before, increasing after; convex there)
+_LGAMMA_MIN = mpmath.findroot(mpmath.digamma, 1.46)
+_LGAMMA_LEAST = mpmath.log(mpmath.gamma(_LGAMMA_MIN)) - mpmath.mpf(1e-12)  # (a little below: a lower bound)
+
+
+def _lgamma_iv(v):
+    """An enclosure of log |Gamma| on an interval of (0, inf): monotone on each side of its minimum."""
+    ends = _widened(lambda x: mpmath.log(mpmath.gamma(x)))
+    lo, hi = mpmath.mpf(v.a), mpmath.mpf(v.b)
+    if hi <= _LGAMMA_MIN:
+        return iv.mpf([ends(iv.mpf(hi)).a, ends(iv.mpf(lo)).b])
+    if lo >= _LGAMMA_MIN:
+        return iv.mpf([ends(iv.mpf(lo)).a, ends(iv.mpf(hi)).b])
+    least = ends(iv.mpf(_LGAMMA_MIN)).a
+    return iv.mpf([least, max(ends(iv.mpf(lo)).b, ends(iv.mpf(hi)).b)])
+
+
+def _signs(v):
+    """sign(x): -1 below 0, 1 above, 0 at 0."""
+    lo = -1 if v.a < 0 else 0 if v.a == 0 else 1
+    hi = 1 if v.b > 0 else 0 if v.b == 0 else -1
+    return iv.mpf([lo, hi])
 
 
 def _extreme(pick):
@@ -130,8 +155,9 @@ ENTRIES: tuple[Function, ...] = (
     Function("heaviside", sympy.Heaviside, torch="_heaviside", pooled="_heaviside({0}, {out}, {mask})",
              scalar="_scalar(_heaviside, {})", triton="_tl_heaviside", interval=_jump, value_range=(0, 1),
              smooth=False),
-    Function("sign", sympy.sign, torch="torch.sign", scalar="math.copysign(1.0, {0}) if {0} else 0.0",
-             triton="_tl_sign", shape="none", smooth=False),
+    Function("sign", sympy.sign, sign, torch="torch.sign", scalar="math.copysign(1.0, {0}) if {0} else 0.0",
+             triton="_tl_sign", shape="none", interval=_signs, value_range=(-1, 1), smooth=False,
+             reference="torch.sign"),  # (the passes write sympy's, the language lossc's: one class name)
     Function("logratio", logratio, torch="_logratio", pooled="_logratio({0}, {out}, {tmp}, {mask})",
              scalar="_scalar(_logratio, {})", triton="_tl_logratio", shape="none",
              exp_log=lambda d: d / (1 - sympy.exp(d))),
@@ -148,6 +174,15 @@ ENTRIES: tuple[Function, ...] = (
     Function("acos", acos, acos, torch="torch.acos", pooled="torch.acos({0}, out={out})", triton="_tl_acos",
              curvature=UNKNOWN, sign=NONNEG, shape="decreasing", interval=_widened(mpmath.acos),
              value_range=(0, mpmath.pi), domain_lo=-1, domain_hi=1, reference="torch.acos", sample=(-0.999, 0.999)),
+    Function("lgamma", lgamma, lgamma, torch="torch.lgamma", pooled="torch.lgamma({0}, out={out})",
+             scalar="math.lgamma({})", triton="_tl_lgamma", curvature=CONVEX, needs=POS, shape="none",
+             interval=_lgamma_iv, value_range=(_LGAMMA_LEAST, INF),
+             domain_lo=0, reference="torch.lgamma", sample=(0.05, 30.0)),
+    Function("digamma", digamma, digamma, torch="torch.digamma", pooled="torch.digamma({0}, out={out})",
+             scalar="_scalar(torch.digamma, {})", triton="_tl_digamma", curvature=CONCAVE, needs=POS,
+             interval=_widened(mpmath.digamma), domain_lo=0, reference="torch.digamma", sample=(0.05, 30.0)),
+    Function("trigamma", trigamma, torch="_trigamma", pooled="torch.polygamma(1, {0}, out={out})",
+             scalar="_scalar(_trigamma, {})", triton="_tl_trigamma", sign=POS, shape="none"),
     Function("sinh", sympy.sinh, sympy.sinh, torch="torch.sinh", pooled="torch.sinh({0}, out={out})",
              triton="_tl_sinh", curvature=UNKNOWN, interval=lambda v: (iv.exp(v) - iv.exp(-v)) / 2,
              exact={mpmath.mpf(0): mpmath.mpf(0)}, reference="torch.sinh"),

@@ -48,6 +48,10 @@ def _softplus(x, out=None, tmp=None):
     return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
 
 
+def _trigamma(x):
+    return torch.polygamma(1, x)
+
+
 def _step(x):
     return (x > 0).to(x.dtype)
 

@@ -153,6 +153,57 @@ if triton is not None:
         return h * (0.5 * h) + 0.5 * tl.exp(-tl.abs(x))
 
     @triton.jit
+    def _tl_lgamma(x):
+        # log |Gamma(x)|: for x >= 1/2, shifted up to z >= 8 (Gamma(x) = Gamma(z) / (x (x + 1) ... (z - 1)))
+        # and Stirling's series there (error < 1e-9); below 1/2 the reflection
+        # log |Gamma(x)| = log(pi / |sin(pi x)|) - log |Gamma(1 - x)|
+        small = x < 0.5
+        z = tl.where(small, 1.0 - x, x)
+        prod = tl.full(z.shape, 1.0, tl.float32)
+        for _ in range(8):
+            below = z < 8.0
+            prod = tl.where(below, prod * z, prod)
+            z = tl.where(below, z + 1.0, z)
+        w = 1.0 / (z * z)
+        series = (((-1.0 / 1680.0) * w + 1.0 / 1260.0) * w - 1.0 / 360.0) * w + 1.0 / 12.0
+        positive = (z - 0.5) * tl.log(z) - z + 0.9189385332046727 + series / z - tl.log(prod)
+        return tl.where(small, tl.log(3.141592653589793 / tl.abs(tl.sin(3.141592653589793 * x))) - positive,
+                        positive)
+
+    @triton.jit
+    def _tl_digamma(x):
+        # psi(x): shifted up to z >= 6 (psi(x) = psi(z) - 1/x - ... - 1/(z - 1)) and its asymptotic series;
+        # below 1/2 the reflection psi(x) = psi(1 - x) - pi / tan(pi x)
+        small = x < 0.5
+        z = tl.where(small, 1.0 - x, x)
+        acc = tl.zeros(z.shape, tl.float32)
+        for _ in range(6):
+            below = z < 6.0
+            acc = tl.where(below, acc - 1.0 / z, acc)
+            z = tl.where(below, z + 1.0, z)
+        w = 1.0 / (z * z)
+        series = ((-1.0 / 252.0 * w + 1.0 / 120.0) * w - 1.0 / 12.0) * w
+        positive = acc + tl.log(z) - 0.5 / z + series
+        return tl.where(small, positive - 3.141592653589793 / (tl.sin(3.141592653589793 * x)
+                                                              / tl.cos(3.141592653589793 * x)), positive)
+
+    @triton.jit
+    def _tl_trigamma(x):
+        # psi'(x): shifted up to z >= 6 and its asymptotic series; below 1/2 the reflection
+        # psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x)
+        small = x < 0.5
+        z = tl.where(small, 1.0 - x, x)
+        acc = tl.zeros(z.shape, tl.float32)
+        for _ in range(6):
+            below = z < 6.0
+            acc = tl.where(below, acc + 1.0 / (z * z), acc)
+            z = tl.where(below, z + 1.0, z)
+        w = 1.0 / (z * z)
+        positive = acc + (1.0 + 0.5 / z + w * (1.0 / 6.0 + w * (-1.0 / 30.0 + w / 42.0))) / z
+        s = tl.sin(3.141592653589793 * x)
+        return tl.where(small, 9.869604401089358 / (s * s) - positive, positive)
+
+    @triton.jit
     def _tl_sigmoid(x):
         # 1 / (1 + exp(-x)) from e = exp(-|x|): sigmoid(x) and sigmoid(-x) (and softplus of either) share
         # the one exp and the one division once the compiler merges them

@@ -144,3 +144,17 @@ def test_row_leaves():
 
 def test_constant_curvature():
     assert Analyzer({})(sympy.Integer(3)).curvature == CONSTANT
+
+
+@pytest.mark.parametrize("source,proved", [
+    ("loss a() over multiclass:\n    return log(sum(exp(z[j] - z[y]) for j))\n", True),
+    ("loss c(s = 30.0, m = 0.35) over multiclass:\n    return log(sum(exp(s * (z[j] - m * (j == y))) for j)) - s * (z[y] - m)\n", True),
+    ("loss e() over multiclass:\n    return log(1 + sum(exp(z[j] - z[y]) for j != y))\n", True),
+    ("loss d() over multiclass:\n    return log(sum(exp(z[j]^2) for j))\n", False),        # (exp of a non-affine term)
+    # (written with a negative c: not recognised, though it is a positive sum, sum over j != y plus exp(z[y]) / 2)
+    ("loss g() over multiclass:\n    return log(sum(exp(z[j]) for j) - exp(z[y]) / 2)\n", False),
+])
+def test_log_of_a_sum_of_exponentials_of_affine_terms_is_convex(source, proved):
+    """CosFace and cross-entropy as a log of a class sum: the logsumexp rule (check/curvature.py)."""
+    report = lossc.check(lossc.parse(source), use_cache=False)
+    assert (report["convex"].verdict == "proved") is proved, report["convex"]

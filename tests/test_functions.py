@@ -148,3 +148,37 @@ def test_the_new_functions_reach_the_checker():
     assert report["nonnegative"].verdict in ("proved", "plausible"), report["nonnegative"]
     cosh = lossc.check(lossc.parse("loss c() over regression:\n    return cosh(r) - 1\n"), use_cache=False)
     assert cosh["convex"].verdict == "proved", cosh["convex"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lgamma_of_parameters_and_of_the_prediction(backend):
+    """Student-t's negative log-likelihood (lgamma of parameters alone: the scalar printer) and lgamma / digamma
+    of the prediction, against torch.distributions and torch.lgamma."""
+    source = ("loss student(nu = 3.0) over regression:\n"
+              "    return (nu + 1) / 2 * log(1 + r^2 / nu) + 0.5 * log(nu) + lgamma(nu / 2) - lgamma((nu + 1) / 2)"
+              " + 0.5 * log(3.141592653589793) + lgamma(1 + yhat^2) - digamma(2 + yhat^2)\n")
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    x = torch.linspace(-3, 3, 13, dtype=dtype).requires_grad_()
+    y = torch.linspace(-1, 2, 13, dtype=dtype)
+    got = lossc.loss(source, backend=backend, reduction="none", nu=4.5)(x, y)
+    xd = x.detach().double()
+    t = torch.distributions.StudentT(torch.tensor(4.5, dtype=torch.float64), loc=xd)
+    want = -t.log_prob(y.double()) + torch.lgamma(1 + xd ** 2) - torch.digamma(2 + xd ** 2)
+    torch.testing.assert_close(got.double(), want, **({} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}))
+    report = lossc.check(lossc.parse(source), use_cache=False)
+    assert all(v.verdict in ("proved", "plausible", "refuted", "unknown", "n/a") for v in report.values())
+    assert report["convex"].verdict == "refuted"  # (lgamma(1 + yhat^2) - digamma(2 + yhat^2) bends down at 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pi_is_a_named_constant_a_parameter_can_hide(backend):
+    source = "loss q() over regression:\n    return max(r - pi, 0) + sin(pi * yhat) + cos(2 * pi * r) / pi\n"
+    x = torch.tensor([-5.0, 0.5, 4.0], dtype=torch.float64 if backend != "triton" else torch.float32,
+                     requires_grad=True)
+    got = lossc.loss(source, backend=backend, reduction="none")(x, torch.zeros_like(x))
+    xd, pi = x.detach().double(), torch.pi
+    r = -xd  # (r = y - yhat)
+    want = torch.clamp(r - pi, min=0) + torch.sin(pi * xd) + torch.cos(2 * pi * r) / pi
+    torch.testing.assert_close(got.double(), want, **({} if backend != "triton" else {"rtol": 1e-5, "atol": 1e-5}))
+    hidden = lossc.loss("loss q(pi = 2.0) over regression:\n    return r * pi\n", reduction="sum", backend=backend)
+    assert float(hidden(torch.tensor([1.0]), torch.tensor([0.0]))) == -2.0

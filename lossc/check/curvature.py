@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy
+from sympy.codegen.cfunctions import log1p
 
 from .. import functions
 from ..ir import IS_Y, LSE, NUM_CLASSES, P_J, P_T, Z_J, Z_Y, Reduction
@@ -28,6 +29,7 @@ class Curvature:
     curvature: str
     sign: str
     reasons: tuple = field(default=(), compare=False)
+    exp_sum: bool = field(default=False, compare=False)  # a sum of c exp(affine), c > 0: its log is convex
 
     @property
     def is_convex(self) -> bool:
@@ -188,16 +190,42 @@ class Analyzer:
             k = sympy.Mul(*const)
             s = constant_sign(k)
             if s == ANY:
+                inner = self(rest[0])
+                if inner.curvature == AFFINE:  # (k g is affine whatever the sign of k)
+                    return Curvature(AFFINE, ANY, inner.reasons + (
+                        f"{_show(e)}: affine — an affine term scaled by {_show(k)} (of either sign)",))
                 return self._fail(e, f"scaling by {_show(k)} of unknown sign")
             atom = Atom(f"scaling by {_show(k)}", AFFINE, lambda signs, s=s: _mul_signs(s, signs[0]),
                         INCR if _nonneg(s) else DECR)
             return self._compose(atom, e, rest)
         if isinstance(e, sympy.Pow):
             return self._power(e)
+        if isinstance(e, (sympy.log, log1p)) and self._exp_sum(e.args[0] + (1 if isinstance(e, log1p) else 0)):
+            inner = self(e.args[0])
+            return Curvature(CONVEX, ANY, inner.reasons + (
+                f"{_show(e)}: convex — the log of a sum of c exp(affine) terms (c > 0) is a logsumexp of affine "
+                "functions",))
         entry = functions.of(e)
         if entry is not None and entry.curvature is not None:
             return self._compose(ATOMS[entry.name], e, list(e.args))
         return self._fail(e, f"{type(e).__name__} is not in the atom table (not DCP)")
+
+    def _exp_sum(self, e) -> bool:
+        """Whether e is a sum of terms c exp(a) with c > 0 a constant and a affine (a positive constant is
+        c exp(0); a class sum of such terms is one: row_leaves marks it)."""
+        if e in self.leaves:
+            return self.leaves[e].exp_sum
+        if self._is_constant(e):
+            return constant_sign(e) == POS
+        if isinstance(e, sympy.exp):
+            return self(e.args[0]).curvature in (AFFINE, CONSTANT)
+        if isinstance(e, sympy.Add):
+            return all(self._exp_sum(a) for a in e.args)
+        if isinstance(e, sympy.Mul):
+            rest = [a for a in e.args if not self._is_constant(a)]
+            k = sympy.Mul(*[a for a in e.args if self._is_constant(a)])
+            return len(rest) == 1 and constant_sign(k) == POS and self._exp_sum(rest[0])
+        return False
 
     def _power(self, e) -> Curvature:
         base, ex = e.args
@@ -324,7 +352,8 @@ def row_leaves(reductions: tuple[Reduction, ...]) -> dict:
             curv, sign = (CONVEX if body.curvature != CONSTANT else CONSTANT), ANY
             why = f"{atom} (convex, non-decreasing) over {over} of {body.curvature} terms"
         if ok:
-            leaves[r.symbol] = Curvature(curv, sign, body.reasons + (f"{r.describe()}: {curv} — {why}",))
+            exp_sum = r.op == "sum" and Analyzer(leaves)._exp_sum(r.body)
+            leaves[r.symbol] = Curvature(curv, sign, body.reasons + (f"{r.describe()}: {curv} — {why}",), exp_sum)
         else:
             leaves[r.symbol] = Curvature(UNKNOWN, sign, body.reasons + (
                 f"{r.describe()}: not proved — {atom} of {body.curvature} terms",))
