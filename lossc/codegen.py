@@ -21,7 +21,7 @@ from . import __version__
 from .errors import LossNameError
 from .ir import WEIGHT, LossSpec, class_entry
 from .printers.torch import _ScalarPrinter, batch_programs, composite_program, program
-from .printers.triton import batch_kernel_program, elementwise_kernel_program, row_kernel_program
+from .printers import triton as triton_printer
 from .resources import resource
 
 TARGETS = ("torch", "triton", "all")
@@ -233,20 +233,17 @@ def _tidy(text: str) -> str:
 def triton_kernels(spec: LossSpec) -> dict:
     """The triton part of a module: the kernels' text, their constants and how to build the launcher."""
     prefix = "_" + _check_identifier(spec.name)
-    if spec.form == "batch":
-        prog = batch_kernel_program(spec)
-        text = _triton_environment().get_template("triton_batch.py.j2").render(program=prog, prefix=prefix)
+    form = spec.normal_form
+    prog = getattr(triton_printer, form.name + "_kernel_program")(spec)
+    text = _triton_environment().get_template(f"triton_{form.name}.py.j2").render(program=prog, prefix=prefix)
+    if form.batch_sums:
         launcher = (f"_TritonLoss('batch', _triton_constants, batch=({prefix}_batch_sums, {prefix}_batch_grad, "
                     f"{len(prog.sums)})")
-    elif spec.form == "row":
-        prog = row_kernel_program(spec)
-        text = _triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix)
+    elif form.rows:
         launcher = f"_TritonLoss('row', _triton_constants, tile={prefix}_row_tile, chunked={prefix}_row_chunked"
         if spec.class_vectors:  # their tensors, in the order of the kernels' pointer arguments
             launcher += f", vectors={spec.class_vectors!r}"
     else:
-        prog = elementwise_kernel_program(spec)
-        text = _triton_environment().get_template("triton_elementwise.py.j2").render(program=prog, prefix=prefix)
         launcher = f"_TritonLoss('elementwise', _triton_constants, elementwise={prefix}_elementwise"
     names = [name for name, _ in prog.constants]
     returns = "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
@@ -257,7 +254,7 @@ def triton_kernels(spec: LossSpec) -> dict:
 def triton_supported(spec: LossSpec) -> bool:
     """Whether the triton printer covers this loss: every row (class vectors and soft targets included),
     elementwise and batch loss; not the composite form (tasks), which runs under autograd alone."""
-    return spec.form in ("row", "elementwise", "batch")
+    return spec.normal_form.triton
 
 
 def unweighted(spec: LossSpec) -> LossSpec:
@@ -278,9 +275,9 @@ def generate_module(spec: LossSpec, target: str = "torch", standalone: bool = Fa
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     _check_identifier(spec.name)
-    if spec.form in ("batch", "composite"):
+    inputs = spec.normal_form.inputs
+    if not inputs:  # (batch and composite: their own modules)
         return _generate_other(spec, target, standalone)
-    inputs = "z, t, P" if spec.form == "row" else "u, t, P"
     functions = [_function("_loss", inputs, program(spec, False))]
     if target != "triton":
         functions.append(_function("_loss_and_grad", inputs + ", out, c, _pool=None", program(spec, True)))
@@ -302,7 +299,7 @@ def generate_module(spec: LossSpec, target: str = "torch", standalone: bool = Fa
     return _with_runtime(_environment().get_template("module.py.j2").render(
         header=header, name=spec.name, spec_hash=spec.hash,
         functions=functions, form=spec.form, triton=triton, layout=_layout(spec),
-        ignore_default=-100 if spec.form == "row" else None,  # (elementwise: no value is ignored unless asked)
+        ignore_default=spec.normal_form.ignore_default,  # (elementwise: no value is ignored unless asked)
         fused="_loss_and_grad" if target != "triton" else "None", plain=plain,
         target=_target(spec), checks=checks, signature=signature, signature_kw=signature_kw, call=call,
         packed=packed, class_name=class_name(spec.name), function_name=function_name(spec.name),
@@ -326,7 +323,7 @@ def _generate_other(spec: LossSpec, target: str, standalone: bool) -> str:
                   signature_kw=signature_kw, call=call, packed=packed, class_name=class_name(spec.name),
                   function_name=function_name(spec.name), target=_target(spec), layout=_layout(spec),
                   doc=spec.doc or f"The {spec.name} loss ({spec.kind}).")
-    if spec.form == "composite":
+    if spec.normal_form.task_losses:
         bound = dict(spec.bound)
         tasks = max(int(s.name[1:]) for s in spec.expr.free_symbols if s.name[:1] == "L" and s.name[1:].isdigit())
         learnables = tuple((_check_identifier(v.name), () if v.size is None else (bound[v.size],), v.init)
