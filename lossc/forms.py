@@ -54,6 +54,7 @@ ROW = Form("row", inputs="z, t, P", like="z", rows=True, own_symbols=ROW_FORM_SY
            options=_OPTIONS + ("class_group", "inplace_grad"), per_element=True,
            gradient_of="dL/dz_c (c = class; [j=y] is 1 at the target)",
            bench_shapes=(("cuda", (4096, 32000)), ("cpu", (1024, 8192))), shape_text="N,C[,d1,...]")
+# (an elementwise module is the row form's template: it takes class_group, and the API refuses a group)
 ELEMENTWISE = Form("elementwise", inputs="u, t, P", like="u", triton=True,
                    options=_OPTIONS + ("class_group", "inplace_grad"), per_element=True,
                    bench_shapes=(("cuda", (1 << 24,)), ("cpu", (1 << 20,))))
