@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .cache import code_digest, read_entry, write_entry
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
+from .forms import FORMS
 from .frontend import SourceFile, catalog_file, catalog_names, catalog_text, lower
 from .ir import LossSpec
 from .kinds import KINDS
@@ -332,20 +333,20 @@ def _build(source: LossSpec | tuple[str, str, str | None], over: str | None, par
     backend = options.get("backend", "auto")
     entry = _compiled_entry(source, over, params, _target_for(backend)) if isinstance(source, LossSpec) \
         else _text_entry(source, over, params, _target_for(backend))
-    name, form = entry["name"], entry["form"]
+    name, form = entry["name"], FORMS[entry["form"]]
     from .codegen import class_name
     cls = getattr(_load(entry["source"], name), class_name(name))
     runtime = {} if over is not None else params
-    if form != "batch" and (options.get("batch_group") is not None or options.get("from_logits")):
+    if "batch_group" not in form.options and (options.get("batch_group") is not None or options.get("from_logits")):
         raise LossParamError(f"{name}: batch_group and from_logits are options of batch losses, not of "
                              f"{entry['kind']} losses")
-    if form in ("batch", "composite") and options.get("inplace_grad"):
+    if "inplace_grad" not in form.options and options.get("inplace_grad"):
         raise LossParamError(f"{name}: inplace_grad is an option of row and elementwise losses, not of "
                              f"{entry['kind']} losses")
-    if form != "row" and options.get("class_group") is not None:
+    if not form.rows and options.get("class_group") is not None:
         raise LossParamError(f"{name}: class_group splits the classes of row losses (multiclass, distribution), "
                              f"not of {entry['kind']} losses")
-    accepted = {"composite": (), "batch": _BATCH_OPTIONS}.get(form, _ROW_OPTIONS)
+    accepted = form.options
     try:
         module = cls(**runtime, **{k: v for k, v in options.items() if k in accepted})
     except LossError:
@@ -357,8 +358,6 @@ def _build(source: LossSpec | tuple[str, str, str | None], over: str | None, par
     return module
 
 
-_ROW_OPTIONS = ("weight", "ignore_index", "reduction", "backend", "validate", "class_group", "inplace_grad")
-_BATCH_OPTIONS = ("weight", "ignore_index", "reduction", "backend", "validate", "from_logits", "batch_group")
 
 
 def _rebuild(recipe: tuple, options: dict, state: dict, training: bool) -> torch.nn.Module:

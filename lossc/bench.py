@@ -39,21 +39,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .errors import LossKindError, LossParamError
+from .forms import Form
 from .kinds import KINDS
 
 MB = 1024 * 1024
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "float64": torch.float64}
 BACKENDS = ("torch", "triton", "reference", "all")
-# form -> default shape per device: (N, C) rows of logits for the row form, N elements otherwise.
-# 4096 x 32000 (500 MB in float32) is benchmarks/cpu_bench.py's LLM-like shape: on a GPU it takes
-# milliseconds, on a laptop CPU each eager step takes a second and torch.compile a minute, so the CPU
-# default is 1024 x 8192 (32 MB).
-DEFAULT_SHAPES = {
-    ("row", "cuda"): (4096, 32000), ("row", "cpu"): (1024, 8192),
-    ("elementwise", "cuda"): (1 << 24,), ("elementwise", "cpu"): (1 << 20,),
-    ("batch", "cuda"): (1 << 24,), ("batch", "cpu"): (1 << 20,),
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,18 +163,17 @@ class Bench:
         return out
 
 
-def parse_shape(text: str | None, form: str, device: str) -> tuple:
+def parse_shape(text: str | None, form: Form, device: str) -> tuple:
     """``N,C`` (or ``N,C,d1,...``: a segmentation map's [N, C, H, W]) for the row form, ``N`` otherwise
     (``None``: the default for the form and device)."""
     if text is None:
-        return DEFAULT_SHAPES[(form, device)]
+        return dict(form.bench_shapes)[device]
     try:
         shape = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
         raise LossParamError(f"--shape takes integers N,C[,d1,...] (row losses) or N, got {text!r}") from None
-    fits = len(shape) >= 2 if form == "row" else len(shape) == 1
-    if not fits or any(v <= 0 for v in shape):
-        raise LossParamError(f"--shape of a {form}-form loss is {'N,C[,d1,...]' if form == 'row' else 'N'} with "
+    if not form.fits(shape) or any(v <= 0 for v in shape):
+        raise LossParamError(f"--shape of a {form.name}-form loss is {form.shape_text} with "
                              f"positive integers, got {text!r}")
     return shape
 
@@ -327,14 +318,14 @@ def run(spec: str, *, shape: str | None = None, dtype: str = "float32", backend:
     if KINDS[parsed.kind].example is None:
         raise LossKindError(f"lossc bench times losses of tensors; {parsed.name} is a {parsed.kind} loss "
                             f"(it combines a few scalars: nothing to time)")
-    if inplace and parsed.form not in ("row", "elementwise"):
+    if inplace and "inplace_grad" not in parsed.normal_form.options:
         raise LossParamError(f"--inplace times inplace_grad=True, an option of row and elementwise losses; "
                              f"{parsed.name} is a {parsed.kind} loss")
     device = _device()
     if backend == "triton" and device != "cuda":
         raise LossParamError("the triton backend runs on a CUDA GPU and none is visible",
                              hint="--backend torch times the fused torch op on the CPU")
-    size = parse_shape(shape, parsed.form, device)
+    size = parse_shape(shape, parsed.normal_form, device)
     torch_dtype = DTYPES[dtype]
     progress = progress or (lambda n=1: None)
 

@@ -122,7 +122,7 @@ def cmd_grad(args) -> int:
         spec = spec.written.with_(gradient=written_gradient(spec.written))
     names = _display_names(spec, KINDS[spec.kind])
     # (the stable forms hold z_y - lse where the user wrote log(p_t): shown as written)
-    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T)).xreplace(names)) if spec.form == "row" and args.stable \
+    readable = (lambda e: e.subs(Z_Y, LSE + sympy.log(P_T)).xreplace(names)) if spec.normal_form.rows and args.stable \
         else (lambda e: e.xreplace(names))
     def latex(e) -> str:
         e = readable(e)
@@ -144,9 +144,7 @@ def cmd_grad(args) -> int:
     for r in spec.reductions:
         print(("\n" if args.latex else "\n  ") + describe(r))
     inputs = {v: k for k, v in KINDS[spec.kind].names.items() if isinstance(v, sympy.Symbol)}
-    variable = {"row": "dL/dz_c (c = class; [j=y] is 1 at the target)",
-                "batch": "dL/ds_i (s, y: one element's values; B1, B2, … the batch sums)",
-                "composite": "(dL/dL1, …, dL/dLk, dL/d each learnable)"}.get(spec.form)
+    variable = spec.normal_form.gradient_of
     if variable is None:
         from .ir import U
         variable = f"dL/d{inputs.get(U, 'u')}"

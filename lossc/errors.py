@@ -27,14 +27,6 @@ class LossError(ValueError):
         self.column = column
         self.hint = hint
 
-    def located(self, source: str, filename: str | None, line: int | None, column: int | None) -> "LossError":
-        """Attach a position, unless one is already known; returns self."""
-        if self.line is None and line is not None:
-            self.source, self.line, self.column = source, line, column
-        if self.filename is None:
-            self.filename = filename
-        return self
-
     def render(self) -> str:
         """``file:line:col: error: message``, the offending line, a caret, and the hint."""
         where = self.filename or "<spec>"

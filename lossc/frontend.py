@@ -17,7 +17,7 @@ import sympy
 
 from .functions import LANGUAGE as FUNCTIONS
 from .errors import LossError, LossKindError, LossNameError, LossParamError, LossSyntaxError, suggest
-from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, ROW_FORM_SYMBOLS, T, U, Z_J, Z_Y, BatchSum,
+from .ir import (BATCH_SIZE, IS_Y, LSE, NUM_CLASSES, P_J, P_T, Q_J, T, U, Z_J, Z_Y, BatchSum,
                  Constraint, Learnable, LossSpec, Param, Reduction, TargetIndex, Vec, at_target, class_entry,
                  is_internal, numbered, per_class)
 from .kinds import KINDS
@@ -324,10 +324,10 @@ class _Lowering:
             self.statement(getattr(self, "stmt_" + stmt.data), stmt)
         expr = self.statement(lambda node: self.scalar(self.eval(node), node, "the returned loss"),
                               ret.children[0])
-        if kind.form == "batch" and expr.free_symbols & {U, T}:
+        if kind.normal_form.batch_sums and expr.free_symbols & {U, T}:
             raise self.error(LossKindError, "s and y are one element's values: use them inside a batch sum, "
                              "sum(... for i)", ret.children[0])
-        if kind.form == "composite" and not any(_is_task_loss(x) for x in expr.free_symbols):
+        if kind.normal_form.task_losses and not any(_is_task_loss(x) for x in expr.free_symbols):
             raise self.error(LossKindError, "a tasks loss combines task losses L1 … Lk (or L[i])", ret.children[0])
         doc = _docstring(doc_token)
         bound = tuple(sorted(self.ints.items()))
@@ -372,7 +372,7 @@ class _Lowering:
             name_token, size_token, default_tree = node.children
             name = str(name_token)
             self.check_identifier(name_token, "parameter")
-            if self.kind.form == "composite" and _is_task_name(name):
+            if self.kind.normal_form.task_losses and _is_task_name(name):
                 raise self.error(LossNameError, f"parameter {name} clashes with the task losses L1 … Lk of kind "
                                  "tasks", name_token, "choose another name")
             if name in params or name in self.kind.names:
@@ -409,9 +409,7 @@ class _Lowering:
     def check_form_symbols(self, param: Param, token) -> None:
         """A parameter's symbols are none of the normal form's own (p_t, C, p[j], q[j] of the row form):
         a per-class parameter p would read as softmax(z)[j]."""
-        if self.kind.form != "row":
-            return
-        own = {s.name: s for s in ROW_FORM_SYMBOLS}
+        own = {s.name: s for s in self.kind.normal_form.own_symbols}
         names = [class_entry(param.name).name, class_entry(param.name, "y").name] if param.type == "class" \
             else [param.symbol.name]
         clash = next((n for n in names if n in own), None)
@@ -490,7 +488,7 @@ class _Lowering:
             self.constraints.append(Constraint(cond, text, node.meta.line, node.meta.column))
 
     def stmt_learn_stmt(self, node) -> None:
-        if self.kind.form != "composite":
+        if not self.kind.normal_form.task_losses:
             raise self.error(LossKindError, "learnable parameters ('learn') belong to the tasks kind, "
                              f"not to {self.kind.name}", node)
         name_token, size_token, init_tree = node.children
@@ -562,7 +560,7 @@ class _Lowering:
             return value
         if name in CONSTANTS:
             return CONSTANTS[name]
-        if self.kind.form == "composite" and _is_task_name(name):
+        if self.kind.normal_form.task_losses and _is_task_name(name):
             if name == "L":
                 raise self.error(LossKindError, "L is the list of task losses: index it, L[i] (from 1)", token)
             return sympy.Symbol(name, real=True)
@@ -640,7 +638,7 @@ class _Lowering:
 
     def x_index(self, node, env):
         base_node, index_node = node.children
-        if self.kind.form == "composite" and base_node.data == "name":
+        if self.kind.normal_form.task_losses and base_node.data == "name":
             base_name = str(base_node.children[0])
             learnable = env.get(base_name)
             if isinstance(learnable, Learnable) or (base_name == "L" and base_name not in env):
@@ -657,7 +655,7 @@ class _Lowering:
                     raise self.error(LossParamError, f"{base_name}[{index}] is out of range 1..{n}", index_node)
                 return sympy.Symbol(f"{base_name}[{int(index)}]", real=True)
         index_name = str(index_node.children[0]) if index_node.data == "name" else None
-        if self.kind.form == "batch" and (isinstance(env.get(index_name), _BatchIndex)
+        if self.kind.normal_form.batch_sums and (isinstance(env.get(index_name), _BatchIndex)
                                           or (index_name == "i" and index_name not in env)):
             # s[i], y[i]: inside a batch sum, and in a local (one element's term, as s and y are there)
             base = self.eval(base_node, env)
@@ -790,9 +788,9 @@ class _Lowering:
             raise self.error(LossNameError, f"the index {index} hides the name {index}", index_token)
         if gen.data == "over_range":
             return self.series(name, body_node, index, rest, env, node)
-        if self.kind.form == "batch":
+        if self.kind.normal_form.batch_sums:
             return self.batch_sum(name, gen, body_node, index, env, node)
-        if self.kind.form != "row":
+        if not self.kind.normal_form.rows:
             raise self.error(LossKindError, f"class reductions need a row kind (multiclass), not {self.kind.name}",
                              node)
         if any(isinstance(v, _ClassIndex) for v in env.values()):

@@ -234,6 +234,12 @@ class LossSpec:
         return KINDS[self.kind].form
 
     @property
+    def normal_form(self) -> "Form":
+        """The form object (lossc/forms.py) of the loss's kind."""
+        from .forms import FORMS
+        return FORMS[self.form]
+
+    @property
     def runtime_params(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.type != "int")
 

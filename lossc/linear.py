@@ -267,7 +267,7 @@ class LinearLoss(torch.nn.Module):
         self.loss = loss(spec, weight=weight_per_class, ignore_index=ignore_index, reduction=reduction,
                          backend="torch", validate=validate, **params)
         kernel = _kernel_of(self.loss)
-        if kernel.form != "row":
+        if not kernel.rows:
             raise LossKindError(f"{kernel.name}: linear_loss takes a row loss (multiclass or distribution: a "
                                 f"loss of a row of logits), not a {kernel.target} loss")
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale != 0):

@@ -55,7 +55,7 @@ def curve(spec: str, params: dict | None = None, points: int = 401) -> Curve:
     if axis is None:
         raise LossKindError(f"lossc plot does not draw {parsed.kind} losses")
     runtime = {p.name for p in parsed.runtime_params}
-    module = api.loss(parsed, backend="torch", reduction="none" if parsed.form in ("row", "elementwise") else "mean",
+    module = api.loss(parsed, backend="torch", reduction="none" if parsed.normal_form.per_element else "mean",
                       **{k: v for k, v in given.items() if k in runtime})
     s = torch.linspace(*axis.range, points, dtype=torch.float64)
     x, value, grad = axis.sample(module, s)

@@ -547,6 +547,9 @@ class Kernel:
     def __init__(self, name, spec_hash, form, target, layout, loss, loss_and_grad, triton=None, plain=None,
                  chunk=None):
         self.name, self.spec_hash, self.form, self.target, self.layout = name, spec_hash, form, target, layout
+        # the one place the runtime reads the form's name (it stands alone, without lossc.forms, in a
+        # --standalone module): rows [N, C, d1, ...] of classes, or elements of any shape
+        self.rows = form == "row"
         self.chunk = chunk or CHUNK_ELEMENTS  # elements per chunk of the torch engine (tests make it small)
         self.loss, self.loss_and_grad, self.triton = loss, loss_and_grad, triton
         self.plain = plain  # (loss, loss_and_grad) at weight = 1, for a loss reading weight[j] called without
@@ -643,9 +646,9 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
         raise LossInputError(f"{kernel.name}: input must be a floating-point tensor")
     if not isinstance(target, torch.Tensor):
         raise LossInputError(f"{kernel.name}: target must be a tensor")
-    if kernel.form == "row" and input.dim() < 2:
+    if kernel.rows and input.dim() < 2:
         raise LossInputError(f"{kernel.name}: input must be [N, C] or [N, C, d1, ...], got {list(input.shape)}")
-    if kernel.form == "row" and _num_classes(input) < 2:  # (docs/semantics.md, "Edge shapes")
+    if kernel.rows and _num_classes(input) < 2:  # (docs/semantics.md, "Edge shapes")
         raise LossInputError(f"{kernel.name}: input has C = {_num_classes(input)} classes (shape "
                              f"{list(input.shape)}); a class loss needs C >= 2 (with one class p_t = 1 and the "
                              "loss is constant or 0/0): for one logit per element use a binary loss (bce)")
@@ -666,7 +669,7 @@ def _targets(kernel, input, target, ignore_index, validate, convert=True):
             if bool((q < 0).any()):
                 raise LossInputError(f"{kernel.name}: target holds negative probabilities")
         return q, None, (input.shape[0],) + tuple(input.shape[2:])
-    if kernel.form == "row":
+    if kernel.rows:
         expected = (input.shape[0],) + tuple(input.shape[2:])
         if tuple(target.shape) != expected:
             raise LossInputError(f"{kernel.name}: target must have shape {list(expected)} for input "
@@ -735,7 +738,7 @@ def _targets_plainly_fine(kernel, t):
 def _rows(kernel, input):
     """The input as rows [M, C] (row form) or elements [M]: a view (or a moved copy) of it, so that
     autograd carries the gradient back."""
-    if kernel.form == "row":
+    if kernel.rows:
         return input.movedim(1, -1).reshape(-1, input.shape[1])
     return input.reshape(-1)
 
@@ -751,7 +754,7 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
         if not _uses_weight(kernel):
             raise LossParamError(f"{kernel.name}: this loss does not read class weights (weight[j] in its body)")
     elif weight is not None:
-        if kernel.form == "row":
+        if kernel.rows:
             w = weight.to(dtype)[t if valid is None else torch.where(valid, t, 0)]
         else:
             try:
@@ -765,7 +768,7 @@ def _scaling(kernel, t, valid, weight, sample_weight, shape, reduction, dtype):
     # kinds the number of kept elements (nn.BCELoss: weight rescales, the mean stays a mean).
     den, mul = None, 1.0
     if reduction == "mean":
-        if kernel.form == "row" and w is not None:
+        if kernel.rows and w is not None:
             den = w.sum()
         elif valid is not None:
             den = valid.sum(dtype=dtype)
@@ -1103,7 +1106,7 @@ def _differentiable_loss(kernel, x, t, valid, w, den, mul, params, classes, redu
     if engine == "triton":  # the kernels take the targets as given: convert them as the torch engine does
         if kernel.target == "distribution":
             t = t.movedim(1, -1).reshape(-1, x.shape[1]).to(dtype)
-        elif kernel.form == "row":
+        elif kernel.rows:
             t = t.long() if valid is None else torch.where(valid, t.long(), 0)
         else:
             t = t.to(dtype) if valid is None else torch.where(valid, t.to(dtype), 0.0)
@@ -1208,7 +1211,7 @@ def _class_shard(kernel, group, input, backend, call):
     options on every rank. The checks that need C (targets, class weights) are agreed on before the first
     row reduction, by the shard's agreement."""
     import torch.distributed as dist  # (a local import: the runtime's globals are names a spec may not use)
-    if kernel.form != "row":
+    if not kernel.rows:
         raise LossParamError(f"{kernel.name}: class_group splits the classes of a row loss (multiclass, "
                              "distribution); this loss has none")
     if _compiling():
@@ -1260,7 +1263,7 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
     dtype = _compute_dtype(input.dtype)
     if valid is not None and input.device.type == "cpu" and _eager(valid) and bool(valid.all()):
         valid = None  # (a device sync on a GPU: there the kernels take the mask as it is)
-    if kernel.form == "row" and isinstance(weight, torch.Tensor) and tuple(weight.shape) != (_num_classes(input),):
+    if kernel.rows and isinstance(weight, torch.Tensor) and tuple(weight.shape) != (_num_classes(input),):
         whole = " (all ranks' classes: give the whole vector on every rank)" if _SHARD is not None else ""
         raise LossInputError(f"{kernel.name}: weight has {weight.numel()} values (shape {list(weight.shape)}), "
                              f"but the input has C = {_num_classes(input)} classes{whole}")
@@ -1278,13 +1281,13 @@ def _apply_loss(kernel, params, input, target, weight, ignore_index, reduction, 
     else:
         if engine == "triton":
             x = input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:])) \
-                if kernel.form == "row" else input.reshape(-1)
+                if kernel.rows else input.reshape(-1)
             if w is not None:
                 w = w.to(torch.float32).contiguous()
             if den is not None:
                 den = den.to(torch.float32)
             t = t.contiguous() if t.dim() == 1 else t  # (soft targets [N, C, S]: the kernels take strides)
-        elif kernel.form == "row" and input.dim() > 2:  # [N, C, S]: the engine moves rows chunk by chunk
+        elif kernel.rows and input.dim() > 2:  # [N, C, S]: the engine moves rows chunk by chunk
             x = input.reshape(input.shape[0], input.shape[1], math.prod(input.shape[2:]))
         else:
             x = _rows(kernel, input)
@@ -1341,7 +1344,7 @@ class _InplaceGrad(torch.autograd.Function):
             input.copy_(grad.reshape(input.shape))
             del grad
         torch.autograd.graph.increment_version(input)  # (the kernels write through pointers)
-        ctx.reduction, ctx.row = reduction, kernel.form == "row"
+        ctx.reduction, ctx.row = reduction, kernel.rows
         ctx.triton = kernel.triton if engine == "triton" and input.is_contiguous() else None
         ctx.save_for_backward(input)
         return out
@@ -1372,7 +1375,7 @@ class BatchKernel:
     element times c, into out) and ``triton`` (its kernels' launcher, or None). ``sums_op`` and ``op`` are
     the two passes as ``torch.library`` custom ops (see ``_register_batch``)."""
 
-    form = "batch"
+    form, rows = "batch", False
 
     def __init__(self, name, spec_hash, target, layout, terms, value, grad, count, triton=None):
         self.name, self.spec_hash, self.target, self.layout = name, spec_hash, target, layout

@@ -334,7 +334,7 @@ class _TritonLoss:
     def forward(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):
         """(loss, gradient); ``into``: the gradient's buffer (x itself for inplace_grad: every element
         is read before the same program writes its gradient there, in the last sweep)."""
-        if self.form == "row":
+        if self.tile is not None:  # (the row form's kernels)
             return self._row(x, t, valid, w, den, mul, P, reduction, need_grad, into)
         return self._elementwise(x, t, valid, w, den, mul, P, reduction, need_grad, into)
 

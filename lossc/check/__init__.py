@@ -110,13 +110,14 @@ def _not_analysed(spec) -> str | None:
 
 def _checker(ctx):
     """The checker of the loss's normal form (its properties' shared analysis)."""
-    if ctx.spec.form in ("batch", "composite"):
+    form = ctx.spec.normal_form
+    if form.batch_sums or form.task_losses:
         from .batch import Batch, Composite
-        return Batch(ctx) if ctx.spec.form == "batch" else Composite(ctx)
+        return Batch(ctx) if form.batch_sums else Composite(ctx)
     reason = _not_analysed(ctx.spec)
     if reason:
         return _NotAnalysed(reason)
-    if ctx.spec.form == "row":
+    if form.rows:
         from .multiclass import Multiclass
         return Multiclass(ctx)
     from .elementwise import Elementwise

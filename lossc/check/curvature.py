@@ -138,10 +138,6 @@ def constant_sign(c: sympy.Expr) -> str:
     return ANY
 
 
-def _flip(sign):
-    return {POS: NEG, NEG: POS, NONNEG: NONPOS, NONPOS: NONNEG}.get(sign, sign)
-
-
 def _mul_signs(a, b):
     if ZERO in (a, b):
         return ZERO

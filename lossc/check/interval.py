@@ -145,9 +145,9 @@ class Unbounded(Exception):
 def enclose(expr: sympy.Expr, box: dict) -> Interval:
     """An interval containing every value of ``expr`` for symbols in ``box`` (symbol -> Interval)."""
     out = WHOLE
-    for form in (expr, sympy.factor_terms(expr), _regroup(expr)):  # both enclosures are sound: keep their intersection
+    for variant in (expr, sympy.factor_terms(expr), _regroup(expr)):  # both enclosures are sound: keep their intersection
         try:
-            r = _enclose(form, box)
+            r = _enclose(variant, box)
         except (Unbounded, ZeroDivisionError, ValueError, TypeError):
             continue
         out = Interval(max(out.lo, r.lo), min(out.hi, r.hi))

@@ -197,14 +197,6 @@ def _same_at(expr, piece_expr, x, k) -> bool:
         return False
 
 
-def number(e) -> sympy.Expr:
-    """An exact number made as simple as sympy can (raises Undecided if not a real number)."""
-    e = sympy.nsimplify(e) if isinstance(e, sympy.Float) else sympy.simplify(e)
-    if not e.is_number:
-        raise Undecided(f"{e} is not a number")
-    return e
-
-
 def compare(a, b) -> int:
     """-1, 0 or 1: sign of a - b for exact real numbers (0 only when sympy shows equality)."""
     d = sympy.simplify(a - b)

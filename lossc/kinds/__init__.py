@@ -26,6 +26,12 @@ class Kind:
     #: what ``lossc check`` reads of an elementwise kind (lossc/check/elementwise.py)
     checks: "Checks | None" = None
 
+    @property
+    def normal_form(self) -> "Form":
+        """The form object (lossc/forms.py) this kind lowers to."""
+        from ..forms import FORMS
+        return FORMS[self.form]
+
 
 @dataclass(frozen=True)
 class Curve:

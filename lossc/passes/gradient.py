@@ -349,8 +349,7 @@ def gradient(spec: LossSpec) -> LossSpec:
     """Attach the symbolic gradient, rewritten into stable form."""
     ctx = context(spec)
     derived = _each(_as_written(spec), lambda e: rewrite(e, ctx, GRADIENT_RULES))
-    if spec.form == "elementwise":
-        derived = Gradient(split_hard_targets(derived.expr, ctx), derived.aux)
+    derived = Gradient(split_hard_targets(derived.expr, ctx), derived.aux)  # (binary kinds' hard targets)
     bound = dict(spec.bound)
     scalars = {p.symbol for p in spec.params if p.type == "float"} | {
         p.element(i) for p in spec.params if p.type == "vector" for i in range(1, bound[p.size] + 1)}

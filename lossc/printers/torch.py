@@ -305,7 +305,7 @@ REDUCE = {"sum": ("_row_sum({})", "0.0"),
 
 
 def _names(spec: LossSpec) -> tuple[dict, set]:
-    names = dict(ROW_NAMES) if spec.form == "row" else {U: "u", T: "t", BATCH_SIZE: "N"}
+    names = dict(ROW_NAMES) if spec.normal_form.rows else {U: "u", T: "t", BATCH_SIZE: "N"}
     scalars = {NUM_CLASSES}
     for feature, _ in spec.features:
         names[feature] = code_name(feature)
@@ -332,7 +332,7 @@ class _Emitter:
     def __init__(self, spec: LossSpec, like: str | None = None, autograd: bool = True):
         self.autograd = autograd  # the code runs under autograd (not a fused loss-and-gradient program)
         self.names, self.scalars = _names(spec)
-        self.like = like or {"row": "z", "elementwise": "u"}.get(spec.form)
+        self.like = like or spec.normal_form.like
         self.lines: list[tuple[str, str]] = []
         self.booleans: set = set()  # the temporaries holding truth values
         self.argmax: dict = {}  # a max reduction's symbol -> the name of the tensor it was taken over
@@ -625,7 +625,7 @@ def elementwise_program(spec: LossSpec, with_grad: bool) -> Program:
 def program(spec: LossSpec, with_grad: bool) -> Program:
     """The program of ``_loss`` (under autograd: nested expressions) or, with the gradient, of
     ``_loss_and_grad`` (its operations written into the buffers of a pool, see pooled_program)."""
-    prog = (row_program if spec.form == "row" else elementwise_program)(spec, with_grad)
+    prog = (row_program if spec.normal_form.rows else elementwise_program)(spec, with_grad)
     return pooled_program(prog, spec) if with_grad else prog
 
 
@@ -928,7 +928,7 @@ def pooled_program(prog: Program, spec: LossSpec) -> Program:
     """The program with every operation on tensors written into a buffer of the pool (``_pool``, an
     argument of the generated function): buffers assigned by liveness (free again after the last use of
     their value), one per shape and dtype that is live at once."""
-    row = spec.form == "row"
+    row = spec.normal_form.rows
     vector = (True, False)
     shapes = {"z": (True, True), "out": (True, True), "c": vector} if row else \
         {"u": vector, "t": vector, "out": vector, "c": vector}
