@@ -257,7 +257,7 @@ def triton_linear_module(spec: LossSpec) -> str:
     logits made from hidden @ weight.T tile by tile and its gradient added into d hidden, d weight, d bias
     (``KERNEL``), its ``_triton_constants`` and the class vectors it reads (``VECTORS``)."""
     prefix = "_" + _check_identifier(spec.name) + "_linear"
-    prog = row_kernel_program(spec)
+    prog = triton_printer.row_kernel_program(spec)
     kernel = _tidy(_triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix,
                                                                                   linear=True))
     names = [name for name, _ in prog.constants]
