@@ -771,3 +771,16 @@ def test_an_exponential_below_the_floor_is_zero_beside_a_huge_factor(source, z, 
     torch.testing.assert_close(value, want.detach(), rtol=1e-5, atol=0)
     torch.testing.assert_close(grad[0], torch.zeros(3, dtype=torch.float64), rtol=0, atol=0)
     torch.testing.assert_close(grad[1], leaf.grad[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_a_quotient_by_a_where_does_not_divide_by_its_branch(backend):
+    """r / (1 + where(r < 2, r * r, r)) at r = 0: the gradient's r (2 r) / D^2 is a multiple of D's term, the
+    where, only through a division by that where, 0 at r = 0 (NaN); quotient_by_a_term leaves a term that
+    is a where alone. By hand: -(1 - r^2) / (1 + r^2)^2 below 2, -1 / (1 + r)^2 from 2 on (dr/du = -1)."""
+    u = torch.tensor([0.0, 1.0, -3.0, 0.5], dtype=torch.float64)
+    t = torch.tensor([0.0, 4.0, -0.5, 0.25], dtype=torch.float64)
+    _, grad = _value_and_grad("r / (1 + where(r < 2, r * r, r))", backend, u, t, over="regression")
+    r = t - u
+    want = torch.where(r < 2, -(1 - r * r) / (1 + r * r) ** 2, -1 / (1 + r) ** 2)
+    torch.testing.assert_close(grad, want, rtol=_tolerance(backend), atol=_tolerance(backend))

@@ -264,8 +264,10 @@ def combine_exps(e, ctx):
 
 
 def _negative_powers(e: sympy.Expr) -> set:
-    """The bases e divides by (its factors with a negative exponent that are not numbers)."""
-    return {b for b, x in (f.as_base_exp() for f in sympy.Mul.make_args(e)) if x.is_negative and not b.is_number}
+    """The bases e divides by anywhere in it (powers with a negative exponent, not of numbers; a where's
+    branch too: Piecewise((3, c), (0, True)) / Piecewise((3 f, c), (y, True)) divides by y)."""
+    return {n.base for n in sympy.preorder_traversal(e)
+            if isinstance(n, sympy.Pow) and n.exp.is_negative and not n.base.is_number}
 
 
 def quotient_by_a_term(e, ctx):
@@ -288,7 +290,7 @@ def quotient_by_a_term(e, ctx):
         allowed = _negative_powers(rest)
         signed = rest.replace(lambda n: isinstance(n, sympy.Abs), lambda n: n.args[0] * sympy.sign(n.args[0]))
         for term in sorted(base.args, key=sympy.count_ops, reverse=True):
-            if term.is_number or term.has(atoms.quotient):
+            if term.is_number or term.has(atoms.quotient, sympy.Piecewise):  # (a where may be 0)
                 continue
             for numerator in (rest, signed):
                 ratio = numerator / term
