@@ -5,6 +5,8 @@ the errors of the language and of the module."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -178,6 +180,39 @@ def test_a_reciprocal_of_anyloss_f1_squared_in_float32():
     _, grad = _lossc(lossc.loss(text, backend="torch"), s, y)
     assert torch.all(torch.isfinite(grad)), grad
     torch.testing.assert_close(grad.double(), truth, rtol=1e-5, atol=1e-30)
+
+
+def _anyloss_f1_by_hand(s, y, L=73.0):
+    """anyloss_f1 in float64 from its definition: a = sigmoid(L (s - 1/2)), 1 - 2 TP / (2 TP + FN + FP)."""
+    a, one_minus_a = torch.sigmoid(L * (s - 0.5)), torch.sigmoid(-L * (s - 0.5))
+    tp, fn, fp = (a * y).sum(), (one_minus_a * y).sum(), (a * (1 - y)).sum()
+    return 1 - 2 * tp / (2 * tp + fn + fp)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"))])
+@pytest.mark.parametrize("numerator", ["1", "N"])
+def test_a_coefficient_of_degree_minus_one_with_a_quartic_denominator_in_float32(backend, numerator):
+    """1 / (1 + anyloss_f1()^2) and N / (1 + anyloss_f1()^2) at predictions far from 1/2, targets 0 (float32): the
+    coefficient divides by ((2 TP + FN + FP)^2 + (FN + FP)^2)^2, of degree 4 in sums of 1e-16, which underflowed
+    and met TP = 0 (NaN, truth 0). A homogeneous coefficient c(B) of degree d is now c(B / S) S^d, S = max |B_k|.
+    The truth: autograd of F1 written by hand in float64; the last batch checks an ordinary gradient."""
+    text = f"loss g() over batch:\n    return ({numerator} / (1 + (anyloss_f1())^(2)))\n"
+    batches = [(torch.tensor([0.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 0.0]), False),
+               (torch.tensor([-3.419675000338822]), torch.tensor([0.0]), True),
+               (torch.tensor([0.45, 0.52, 0.6, 0.3]), torch.tensor([1.0, 0.0, 1.0, 0.0]), False)]
+    for s, y, logits in batches:
+        module = lossc.loss(text, backend=backend, from_logits=logits)
+        value, grad = _lossc(module, s, y)
+        assert torch.all(torch.isfinite(grad)), grad
+        leaf = s.double().requires_grad_(True)
+        p = torch.sigmoid(leaf) if logits else leaf
+        n = len(s) if numerator == "N" else 1
+        want = n / (1 + _anyloss_f1_by_hand(p, y.double()) ** 2)
+        (want * GO).backward()
+        torch.testing.assert_close(value.double(), want.detach(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(grad.double(), leaf.grad, rtol=1e-4, atol=1e-6 * float(leaf.grad.abs().max()))
+    assert float(leaf.grad.abs().max()) > 0.1  # (the ordinary batch has a gradient)
 
 
 def test_the_naive_float32_form_would_fail():

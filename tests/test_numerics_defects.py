@@ -710,3 +710,77 @@ def test_a_guard_on_a_per_class_truth_stays_a_truth(backend):
     want.backward()
     torch.testing.assert_close(value, want.detach())
     torch.testing.assert_close(grad, leaf.grad)
+
+
+FUSED = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"))]
+
+
+def _mp_derivative(f, x: float) -> float:
+    """df/dx at x in mpmath at 50 digits, rounded to a float."""
+    with mpmath.workdps(50):
+        return float(mpmath.diff(f, mpmath.mpf(x)))
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_a_quotient_by_the_square_of_a_huge_sum_in_float32(backend):
+    """t = (yhat^2)^2, t / (1 + t^2) at yhat = -5333 (float32) had a NaN gradient: its term
+    -8 |u|^11 sign(u) / (1 + |u|^8)^2 is inf * 0. The numerator is a multiple of the term |u|^8 of the sum, so it
+    is now (-8 |u|^3 sign(u)) quotient(|u|^8, 1 + |u|^8) / (1 + |u|^8). The truth: mpmath."""
+    source = "loss g(A = 2.0) over regression:\n    t = ((yhat)^(2))^(A)\n    return (t / (1 + (t)^(2)))\n"
+    u = torch.tensor([-5333.052747443041, 2e4, -0.5, 3.0], dtype=torch.float32)
+    _, grad = _value_and_grad(source, backend, u, u.clone())
+    assert torch.all(torch.isfinite(grad)), grad
+    want = torch.tensor([_mp_derivative(lambda x: x ** 4 / (1 + x ** 8), float(x)) for x in u.double()],
+                        dtype=torch.float64)
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_a_huge_multiplier_of_an_underflowing_reciprocal_square_in_float32(backend):
+    """mae_regression() / (1 + ((y r)^1.5)^2) at y r = 7e7 (float32): the gradient's 3 t^3 r^2 |r| / (1 + (t r)^3)^2
+    multiplied 1e24 by (1 + P)^-2, which underflows (P = 3.5e23): only the other term was left (-5.7e-24 instead
+    of 1.1e-23). Now 3 sign(r) quotient(t^3 r^3, 1 + t^3 r^3) / (1 + t^3 r^3). The truth: mpmath."""
+    source = "loss g() over regression:\n    return (mae_regression() / (1 + (((y * r))^(1.5))^(2)))\n"
+    u = torch.tensor([-9952.539406373995, 3267.387357625269, 2.0, 0.5], dtype=torch.float32)
+    t = torch.tensor([-14744.022609810065, 5925.867336493575, 0.0, 3.0], dtype=torch.float32)
+    _, grad = _value_and_grad(source, backend, u, t)
+    assert torch.all(torch.isfinite(grad)), grad
+    want = []
+    for x, y in zip(u.double().tolist(), t.double().tolist()):
+        want.append(_mp_derivative(lambda v, y=y: abs(y - v) / (1 + (y * (y - v)) ** 3), x))
+    torch.testing.assert_close(grad, torch.tensor(want, dtype=torch.float64), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("source, z, y", [
+    ("softmax(z)[y] * ((log_softmax(z)[y])^(2))^(2.5)", [-4687.0216662488365, -1014.2953205407513, 7521.439416346077], 1),
+    ("softmax(z)[y] * (logsumexp(z))^(2.5)", [6458.009989542746, 9697.667393372565, 3504.38932018743], 2),
+])
+def test_an_exponential_below_the_floor_is_zero_beside_a_huge_factor(source, z, y):
+    """The runtime floors exponents at log(smallest normal) + 7 (the CPU's exp is slow below); the floor left
+    exp(floor) = 1.3e-35 in float32 where the softmax is e^-8535, and a factor 4.5e19 made it 5.8e-16 (value and
+    gradient; the second loss: 6e-26 gradients). An exponential below the floor is 0 now. The truth: p_y = e^-8535
+    and e^-6193 times a power below 1e20 (0 in float32); the second row checks the ordinary case by autograd."""
+    rows = torch.tensor([z, [0.5, -1.0, 2.0]], dtype=torch.float32)
+    target = torch.tensor([y, 1])
+    value, grad = _value_and_grad(source, "torch", rows, target, over="multiclass")
+    assert torch.all(torch.isfinite(grad)), grad
+    leaf = rows[1:].double().requires_grad_(True)
+    p = torch.softmax(leaf, 1)[0, 1]
+    want = p * (torch.log(p) ** 2) ** 2.5 if "log_softmax" in source else p * torch.logsumexp(leaf, 1)[0] ** 2.5
+    want.backward()
+    torch.testing.assert_close(value, want.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad[0], torch.zeros(3, dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(grad[1], leaf.grad[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_a_quotient_by_a_where_does_not_divide_by_its_branch(backend):
+    """r / (1 + where(r < 2, r * r, r)) at r = 0: the gradient's r (2 r) / D^2 is a multiple of D's term, the
+    where, only through a division by that where, 0 at r = 0 (NaN); quotient_by_a_term leaves a term that
+    is a where alone. By hand: -(1 - r^2) / (1 + r^2)^2 below 2, -1 / (1 + r)^2 from 2 on (dr/du = -1)."""
+    u = torch.tensor([0.0, 1.0, -3.0, 0.5], dtype=torch.float64)
+    t = torch.tensor([0.0, 4.0, -0.5, 0.25], dtype=torch.float64)
+    _, grad = _value_and_grad("r / (1 + where(r < 2, r * r, r))", backend, u, t, over="regression")
+    r = t - u
+    want = torch.where(r < 2, -(1 - r * r) / (1 + r * r) ** 2, -1 / (1 + r) ** 2)
+    torch.testing.assert_close(grad, want, rtol=_tolerance(backend), atol=_tolerance(backend))

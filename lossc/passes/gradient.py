@@ -160,10 +160,51 @@ def batch_gradient(spec: LossSpec) -> Gradient:
     for b in spec.reductions:
         coefficient = sympy.diff(spec.expr, b.symbol)  # M_{B_k}: simplified, it cancels no large terms
         if coefficient.count_ops() < 60 and not _irrational_constants(coefficient):
-            coefficient = _bounded_quotients(sympy.factor(sympy.cancel(coefficient)),
-                                             [r.symbol for r in spec.reductions])
+            sums = [r.symbol for r in spec.reductions]
+            factored = sympy.factor(sympy.cancel(coefficient))
+            coefficient = _bounded_quotients(factored, sums)
+            if _denominator_degree(coefficient, sums) >= 2:
+                coefficient = _scaled_homogeneous(factored, sums) or coefficient
         expr += coefficient * sympy.diff(b.body, U)
     return Gradient(expr)
+
+
+def _denominator_degree(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> int:
+    """The total degree in the batch sums of what a coefficient still divides by, its quotients aside."""
+    opaque = coefficient.replace(lambda n: isinstance(n, quotient), lambda *a: sympy.Dummy())
+    denominator = sympy.fraction(sympy.together(opaque))[1]
+    if not denominator.free_symbols & set(sums):
+        return 0
+    try:
+        return sympy.Poly(denominator, *sums).total_degree()
+    except sympy.PolynomialError:
+        return 0
+
+
+def _scaled_homogeneous(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr | None:
+    """A coefficient c(B) = P(B) / Q(B), P and Q homogeneous polynomials in the batch sums it reads, as
+    c(B / S) S^(deg P - deg Q) with S = max_k |B_k| over those sums (None when it is not such a quotient).
+
+    Every B / S lies in [-1, 1], one of them at +-1, so P and Q are computed at the size of their
+    coefficients, and only S^d carries the scale of the batch: the coefficient of 1 / (1 + anyloss_f1()^2)
+    divides by ((2 B1 + B2 + B3)^2 + (B2 + B3)^2)^2, of degree 4 in sums of 1e-16 (a batch of predictions far
+    from 1/2), which underflows in float32 and meets a numerator 0 (NaN for a gradient of 0); a
+    denominator of D's degree 1 is _bounded_quotients' (it leaves the catalog's coefficients alone). S is 0
+    only where every sum the coefficient reads is, where c, whose denominator is homogeneous, is 0/0 too."""
+    read = [s for s in sums if s in coefficient.free_symbols]
+    numerator, denominator = sympy.fraction(sympy.together(coefficient))
+    degrees = []
+    for part in (numerator, denominator):
+        try:
+            poly = sympy.Poly(part, *read)
+        except sympy.PolynomialError:
+            return None
+        if not poly.is_homogeneous:
+            return None
+        degrees.append(poly.total_degree())
+    scale = sympy.Dummy("S", positive=True)
+    scaled = coefficient.xreplace({s: quotient(s, scale) for s in read}) * scale ** (degrees[0] - degrees[1])
+    return scaled.xreplace({scale: sympy.Max(*[sympy.Abs(s) for s in read])})
 
 
 def _bounded_quotients(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr:

@@ -263,6 +263,42 @@ def combine_exps(e, ctx):
     return sympy.Mul(*rest) * sympy.exp(sympy.Add(*[f.args[0] for f in exps]))
 
 
+def _negative_powers(e: sympy.Expr) -> set:
+    """The bases e divides by anywhere in it (powers with a negative exponent, not of numbers; a where's
+    branch too: Piecewise((3, c), (0, True)) / Piecewise((3 f, c), (y, True)) divides by y)."""
+    return {n.base for n in sympy.preorder_traversal(e)
+            if isinstance(n, sympy.Pow) and n.exp.is_negative and not n.base.is_number}
+
+
+def quotient_by_a_term(e, ctx):
+    # M / D^k -> (M / T) quotient(T, D) / D^(k-1) for k >= 2, M a multiple of a term T of the sum D: the
+    # derivative of N / D puts N D' / D^2 in one product, whose factors sit at D's size: 3 t^3 r^2 |r| /
+    # (1 + t^3 r^3)^2 at t r = 7e7 multiplies 1e24 by (1 + P)^-2, which underflows in float32 (P = 3.5e23);
+    # |u|^11 / (1 + |u|^8)^2 at u = 5333 is inf * 0. T / D is at most 1 where D's terms share a sign, and near
+    # 1 wherever T is what makes D^k extreme. M / T may read |x| as x sign(x) (|r| r^2 = r^3 sign(r)); it
+    # divides by nothing that M did not
+    from .. import atoms  # (atoms imports nothing of the passes)
+    if not isinstance(e, sympy.Mul):
+        return None
+    for i, factor in enumerate(e.args):
+        base, k = factor.as_base_exp()
+        if not (isinstance(base, sympy.Add) and k.is_Integer and k <= -2 and base.free_symbols):
+            continue
+        rest = sympy.Mul(*e.args[:i], *e.args[i + 1:])
+        if not rest.free_symbols:
+            continue
+        allowed = _negative_powers(rest)
+        signed = rest.replace(lambda n: isinstance(n, sympy.Abs), lambda n: n.args[0] * sympy.sign(n.args[0]))
+        for term in sorted(base.args, key=sympy.count_ops, reverse=True):
+            if term.is_number or term.has(atoms.quotient, sympy.Piecewise):  # (a where may be 0)
+                continue
+            for numerator in (rest, signed):
+                ratio = numerator / term
+                if _negative_powers(ratio) <= allowed and not ratio.has(sympy.zoo, sympy.nan):
+                    return ratio * atoms.quotient(term, base) * base ** (k + 1)
+    return None
+
+
 # (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
@@ -285,6 +321,8 @@ GRADIENT_RULES = RULES + (
     ("power_times_log", "x^a * log(1 - x) -> x^(a+1) * logratio(..); distributes x^a over a sum holding it",
      power_times_log),
     ("combine_exps", "exp(a) * exp(b) -> exp(a + b)", combine_exps),
+    ("quotient_by_a_term", "M / D^k -> (M / T) quotient(T, D) / D^(k-1), M a multiple of a term T of D",
+     quotient_by_a_term),
 )
 
 
