@@ -1196,7 +1196,8 @@ def row_truth(loss: GeneratedLoss, inputs: dict, flip: float = 0.0, grad: bool =
             renv.roundoff = mpf(roundoff)
             renv.base = _env(loss, inputs, unit)
             renv.base.locals = base_locals
-            rev = [float(g) for g in rev_bound(loss, renv, len(vals))]
+            with mpmath.workdps(20):  # (a bound: magnitudes, not digits)
+                rev = [float(g) for g in rev_bound(loss, renv, len(vals))]
         if grad and rec.at_kink:
             conv = [_central(loss, inputs, key, vals, idx, mpf(v), mpf("1e-34") * max(mpf(1), abs(mpf(v))),
                              from_logits, base_locals, unit, frozen=rec.at_kink) for idx, v in enumerate(vals)]
@@ -1466,8 +1467,10 @@ def _rev_leaf(name: str, env: Env, n: int):
         t[env.j if name == "zj" else env.y] = mpf(1)
         return t, _tv(n)
     if name in ("lse", "lsmj", "lsmy", "smj", "pt", "smy"):
-        lse = env.scalar("lse")
-        sm = [mpmath.exp(u - lse) for u in z]
+        sm = env.cache.get("__softmax")
+        if sm is None:  # (the cache is shared by the per-class copies of env)
+            lse = env.scalar("lse")
+            sm = env.cache["__softmax"] = [mpmath.exp(u - lse) for u in z]
         if name == "lse":
             return sm, [2 * s for s in sm]
         k = env.j if name in ("lsmj", "smj") else env.y
