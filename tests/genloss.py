@@ -1426,20 +1426,22 @@ def features(loss: GeneratedLoss) -> frozenset:
 #: 1 - t^2 and of sigmoid s (1 - s), whose rounding is absolute (t^2, s^2 units) however small the result
 def _fn_local(name: str, x, v, roundoff):
     """(|local derivative|, its relative error in units, its absolute error in units); ``roundoff``: the
-    dtype's unit roundoff (a tanh or sigmoid within u/2 of 1 rounds to exactly 1: 1 - t^2 is then 0, off by
-    the true derivative only, 2 (1 - |t|))."""
+    dtype's unit roundoff u. The rounding of t = tanh (or sigmoid, or expm1 near -1) is at most u |t| and at
+    most its distance to the representable 1 (-1): where tanh saturates to exactly 1, 1 - t^2 is 0, off by
+    the true derivative only, 2 (1 - |t|), not an ulp of 1."""
     d = abs(_fn_deriv(name, x, v)) if x != 0 or name not in ("abs", "pos") else mpf(0)
     if name == "pos" and x < 0:
         d = mpf(0)
     if name == "sqrt" and v == 0:
         d = mpf(0)
     gap = 1 - abs(v)
+    off = min(abs(v), gap / roundoff)  # |t - fl(t)| in units
     if name == "tanh":
-        return d, mpf(1), (3 * v * v if gap >= roundoff / 2 else 2 * gap / roundoff)
+        return d, mpf(1), 2 * off * abs(v) + (v * v if gap >= roundoff / 2 else 0)
     if name == "sigmoid":
-        return d, mpf(2), (v * v if gap >= roundoff / 2 else gap / roundoff)
+        return d, mpf(2), off * abs(v)
     if name == "expm1":
-        return d, mpf(1), abs(v)
+        return d, mpf(1), min(abs(v), (1 + v) / roundoff) if v < 0 else abs(v)
     if name == "log1p":
         return d, 1 + abs(x) / abs(1 + x), mpf(0)
     return d, mpf(2), mpf(0)
