@@ -17,6 +17,11 @@ API (importable by tests and scripts; ``sys.path`` must hold ``tests/``):
   the gradient is not compared where it is within a dtype's threshold), ``scale`` (the largest magnitude of
   any intermediate, for tolerances) and ``big``/``tiny`` (the largest intermediate and the smallest
   sensitive one, to tell which dtypes can represent the computation as written).
+- ``RowTruth.grad_rev``: per component, a bound (unit roundoffs) on eager autograd's own error of the
+  gradient (``rev_bound``: the sum over reverse-mode paths of |local derivative products|, with each local
+  derivative's rounding), for the reference backend; ``RowTruth.grad_conv``: where an abs, pos or root sits
+  exactly at its kink, the gradient of the convention that its derivative is 0 there (docs/semantics.md),
+  else None.
 - ``value_with_flips(...)``: the value with near-tie ``where`` conditions resolved the other way (a
   backend computing the condition in low precision may land on either side).
 - ``to_json(node)`` / ``from_json(obj)``: the AST as JSON (fixtures); ``shrink_candidates(loss)``: smaller
