@@ -45,6 +45,10 @@ TOL = {F64: 1e-10, F32: 1e-4, BF16: 2e-2}
 ERR = {F64: 1e-10, F32: 1e-4, BF16: 1e-4}
 #: relative distance to a kink or a where boundary within which a dtype's rounding may cross it
 THRESH = {F64: 1e-10, F32: 2e-4, BF16: 2e-4}
+#: unit roundoff, and the factor on the reverse-mode bound (``genloss.rev_bound``) of the reference backend:
+#: the bound counts each rounding once, first order; the factor covers the second-order and association slack
+UNIT = {F64: 2.0 ** -53, F32: 2.0 ** -24, BF16: 2.0 ** -8}
+REV_FACTOR = 2.0
 BIG = {F64: 1e290, F32: 1e30, BF16: 1e30}
 TINY = {F64: 1e-290, F32: 1e-30, BF16: 1e-30}
 #: absolute floors: below them a value or gradient is zero for the comparison (the truth's central
@@ -295,6 +299,11 @@ class Truth:
     grad: list           # per input component (flattened in the input's order), float or None (skipped)
     grad_tol: list
     finite_rows: int
+    #: per component: the convention gradient (abs'(0) = pos'(0) = root'(0) = 0) where it differs from the
+    #: true one only by atoms exactly at their kink, else None; a backend may match either
+    grad_alt: list = None
+    #: per component: the reverse-mode error allowance of eager autograd, added for the reference backend
+    grad_rev_tol: list = None
 
 
 def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
@@ -310,7 +319,7 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
     tol, err, thr = TOL[dtype], ERR[dtype], THRESH[dtype]
     results = []
     for inputs in rows:
-        rt = G.row_truth(loss, inputs, underflow=TINY[dtype], unit=ERR[dtype])
+        rt = G.row_truth(loss, inputs, underflow=TINY[dtype], unit=ERR[dtype], roundoff=UNIT[dtype])
         ok = rt.scale < BIG[dtype] and rt.tiny > TINY[dtype]
         vt = float(rt.value)
         allowance = 0.0
@@ -329,7 +338,9 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
         xs = _components(inputs)
         gscale = [tol * abs(gv) + err * (ge + gmax + (abs(vt) + rt.err) / (1 + abs(xk))) + 10 * gn + FLOOR[dtype]
                   for gv, ge, gn, xk in zip(g, rt.grad_err, rt.grad_noise, xs)]
-        results.append((ok and math.isfinite(vt) and abs(vt) < BIG[dtype], vt, vscale, g, gscale, skip))
+        alt = [None if c is None else float(c) for c in rt.grad_conv] if rt.grad_conv else [None] * len(g)
+        rev = [REV_FACTOR * UNIT[dtype] * r for r in rt.grad_rev] if rt.grad_rev else [0.0] * len(g)
+        results.append((ok and math.isfinite(vt) and abs(vt) < BIG[dtype], vt, vscale, g, gscale, skip, alt, rev))
     # row factors: class weights (multiclass), sample weights; the mean's divisor
     n = len(rows)
     fac = [1.0] * n
@@ -346,13 +357,14 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
     if case.sample_weight is not None and k != "batch":
         sw = torch.tensor(case.sample_weight, dtype=F64).to(dtype).to(F64).reshape(-1).tolist()
     if k == "batch":
-        ok, vt, vscale, g, gscale, skip = results[0]
+        ok, vt, vscale, g, gscale, skip, alt, rev = results[0]
         go = float(case.grad_output)
         value = [vt if ok else None]
         vtol = [vscale + 1e-300]
         grad = [go * gv if ok and not s else None for gv, s in zip(g, skip)]
         gtol = [abs(go) * gs + 1e-300 for gs in gscale]
-        return Truth(value, vtol, grad, gtol, int(ok))
+        return Truth(value, vtol, grad, gtol, int(ok), [None if a is None else go * a for a in alt],
+                     [abs(go) * r for r in rev])
     go = case.grad_output
     go_flat = (torch.tensor(go, dtype=F64).reshape(-1).tolist() if isinstance(go, list) else [float(go)] * n)
     if case.reduction == "mean" and k in ELEMENTWISE:
@@ -370,10 +382,11 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
         vtol = [sum(abs(fac[i] * sw[i]) * (r[2] + err * abs(r[1])) for i, r in enumerate(results)) / scale_div + 1e-300]
     grad, gtol = [], []
     per_row = []
-    for i, (ok, vt, vscale, g, gscale, skip) in enumerate(results):
+    for i, (ok, vt, vscale, g, gscale, skip, alt, rev) in enumerate(results):
         c = fac[i] * sw[i] * go_flat[i] / scale_div
         per_row.append(([c * gv if ok and not s else None for gv, s in zip(g, skip)],
-                        [abs(c) * gs + 1e-300 for gs in gscale]))
+                        [abs(c) * gs + 1e-300 for gs in gscale],
+                        [None if a is None else c * a for a in alt], [abs(c) * r for r in rev]))
     # back to the input's layout
     if k in ROW_KINDS:
         C = case.shape[1]
@@ -385,10 +398,17 @@ def truth(loss: G.GeneratedLoss, case: Case, dtype: torch.dtype) -> Truth:
         gt = gt.reshape(*lead, C).movedim(-1, 1).reshape(-1)
         grad = [None if math.isnan(v) else v for v in gr.tolist()]
         gtol = gt.tolist()
+        ga = torch.tensor([[math.nan if v is None else v for v in pr[2]] for pr in per_row], dtype=F64)
+        ga = ga.reshape(*lead, C).movedim(-1, 1).reshape(-1)
+        alt = [None if math.isnan(v) else v for v in ga.tolist()]
+        rv = torch.tensor([pr[3] for pr in per_row], dtype=F64).reshape(*lead, C).movedim(-1, 1).reshape(-1)
+        rev = rv.tolist()
     else:
         grad = [pr[0][0] for pr in per_row]
         gtol = [pr[1][0] for pr in per_row]
-    return Truth(value, vtol, grad, gtol, sum(1 for r in results if r[0]))
+        alt = [pr[2][0] for pr in per_row]
+        rev = [pr[3][0] for pr in per_row]
+    return Truth(value, vtol, grad, gtol, sum(1 for r in results if r[0]), alt, rev)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -465,14 +485,20 @@ def check(loss: G.GeneratedLoss, case: Case, backend: str, dtype: torch.dtype, e
         return [Mismatch("error", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", backend, name)]
     exp = expected or truth(loss, case, dtype)
     out = []
-    for what, got, want, tols in (("value", got_v, exp.value, exp.value_tol), ("grad", got_g, exp.grad, exp.grad_tol)):
-        for idx, (g, e, t) in enumerate(zip(got, want, tols)):
+    n = len(exp.grad)
+    alts = {"value": [None] * len(exp.value), "grad": exp.grad_alt or [None] * n}
+    # the reference backend is eager autograd: its path sums carry an error of their own (genloss.rev_bound)
+    rev = exp.grad_rev_tol if backend == "reference" and exp.grad_rev_tol else [0.0] * n
+    gtols = [t + r for t, r in zip(exp.grad_tol, rev)]
+    for what, got, want, tols in (("value", got_v, exp.value, exp.value_tol), ("grad", got_g, exp.grad, gtols)):
+        for idx, (g, e, t, a) in enumerate(zip(got, want, tols, alts[what])):
             if e is None:
                 continue
             if not math.isfinite(g):
                 out.append(Mismatch("nonfinite", f"{what}[{idx}] = {g}, truth {e!r}", backend, name))
-            elif abs(g - e) > t:
-                out.append(Mismatch(what, f"{what}[{idx}] = {g!r}, truth {e!r} (tol {t:.3g})", backend, name))
+            elif abs(g - e) > t and (a is None or abs(g - a) > t):
+                conv = "" if a is None else f", convention {a!r}"
+                out.append(Mismatch(what, f"{what}[{idx}] = {g!r}, truth {e!r}{conv} (tol {t:.3g})", backend, name))
     return out
 
 
