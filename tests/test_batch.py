@@ -215,6 +215,26 @@ def test_a_coefficient_of_degree_minus_one_with_a_quartic_denominator_in_float32
     assert float(leaf.grad.abs().max()) > 0.1  # (the ordinary batch has a gradient)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"))])
+def test_a_fractional_power_of_anyloss_f1_in_float32(backend):
+    """((anyloss_f1())^2)^2.5 at one prediction 0, target 0 (float32): sympy's factor left the coefficient's
+    sqrt(D / D^3) with D^3 expanded, a cubic of sums of 1e-16 that underflowed (D / 0 = inf, times a tiny
+    factor: NaN; truth 0). The bases of fractional powers are factored where they cancel
+    (passes/gradient.py, _factored_powers): 1 / |D|. Found by the generator (seed 202612071)."""
+    text = "loss g() over batch:\n    return ((anyloss_f1())^(2))^(2.5)\n"
+    for s, y in ((torch.tensor([0.0]), torch.tensor([0.0])),
+                 (torch.tensor([0.45, 0.52, 0.6, 0.3]), torch.tensor([1.0, 0.0, 1.0, 0.0]))):
+        value, grad = _lossc(lossc.loss(text, backend=backend), s, y)
+        assert torch.all(torch.isfinite(grad)), grad
+        leaf = s.double().requires_grad_(True)
+        want = (_anyloss_f1_by_hand(leaf, y.double()) ** 2) ** 2.5
+        (want * GO).backward()
+        torch.testing.assert_close(value.double(), want.detach(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(grad.double(), leaf.grad, rtol=1e-4, atol=1e-6 * float(leaf.grad.abs().max()))
+    assert float(leaf.grad.abs().max()) > 0.01  # (the ordinary batch has a gradient)
+
+
 def test_the_naive_float32_form_would_fail():
     # why the rewrite matters: 1 - a(1) is 0 in float32, while a(-) is 1.98e-16
     a1 = torch.sigmoid(torch.tensor(73 * 0.5))

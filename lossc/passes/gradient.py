@@ -161,12 +161,26 @@ def batch_gradient(spec: LossSpec) -> Gradient:
         coefficient = sympy.diff(spec.expr, b.symbol)  # M_{B_k}: simplified, it cancels no large terms
         if coefficient.count_ops() < 60 and not _irrational_constants(coefficient):
             sums = [r.symbol for r in spec.reductions]
-            factored = sympy.factor(sympy.cancel(coefficient))
+            factored = _factored_powers(sympy.factor(sympy.cancel(coefficient)), sums)
             coefficient = _bounded_quotients(factored, sums)
             if _denominator_degree(coefficient, sums) >= 2:
                 coefficient = _scaled_homogeneous(factored, sums) or coefficient
         expr += coefficient * sympy.diff(b.body, U)
     return Gradient(expr)
+
+
+def _factored_powers(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy.Expr:
+    """The coefficient with the base of each fractional power of the sums factored too: sympy's factor leaves
+    sqrt(D / D^3) with D^3 expanded, whose cubic of sums of 1e-16 underflows in float32 (D / 0 = inf, and inf
+    times a tiny factor is NaN), where it is 1 / |D|."""
+    def fractional(n) -> bool:
+        return isinstance(n, sympy.Pow) and not n.exp.is_Integer and bool(n.base.free_symbols & set(sums))
+
+    def factored(n):  # (only where the base's numerator and denominator share a factor: it cancels)
+        top, bottom = sympy.fraction(sympy.together(n.base))
+        common = sympy.gcd(top, bottom)
+        return sympy.Pow(sympy.factor(n.base), n.exp) if common.free_symbols & set(sums) else n
+    return coefficient.replace(fractional, factored)
 
 
 def _denominator_degree(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> int:
