@@ -74,6 +74,7 @@ _RESERVED = {"multiclass": {"z", "y", "C", "p_t", "weight", "j", "i", "k"},
              "regression": {"r", "yhat", "y", "i", "j", "k"},
              "batch": {"s", "y", "N", "i", "j", "k"}}
 _FUNCS = {"log", "exp", "sqrt", "abs", "log1p", "expm1", "softplus", "sigmoid", "tanh", "min", "max", "clamp",
+          "sin", "cos", "atan", "acos", "sinh", "cosh", "lgamma", "digamma", "sign", "pi",
           "where", "pos", "detach", "sum", "mean", "logsumexp", "softmax", "log_softmax", "and", "or", "not",
           "in", "for", "if", "is", "loss", "over", "return", "learn", "lambda", "def", "class", "None", "True",
           "False", "pass", "else", "del", "with", "as", "from", "import", "global", "while", "try", "yield"}
@@ -330,6 +331,8 @@ def _sigmoid(x):
 
 _MPFN = {"log": mpmath.log, "exp": mpmath.exp, "sqrt": mpmath.sqrt, "abs": abs, "log1p": mpmath.log1p,
          "expm1": mpmath.expm1, "softplus": _softplus, "sigmoid": _sigmoid, "tanh": mpmath.tanh,
+         "sin": mpmath.sin, "cos": mpmath.cos, "atan": mpmath.atan, "acos": mpmath.acos, "sinh": mpmath.sinh,
+         "cosh": mpmath.cosh, "lgamma": lambda x: mpmath.re(mpmath.loggamma(x)), "digamma": mpmath.digamma,
          "pos": lambda x: x if x > 0 else mpf(0)}
 # patterns lossc documents as stabilised: their tiny arguments are not a sign of an unrepresentable loss
 _STABLE_LOG_ARGS = ("pt", "smy", "smj")
@@ -402,6 +405,11 @@ def _fn_deriv(name: str, x, v):
         return v * (1 - v)
     if name == "tanh":
         return 1 - v * v
+    derivative = {"sin": mpmath.cos, "cos": lambda t: -mpmath.sin(t), "atan": lambda t: 1 / (1 + t * t),
+                  "acos": lambda t: -1 / mpmath.sqrt((1 - t) * (1 + t)), "sinh": mpmath.cosh, "cosh": mpmath.sinh,
+                  "lgamma": mpmath.digamma, "digamma": lambda t: mpmath.psi(1, t)}.get(name)
+    if derivative is not None:
+        return derivative(x)
     raise ValueError(name)
 
 
@@ -938,7 +946,16 @@ def expr(ctx: _Ctx, level: str, depth: int) -> Node:
         return _power(ctx, level, depth)
     if c < 0.70:
         name = rng.choice(("log", "exp", "sqrt", "abs", "log1p", "expm1", "softplus", "sigmoid", "tanh", "pos",
-                           "detach", "sqrtpos"))
+                           "detach", "sqrtpos", "trig", "gamma"))
+        if name == "trig":  # (the functions of the literature's angular margins and robust losses)
+            name = rng.choice(("sin", "cos", "atan", "acos", "sinh", "cosh"))
+            if name == "acos":  # (its domain [-1, 1])
+                return fn("acos", fn("tanh", expr(ctx, level, depth - 1)))
+            if name in ("sinh", "cosh"):
+                return fn(name, _bounded(ctx, level, depth))
+            return fn(name, expr(ctx, level, depth - 1))
+        if name == "gamma":  # (Student-t and Dirichlet likelihoods; positive arguments)
+            return fn(rng.choice(("lgamma", "digamma")), _positive(ctx, level, depth))
         if name == "softplus" and "softplus" in ctx.avoid:
             name = "tanh"
         if name == "softplus":

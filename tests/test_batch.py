@@ -235,6 +235,16 @@ def test_a_fractional_power_of_anyloss_f1_in_float32(backend):
     assert float(leaf.grad.abs().max()) > 0.01  # (the ordinary batch has a gradient)
 
 
+def test_a_fractional_power_of_a_where_of_the_sums_compiles():
+    """(1 + where(2 < g2, sum(s for i), N))^0.5: factoring the base of a fractional power asked sympy for the gcd of
+    a Piecewise ("PolynomialError: Piecewise generators do not make sense", not a LossError); such a base is left as
+    it is. Found by the generator (seeds 202612070 and 202612080)."""
+    text = "loss g(g2 = 0.37) over batch:\n    return ((1 + where(2 < g2, sum(s for i), N)))^(0.5)\n"
+    s = torch.tensor([0.2, 0.7, 0.4], dtype=torch.float64)
+    value, grad = _lossc(lossc.loss(text, backend="torch"), s, torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+    assert abs(float(value) - 2.0) < 1e-15 and torch.all(grad == 0)  # (sqrt(1 + N), N = 3: no gradient)
+
+
 def test_the_naive_float32_form_would_fail():
     # why the rewrite matters: 1 - a(1) is 0 in float32, while a(-) is 1.98e-16
     a1 = torch.sigmoid(torch.tensor(73 * 0.5))

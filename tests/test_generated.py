@@ -43,7 +43,8 @@ def test_the_generator_is_deterministic_and_draws_the_whole_language():
     assert a == b
     text = "\n".join(G.generate(k, random.Random(f"{k}-{i}")).source for k in G.KINDS for i in range(60))
     for construct in ("where(", "clamp(", "pos(", "abs(", "min(", "max(", "^(", "log(", "exp(", "sqrt(", "log1p(",
-                      "expm1(", "softplus(", "sigmoid(", "tanh(", "detach(", "for j)", "for j != y)", "logsumexp(",
+                      "expm1(", "softplus(", "sigmoid(", "tanh(", "sin(", "cos(", "atan(", "acos(", "sinh(", "cosh(",
+                      "lgamma(", "digamma(", "detach(", "for j)", "for j != y)", "logsumexp(",
                       "mean(", "softmax(z)[j]", "log_softmax(z)[y]", "p_t", "(j == y)", "for i)", "[C] = ",
                       "=", "focal(", "huber(", "anyloss_f1("):
         assert construct in text, construct

@@ -177,8 +177,11 @@ def _factored_powers(coefficient: sympy.Expr, sums: list[sympy.Symbol]) -> sympy
         return isinstance(n, sympy.Pow) and not n.exp.is_Integer and bool(n.base.free_symbols & set(sums))
 
     def factored(n):  # (only where the base's numerator and denominator share a factor: it cancels)
-        top, bottom = sympy.fraction(sympy.together(n.base))
-        common = sympy.gcd(top, bottom)
+        try:
+            top, bottom = sympy.fraction(sympy.together(n.base))
+            common = sympy.gcd(top, bottom)
+        except sympy.PolynomialError:  # (a where of the sums: not a polynomial quotient)
+            return n
         return sympy.Pow(sympy.factor(n.base), n.exp) if common.free_symbols & set(sums) else n
     return coefficient.replace(fractional, factored)
 
