@@ -270,6 +270,18 @@ def _negative_powers(e: sympy.Expr) -> set:
             if isinstance(n, sympy.Pow) and n.exp.is_negative and not n.base.is_number}
 
 
+def _same_bases_combined(e: sympy.Expr) -> sympy.Expr:
+    """A product with the powers of each base combined: x^(b-1) / x^b is 1 / x (sympy keeps the two when the
+    exponents are symbols), so that what it divides by can be seen."""
+    if not isinstance(e, sympy.Mul):
+        return e
+    exponents: dict = {}
+    for factor in e.args:
+        base, exponent = factor.as_base_exp()
+        exponents[base] = exponents.get(base, 0) + exponent
+    return sympy.Mul(*[base ** sympy.expand(exponent) for base, exponent in exponents.items()])
+
+
 def quotient_by_a_term(e, ctx):
     # M / D^k -> (M / T) quotient(T, D) / D^(k-1) for k >= 2, M a multiple of a term T of the sum D: the
     # derivative of N / D puts N D' / D^2 in one product, whose factors sit at D's size: 3 t^3 r^2 |r| /
@@ -293,7 +305,7 @@ def quotient_by_a_term(e, ctx):
             if term.is_number or term.has(atoms.quotient, sympy.Piecewise):  # (a where may be 0)
                 continue
             for numerator in (rest, signed):
-                ratio = numerator / term
+                ratio = _same_bases_combined(numerator / term)
                 if _negative_powers(ratio) <= allowed and not ratio.has(sympy.zoo, sympy.nan):
                     return ratio * atoms.quotient(term, base) * base ** (k + 1)
     return None
