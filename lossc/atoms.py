@@ -247,51 +247,58 @@ _assume(sympy.tanh, "real", _real_or_unknown)
 _assume(sympy.tanh, "finite", _tanh_finite)
 
 
-class lgamma(sympy.Function):
-    """log |Gamma(x)| (torch.lgamma): real at every real x but the poles 0, -1, -2, ...; sympy's loggamma is
-    the complex branch below 0 (and not provably real on a real symbol, which sends sympy's Abs through re
-    and im). Derivative: digamma."""
+class _Gamma(sympy.Function):
+    """A real function of the gamma family: a number's value is sympy's (``value``), the derivative the next
+    member of the family (``derivative``)."""
 
     is_real = True
 
     @classmethod
     def eval(cls, x):
         if x.is_number and x.is_extended_real:  # (a constant: its value, comparable)
-            return sympy.loggamma(x) if x.is_positive else sympy.log(sympy.Abs(sympy.gamma(x)))
+            return cls.value(x)
         return None
 
     def fdiff(self, argindex=1):
-        return digamma(self.args[0])
+        return self.derivative(self.args[0])
 
 
-class digamma(sympy.Function):
+class lgamma(_Gamma):
+    """log |Gamma(x)| (torch.lgamma): real at every real x but the poles 0, -1, -2, ...; sympy's loggamma is
+    the complex branch below 0 (and not provably real on a real symbol, which sends sympy's Abs through re
+    and im). Derivative: digamma."""
+
+    @staticmethod
+    def value(x):
+        return sympy.loggamma(x) if x.is_positive else sympy.log(sympy.Abs(sympy.gamma(x)))
+
+    @staticmethod
+    def derivative(x):
+        return digamma(x)
+
+
+class digamma(_Gamma):
     """psi(x) = Gamma'(x) / Gamma(x) on the reals (torch.digamma); derivative: trigamma."""
 
-    is_real = True
+    @staticmethod
+    def value(x):
+        return sympy.polygamma(0, x)
 
-    @classmethod
-    def eval(cls, x):
-        if x.is_number and x.is_extended_real:
-            return sympy.polygamma(0, x)
-        return None
-
-    def fdiff(self, argindex=1):
-        return trigamma(self.args[0])
+    @staticmethod
+    def derivative(x):
+        return trigamma(x)
 
 
-class trigamma(sympy.Function):
+class trigamma(_Gamma):
     """psi'(x) (torch.polygamma(1, x)); positive on the reals."""
 
-    is_real = True
+    @staticmethod
+    def value(x):
+        return sympy.polygamma(1, x)
 
-    @classmethod
-    def eval(cls, x):
-        if x.is_number and x.is_extended_real:
-            return sympy.polygamma(1, x)
-        return None
-
-    def fdiff(self, argindex=1):
-        return sympy.polygamma(2, self.args[0])
+    @staticmethod
+    def derivative(x):
+        return sympy.polygamma(2, x)
 
     def _eval_is_positive(self):
         return self.args[0].is_extended_real
