@@ -811,3 +811,19 @@ def test_a_quotient_by_a_term_with_a_parameter_exponent_at_zero(dtype):
     want = ((t ** 2) ** 2 / (1 + (t ** 2) ** 4)).sum()
     (want_grad,) = torch.autograd.grad(want, t)
     torch.testing.assert_close(grad.double(), want_grad, rtol=max(tol, 1e-6), atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_quotient_by_a_term_keeps_the_pole_it_had(dtype):
+    """1 / (2 + sqrt(pos(r))) at r < 0: the rule M / D^2 -> (M / T) quotient(T, D) / D with T = sqrt(pos(r))
+    divided by pos(r) where M divided by its square root only, and the step that zeroed M's 1 / sqrt(pos(r))
+    there did not reach the new pole: NaN (truth 0). A ratio now divides by no base to a higher power than M did
+    (passes/stabilize.py, _divides_by_no_more). Found by the generator (seed 202612080)."""
+    source = "loss g() over regression:\n    return (1 / (2 + sqrt(pos(r))))\n"
+    yhat = torch.tensor([-0.5, 0.5, 3.0, -7.0], dtype=dtype, requires_grad=True)
+    y = torch.tensor([-3.1, 1.5, 5.0, -9.0], dtype=dtype)  # (r = -2.6, 1, 2, -2)
+    value = lossc.loss(source, backend="torch", reduction="sum")(yhat, y)
+    (grad,) = torch.autograd.grad(value, yhat)
+    r = (y.double() - yhat.detach().double()).requires_grad_(True)  # (r = y - yhat)
+    (dr,) = torch.autograd.grad((1 / (2 + torch.sqrt(torch.relu(r)))).sum(), r)
+    torch.testing.assert_close(grad.double(), -dr, rtol=1e-6, atol=0)

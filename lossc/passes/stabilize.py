@@ -263,11 +263,21 @@ def combine_exps(e, ctx):
     return sympy.Mul(*rest) * sympy.exp(sympy.Add(*[f.args[0] for f in exps]))
 
 
-def _negative_powers(e: sympy.Expr) -> set:
-    """The bases e divides by anywhere in it (powers with a negative exponent, not of numbers; a where's
-    branch too: Piecewise((3, c), (0, True)) / Piecewise((3 f, c), (y, True)) divides by y)."""
-    return {n.base for n in sympy.preorder_traversal(e)
-            if isinstance(n, sympy.Pow) and n.exp.is_negative and not n.base.is_number}
+def _negative_powers(e: sympy.Expr) -> dict:
+    """The bases e divides by anywhere in it, each with its most negative exponent (powers with a negative
+    exponent, not of numbers; a where's branch too: Piecewise((3, c), (0, True)) / Piecewise((3 f, c), (y, True))
+    divides by y)."""
+    out: dict = {}
+    for n in sympy.preorder_traversal(e):
+        if isinstance(n, sympy.Pow) and n.exp.is_negative and not n.base.is_number:
+            out[n.base] = n.exp if n.base not in out or (n.exp - out[n.base]).is_negative else out[n.base]
+    return out
+
+
+def _divides_by_no_more(ratio: dict, allowed: dict) -> bool:
+    """Whether each base the ratio divides by was divided by already, to at least that power: 1 / pos(r) where
+    M held 1 / sqrt(pos(r)) is a worse pole (at pos(r) = 0 the step that zeroed M's no longer does)."""
+    return all(base in allowed and (exponent - allowed[base]).is_nonnegative for base, exponent in ratio.items())
 
 
 def _same_bases_combined(e: sympy.Expr) -> sympy.Expr:
@@ -306,7 +316,7 @@ def quotient_by_a_term(e, ctx):
                 continue
             for numerator in (rest, signed):
                 ratio = _same_bases_combined(numerator / term)
-                if _negative_powers(ratio) <= allowed and not ratio.has(sympy.zoo, sympy.nan):
+                if _divides_by_no_more(_negative_powers(ratio), allowed) and not ratio.has(sympy.zoo, sympy.nan):
                     return ratio * atoms.quotient(term, base) * base ** (k + 1)
     return None
 
