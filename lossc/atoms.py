@@ -255,9 +255,13 @@ class _Gamma(sympy.Function):
 
     @classmethod
     def eval(cls, x):
-        if x.is_number and x.is_extended_real:  # (a constant: its value, comparable)
+        if x.is_Integer and x.is_positive:  # (exact: lgamma(3) = log 2, digamma(1) = -EulerGamma)
             return cls.value(x)
-        return None
+        return None  # (another constant stays this atom, which the printers know; evalf gives its value)
+
+    def _eval_evalf(self, prec):
+        x = self.args[0].evalf(prec)
+        return self.value(x).evalf(prec) if x.is_Number else None
 
     def fdiff(self, argindex=1):
         return self.derivative(self.args[0])

@@ -406,7 +406,9 @@ def _fn_deriv(name: str, x, v):
     if name == "tanh":
         return 1 - v * v
     derivative = {"sin": mpmath.cos, "cos": lambda t: -mpmath.sin(t), "atan": lambda t: 1 / (1 + t * t),
-                  "acos": lambda t: -1 / mpmath.sqrt((1 - t) * (1 + t)), "sinh": mpmath.cosh, "cosh": mpmath.sinh,
+                  # (acos of a tanh that rounds to +-1 at the working precision: a huge slope, not 1 / 0)
+                  "acos": lambda t: -1 / mpmath.sqrt(max((1 - t) * (1 + t), mpf(10) ** -60)),
+                  "sinh": mpmath.cosh, "cosh": mpmath.sinh,
                   "lgamma": mpmath.digamma, "digamma": lambda t: mpmath.psi(1, t)}.get(name)
     if derivative is not None:
         return derivative(x)
