@@ -37,6 +37,21 @@ def _grads(loss, tensors, grad_output):
     return loss, torch.autograd.grad(loss, tensors, grad_output)
 
 
+def _ignored_and_weighted(name, N, V, g):
+    """Targets with two ignored rows and class weights (the options linear_loss takes), for a class-index loss;
+    soft targets and no options for a distribution loss."""
+    t = _targets(name, N, V, g)
+    if name in DISTRIBUTION:
+        return t, {}
+    t[[2, 9]] = -100
+    return t, dict(ignore_index=-100, weight_per_class=torch.rand(V, generator=g, dtype=torch.float64) + 0.5)
+
+
+def _as_loss_options(options):
+    """linear_loss's options as lossc.loss names them (weight_per_class is weight)."""
+    return {("weight" if k == "weight_per_class" else k): v for k, v in options.items()}
+
+
 def _close(a, b, tol):
     scale = max(1.0, b.abs().max().item()) if b.numel() else 1.0
     return (a - b).abs().max().item() <= tol * scale if a.numel() else True
@@ -78,16 +93,12 @@ def test_every_row_catalog_loss_matches_its_unfused_module(name):
     """Every reduction, ignored rows, class weights (where the loss takes them), bias or not, odd chunks."""
     h, W, b, g = _inputs(seed=2)
     N, V = h.shape[0], W.shape[0]
-    t = _targets(name, N, V, g)
-    options = {}
-    if name not in DISTRIBUTION:
-        t[[2, 9]] = -100
-        options = dict(ignore_index=-100, weight_per_class=torch.rand(V, generator=g, dtype=torch.float64) + 0.5)
+    t, options = _ignored_and_weighted(name, N, V, g)
     for reduction, bias, chunk in (("mean", b, 5), ("sum", None, 1), ("none", b, 64)):
         go = torch.randn(N, generator=g, dtype=torch.float64) if reduction == "none" \
             else torch.tensor(1.3, dtype=torch.float64)
         unfused = lossc.loss(name, reduction=reduction, backend="reference",
-                             **{("weight" if k == "weight_per_class" else k): v for k, v in options.items()})
+                             **_as_loss_options(options))
         want, want_g = _grads(unfused(F.linear(h, W, bias), t), (h, W, bias), go)
         got, got_g = _grads(lossc.linear_loss(name, h, W, t, bias, reduction=reduction, chunk=chunk, **options),
                             (h, W, bias), go)
@@ -243,16 +254,12 @@ def test_triton_engine_matches_the_float64_truth(name):
     pytest.importorskip("triton")
     h, W, b, g = _inputs(N=21, d=19, V=23, seed=10)
     N, V = h.shape[0], W.shape[0]
-    t = _targets(name, N, V, g)
-    options = {}
-    if name not in DISTRIBUTION:
-        t[[2, 9]] = -100
-        options = dict(ignore_index=-100, weight_per_class=torch.rand(V, generator=g, dtype=torch.float64) + 0.5)
+    t, options = _ignored_and_weighted(name, N, V, g)
     for reduction, bias in (("mean", b), ("none", None)):
         go = torch.randn(N, generator=g, dtype=torch.float64) if reduction == "none" \
             else torch.tensor(1.3, dtype=torch.float64)
         unfused = lossc.loss(name, reduction=reduction, backend="reference",
-                             **{("weight" if k == "weight_per_class" else k): v for k, v in options.items()})
+                             **_as_loss_options(options))
         want, want_g = _grads(unfused(F.linear(h, W, bias), t), (h, W, bias), go)
         low = [None if x is None else x.detach().float().requires_grad_() for x in (h, W, bias)]
         tl = t.float() if t.is_floating_point() else t
