@@ -827,3 +827,18 @@ def test_a_quotient_by_a_term_keeps_the_pole_it_had(dtype):
     r = (y.double() - yhat.detach().double()).requires_grad_(True)  # (r = y - yhat)
     (dr,) = torch.autograd.grad((1 / (2 + torch.sqrt(torch.relu(r)))).sum(), r)
     torch.testing.assert_close(grad.double(), -dr, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_quotient_by_a_squared_softplus(dtype):
+    """f / softplus((f^2)^x), x = 2.5, at f = 8445 (float32): the gradient's f sigmoid(P) P' / softplus(P)^2 squared
+    softplus(P) = 4e19 past float32's largest number (gradient 2.3e-20, truth -9.3e-20). M / F^2 with F softplus
+    or cosh is quotient(M, F) / F now (passes/stabilize.py, quotient_by_an_atom). Found by the generator (seed
+    202612070)."""
+    source = "loss g(x = 2.5) over binary:\n    return (f / softplus(((f)^(2))^(x)))\n"
+    f = torch.tensor([8445.494054389792, 1.5, -0.7, 0.0], dtype=dtype, requires_grad=True)
+    value = lossc.loss(source, backend="torch", reduction="sum")(f, torch.zeros_like(f))
+    (grad,) = torch.autograd.grad(value, f)
+    fd = f.detach().double().requires_grad_(True)
+    (want,) = torch.autograd.grad((fd / F.softplus((fd ** 2) ** 2.5)).sum(), fd)
+    torch.testing.assert_close(grad.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)

@@ -321,6 +321,22 @@ def quotient_by_a_term(e, ctx):
     return None
 
 
+def quotient_by_an_atom(e, ctx):
+    # M / F^k -> quotient(M, F) / F^(k-1) for k >= 2, F a positive atom without bound (softplus, cosh): the
+    # derivative of N / F puts N F' / F^2 in one product, and F^2 overflows long before the quotient does
+    # (f / softplus(f^5) at f = 8445 in float32: softplus^2 = 1.9e39, M / F = 5)
+    from .. import atoms  # (atoms imports nothing of the passes)
+    if not isinstance(e, sympy.Mul):
+        return None
+    for i, factor in enumerate(e.args):
+        base, k = factor.as_base_exp()
+        if isinstance(base, (atoms.softplus, sympy.cosh)) and k.is_Integer and k <= -2:
+            rest = sympy.Mul(*e.args[:i], *e.args[i + 1:])
+            if rest.free_symbols and not rest.has(atoms.quotient):
+                return atoms.quotient(rest, base) * base ** (k + 1)
+    return None
+
+
 # (name, what it does, rule): applied in this order at every node, bottom-up, to a fixed point.
 RULES = (
     ("log_of_exp", "log(exp(x)) -> x", log_of_exp),
@@ -345,6 +361,7 @@ GRADIENT_RULES = RULES + (
     ("combine_exps", "exp(a) * exp(b) -> exp(a + b)", combine_exps),
     ("quotient_by_a_term", "M / D^k -> (M / T) quotient(T, D) / D^(k-1), M a multiple of a term T of D",
      quotient_by_a_term),
+    ("quotient_by_an_atom", "M / F^k -> quotient(M, F) / F^(k-1), F softplus or cosh", quotient_by_an_atom),
 )
 
 
