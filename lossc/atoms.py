@@ -57,6 +57,27 @@ class softplus(sympy.Function):
         return self.args[0].is_real
 
 
+class log_softplus(sympy.Function):
+    """log(softplus(x)), which the passes write for softplus(x)^a: softplus(x) = e^x underflows far below 0
+    (x < -745 in float64) while its powers need not; its derivative sigmoid(x) / softplus(x) is written as
+    exp(-softplus(-x) - log_softplus(x)), which tends to 1 there instead of 0 / 0."""
+
+    is_real = True
+
+    def fdiff(self, argindex=1):
+        x = self.args[0]
+        return sympy.exp(-softplus(-x) - log_softplus(x))
+
+    def _eval_rewrite_as_log(self, x, **kwargs):
+        return sympy.log(sympy.log(1 + sympy.exp(x)))
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number:
+            return sympy.log(softplus(x))
+        return None
+
+
 class step(sympy.Function):
     """1 where x > 0, else 0: the derivative of ``pos`` (0 at the kink, like torch.relu)."""
 

@@ -19,8 +19,8 @@ import sympy
 from mpmath import iv
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .atoms import (Abs, acos, computed, detach, digamma, lgamma, logratio, pos, quotient, sigmoid, sign, softplus,
-                    step, trigamma)
+from .atoms import (Abs, acos, computed, detach, digamma, lgamma, log_softplus, logratio, pos, quotient, sigmoid,
+                    sign, softplus, step, trigamma)
 
 INF, NINF = mpmath.mpf("inf"), mpmath.mpf("-inf")
 # Curvature facts, in check/curvature.py's words.
@@ -161,6 +161,9 @@ ENTRIES: tuple[Function, ...] = (
     Function("logratio", logratio, torch="_logratio", pooled="_logratio({0}, {out}, {tmp}, {mask})",
              scalar="_scalar(_logratio, {})", triton="_tl_logratio", shape="none",
              exp_log=lambda d: d / (1 - sympy.exp(d))),
+    Function("log_softplus", log_softplus, torch="_log_softplus", scalar="_scalar(_log_softplus, {})",
+             triton="_tl_log_softplus", interval=lambda v: iv.log(iv.log(1 + iv.exp(v))),
+             exp_log=lambda x: sympy.log(sympy.log(1 + sympy.exp(x)))),
     Function("computed", computed, triton="", interval=_identity),  # (its printers: the value, in parentheses)
     Function("quotient", quotient, arity=2, shape="none"),  # (printed as one division by each printer)
     Function("sin", sympy.sin, sympy.sin, torch="torch.sin", pooled="torch.sin({0}, out={out})", triton="tl.sin",

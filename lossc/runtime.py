@@ -49,6 +49,16 @@ def _softplus(x, out=None, tmp=None):
     return torch.add(torch.clamp_min(x, 0, out=tmp), out, out=out)
 
 
+def _log_softplus(x):
+    """log(softplus(x)): x + log1p(-e^x / 2) below -20 (softplus(x) = e^x - e^(2x)/2 + ...; e^x underflows
+    below -745), log(softplus(x)) above; each branch fed values where it is finite, so that autograd's
+    gradient through the branch not taken is 0, not NaN."""
+    small = x < -20
+    low = x + torch.log1p(-0.5 * torch.exp(torch.where(small, x, -20.0)))
+    high = torch.log(_softplus(torch.where(small, 0.0, x)))
+    return torch.where(small, low, high)
+
+
 def _trigamma(x):
     return torch.polygamma(1, x)
 

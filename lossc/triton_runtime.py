@@ -91,6 +91,13 @@ if triton is not None:
         return tl.where(x > 0.0, x, 0.0) + _tl_log1p(tl.exp(-tl.abs(x)))
 
     @triton.jit
+    def _tl_log_softplus(x):
+        # log(softplus(x)): x + log1p(-e^x / 2) below -20, where softplus(x) = e^x underflows; log(softplus) above
+        small = x < -20.0
+        return tl.where(small, x + _tl_log1p(-0.5 * tl.exp(tl.where(small, x, -20.0))),
+                        tl.log(_tl_softplus(tl.where(small, 0.0, x))))
+
+    @triton.jit
     def _tl_pow(x, a):
         # x^a = exp2(a log2|x|), with torch.pow's values at a = 0, x = 1 and for negative bases
         # (finite for integer a, NaN otherwise; -inf as C's pow: inf or 0)

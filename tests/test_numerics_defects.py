@@ -842,3 +842,25 @@ def test_a_quotient_by_a_squared_softplus(dtype):
     fd = f.detach().double().requires_grad_(True)
     (want,) = torch.autograd.grad((fd / F.softplus((fd ** 2) ** 2.5)).sum(), fd)
     torch.testing.assert_close(grad.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"] + (["triton"] if importlib.util.find_spec("triton") else []))
+def test_a_fractional_power_of_softplus_far_below_zero(backend):
+    """softplus(f)^(1/4) at f = -1893 (float64): softplus(f) = e^-1893 underflows to 0, its fourth root e^-473 does
+    not. softplus(x)^a is exp(a log_softplus(x)) now (passes/stabilize.py, power_of_probability; the atom
+    log_softplus, x + log1p(-e^x / 2) below -20), as sigmoid(x)^a already was exp(-a softplus(-x)). Truth: mpmath.
+    (The generator's case, bce()^0.25 at t = 0, is a power of the target mixture t softplus(-f) + (1 - t)
+    softplus(f), which this does not reach: tests/fixtures/open.)"""
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    source = "loss g() over binary:\n    return softplus(f)^(0.25)\n"
+    f = torch.tensor([-1893.0, -120.0, -30.0, -19.9, 0.0, 5.0, 800.0], dtype=dtype, requires_grad=True)
+    value = lossc.loss(source, backend=backend, reduction="none")(f, torch.zeros_like(f))
+    (grad,) = torch.autograd.grad(value.sum(), f)
+    with mpmath.workdps(40):
+        sp = [mpmath.log1p(mpmath.exp(mpmath.mpf(float(v)))) for v in f.detach()]
+        want = [float(s ** 0.25) for s in sp]
+        want_grad = [float(0.25 * s ** -0.75 / (1 + mpmath.exp(-mpmath.mpf(float(v))))) for s, v in zip(sp, f.detach())]
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(value.double(), torch.tensor(want, dtype=torch.float64).to(dtype).double(), rtol=rtol, atol=0)
+    torch.testing.assert_close(grad.double(), torch.tensor(want_grad, dtype=torch.float64).to(dtype).double(), rtol=rtol,
+                               atol=0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import sympy
 
-from ..atoms import expm1, log1p, logratio, sigmoid, softplus
+from ..atoms import expm1, log1p, log_softplus, logratio, sigmoid, softplus
 from ..ir import INTERNAL, LSE, P_J, P_T, Z_J, Z_Y, Gradient, LossSpec, Reduction, is_internal, numbered
 
 ONE = sympy.S.One
@@ -51,7 +51,8 @@ def _minus_expm1_arg(e: sympy.Expr):
 
 
 def power_of_probability(e, ctx):
-    # p_t^a -> exp(a (z[y] - lse(z))), sigmoid(x)^a -> exp(-a softplus(-x)) for non-integer a: no 0^(a-1)
+    # p_t^a -> exp(a (z[y] - lse(z))), sigmoid(x)^a -> exp(-a softplus(-x)), softplus(x)^a -> exp(a log_softplus(x))
+    # for non-integer a: no 0^(a-1)
     # when the probability underflows, and sqrt(sigmoid(x)) = 1e-100 at x = -460 instead of 0
     if not isinstance(e, sympy.Pow) or e.exp.is_integer:
         return None
@@ -59,6 +60,8 @@ def power_of_probability(e, ctx):
         return sympy.exp(e.exp * ((Z_Y if e.base == P_T else Z_J) - LSE))
     if isinstance(e.base, sigmoid):
         return sympy.exp(-e.exp * softplus(-e.base.args[0]))
+    if isinstance(e.base, softplus):  # (softplus(x) = e^x underflows long before softplus(x)^(1/4) does)
+        return sympy.exp(e.exp * log_softplus(e.base.args[0]))
     return None
 
 
