@@ -493,7 +493,8 @@ def _ev(node: Node, env: Env):
                 rec.root_at_zero = min(rec.root_at_zero, 0.5)
             elif name == "log" and not _is_stable_log_arg(a[0]):
                 rec.sensitive(x)
-        if (name == "log" and x <= 0) or (name == "sqrt" and x < 0):
+        if (name == "log" and x <= 0) or (name == "sqrt" and x < 0) or (name == "acos" and abs(x) > 1) or (
+                name in ("lgamma", "digamma") and x <= 0 and x == int(x)):  # (outside the domain: not real)
             raise ValueError(f"{name} of {x}")
         v = _MPFN[name](x)
         if name == "log" and _is_stable_log_arg(a[0]):  # computed stably: z_y - lse, -softplus(-x) ...
