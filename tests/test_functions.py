@@ -198,3 +198,17 @@ def test_lgamma_and_digamma_of_constants(backend):
                                                                                           dtype=torch.float64))) \
         + math.lgamma(4)
     torch.testing.assert_close(got.double(), want, **({} if backend != "triton" else {"rtol": 1e-5, "atol": 1e-5}))
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_digamma_gradient_to_float64_accuracy(backend):
+    """digamma's derivative (trigamma) from lossc's own _trigamma, to 1e-14: torch.polygamma(1, .) and torch's
+    backward of digamma are about 5e-10 off on the CPU (the generator's digamma(1 + f) missed the 1e-10 float64
+    tolerance by that much)."""
+    source = "loss d() over regression:\n    return digamma(1 + yhat^2)\n"
+    x = torch.tensor([-3.0, -0.4, 0.05, 0.7, 2.2, 9.0], dtype=torch.float64, requires_grad=True)
+    value = lossc.loss(source, backend=backend, reduction="sum")(x, torch.zeros_like(x))
+    (grad,) = torch.autograd.grad(value, x)
+    want = torch.tensor([float(mpmath.psi(1, 1 + mpmath.mpf(float(v)) ** 2) * 2 * mpmath.mpf(float(v)))
+                         for v in x.detach()], dtype=torch.float64)
+    torch.testing.assert_close(grad, want, rtol=1e-14, atol=1e-15)
