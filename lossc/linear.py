@@ -50,7 +50,7 @@ def _triton_sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
     """_sweep on the triton engine: one launch of the loss's linear kernel (codegen.triton_linear_module), BLOCK_R
     rows per program, the logits made tile by tile from hidden and weight in registers and never stored; d hidden,
     d weight and d bias accumulated in float32 buffers."""
-    from .triton_runtime import _loss_buffer, _next_power_of_2, triton
+    from .triton_runtime import _loss_buffer, _next_power_of_2, launch, triton
     module, values = call.linear_module, call.triton_values
     N, D = h.shape
     V = W.shape[0]
@@ -59,9 +59,8 @@ def _triton_sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
     if rows_factor is not None:
         factor = rows_factor.to(torch.float32)
         scale = factor if scale is None else factor * scale
-    w = None if scale is None else (scale if isinstance(scale, torch.Tensor) and scale.dim() == 1 else
-                                    torch.full((N,), float(scale), dtype=torch.float32, device=h.device))
-    w = None if w is None else w.to(torch.float32).contiguous()
+    w = None if scale is None else torch.broadcast_to(torch.as_tensor(scale, device=h.device), (N,)).to(
+        torch.float32).contiguous()  # (each row's factor: the kernel reads one per row)
     block_r, block_c, block_d = 16, max(16, min(128, _next_power_of_2(V))), max(16, min(64, _next_power_of_2(D)))
     programs = triton.cdiv(N, block_r) if N else 0
     reduce = call.reduction != "none" and rows_factor is None
@@ -79,26 +78,17 @@ def _triton_sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
             + tuple(getattr(values, name) for name in module.VECTORS) + (1.0,) \
             + tuple(module._triton_constants(values, V))
         meta = dict(h_ptr=h, wt_ptr=W, b_ptr=h if b is None else b, dh_ptr=dh, dw_ptr=dw, db_ptr=db, D=D,
-                    shn=h.stride(0), swv=W.stride(0), logit_scale=call.logit_scale,HAS_VALID=call.valid is not None, HAS_W=w is not None, HAS_DEN=False, REDUCE=reduce,
-                    NEED_GRAD=want, BLOCK_R=block_r, BLOCK_C=block_c, S_GT_1=False, IMAGE_BLOCKS=False, ALIGN=1,
+                    shn=h.stride(0), swv=W.stride(0), logit_scale=call.logit_scale, HAS_VALID=call.valid is not None,
+                    HAS_W=w is not None, HAS_DEN=False, REDUCE=reduce, NEED_GRAD=want, BLOCK_R=block_r, BLOCK_C=block_c, S_GT_1=False, IMAGE_BLOCKS=False, ALIGN=1,
                     WIDE=False, SERPENTINE=True, HAS_BIAS=b is not None,
                     HALF=h.dtype in (torch.float16, torch.bfloat16), BLOCK_D=block_d)
-        _launch(module.KERNEL, (programs,), args, meta)
+        # (exact ties: each sweep makes its tiles of logits again, and a max reduction finds its argmax by ==)
+        launch(module.KERNEL, (programs,), args, meta, 4, exact_ties=True)
     loss = out.sum().to(h.dtype) if reduce else out
     if not want:
         return loss, None, None, None
     return (loss, dh.to(h.dtype) if need[0] else None, dw.to(W.dtype) if need[1] else None,
             db.to(b.dtype) if need[2] else None)
-
-
-def _launch(kernel, grid, args, meta) -> None:
-    from .triton_runtime import _interpreted
-    if _interpreted(kernel):
-        import numpy
-        with numpy.errstate(all="ignore"):  # (lanes that a mask then drops: log 0, 0/0)
-            kernel[grid](*args, **meta)
-    else:  # (no fma contraction: a max reduction's argmax is found again by == on a recomputed tile)
-        kernel[grid](*args, **meta, num_warps=4, enable_fp_fusion=False)
 
 
 def _linear_module(spec, params: dict):
@@ -167,15 +157,8 @@ def _sweep(call: _Call, h, W, b, need: tuple, rows_factor=None):
             factor = rows_factor[start:end].to(dtype)
             sc = factor if sc is None else factor * sc
         if want:
-            c = sc if kept is None else kept.to(dtype) if sc is None else torch.where(kept, sc, 0.0)
-            if isinstance(c, torch.Tensor) and c.dim() == 1:
-                c = c[:, None]
             dzc = dz[:end - start]
-            loss, g = loss_and_grad(zc, tc, call.values, dzc, c, pool)
-            if g is not dzc:
-                dzc.copy_(g)
-            if kept is not None:  # (exact zeros even where an ignored row's gradient is not finite)
-                dzc[~kept] = 0.0
+            loss = R._fused_chunk(loss_and_grad, zc, tc, call.values, dzc, sc, kept, pool)
             if call.logit_scale != 1.0:
                 dzc *= call.logit_scale
             low = dzc if dzc.dtype == h.dtype else dzc.to(h.dtype)

@@ -50,6 +50,18 @@ def _interpreted(fn):
     return type(fn).__name__ == "InterpretedFunction"
 
 
+def launch(fn, grid, args, meta, num_warps, exact_ties):
+    """Launch a kernel. Under the interpreter, kernels compute values in lanes that where() or a mask then drops
+    (log 0, 0/0), as on a GPU: numpy's warnings about them say nothing. ``exact_ties``: a max reduction's argmax
+    is found again by ==, so the same expression must round the same way in every sweep: no contraction to fma."""
+    if _interpreted(fn):
+        import numpy
+        with numpy.errstate(all="ignore"):
+            fn[grid](*args, **meta)
+    else:
+        fn[grid](*args, **meta, num_warps=num_warps, enable_fp_fusion=not exact_ties)
+
+
 if triton is not None:
 
     @triton.jit
@@ -327,16 +339,7 @@ class _TritonLoss:
         return "tile" if C <= self.tile_classes else "chunked"
 
     def _launch(self, fn, grid, args, meta, num_warps):
-        if _interpreted(fn):
-            import numpy
-            # kernels compute values in lanes that where() or a mask then drops (log 0, 0/0), as on a
-            # GPU: numpy's warnings about them say nothing
-            with numpy.errstate(all="ignore"):
-                fn[grid](*args, **meta)
-        else:
-            # a max reduction's argmax is found again by ==: the same expression must round the same
-            # way in both sweeps, so no contraction to fma there
-            fn[grid](*args, **meta, num_warps=num_warps, enable_fp_fusion=not self.exact_ties)
+        launch(fn, grid, args, meta, num_warps, self.exact_ties)
 
     def forward(self, x, t, valid, w, den, mul, P, reduction, need_grad, into=None):
         """(loss, gradient); ``into``: the gradient's buffer (x itself for inplace_grad: every element
