@@ -858,6 +858,20 @@ def _scale_of(w, den, mul, dtype):
     return scale if den is None else scale / den
 
 
+def _fused_chunk(loss_and_grad, x, t, params, out, scale, kept, pool):
+    """One chunk of a fused program: the loss per row, and the gradient written into ``out`` times each row's
+    coefficient (``scale``; 0 for an ignored row, whose gradient is exact zeros even where it is not finite)."""
+    c = scale if kept is None else kept.to(out.dtype) if scale is None else torch.where(kept, scale, 0.0)
+    if isinstance(c, torch.Tensor) and c.dim() == 1 and x.dim() > 1:
+        c = c[:, None]
+    loss, g = loss_and_grad(x, t, params, out, c, pool)
+    if g is not out:
+        out.copy_(g)
+    if kept is not None:
+        out[~kept] = 0.0
+    return loss
+
+
 def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad, into=None):
     """Loss and gradient with the generated torch functions, chunk by chunk of rows. The gradient of
     each chunk is written straight into the result (or, for half-precision inputs, into one float32
@@ -896,15 +910,7 @@ def _torch_engine(kernel, x, t, valid, w, den, mul, params, reduction, need_grad
         kept = None if valid is None else valid[start:end]
         if need_grad:
             out = grad[start:end] if scratch is None else scratch[:end - start]
-            # each row's coefficient: ignored rows 0 (and their gradient zeroed below)
-            c = sc if kept is None else kept.to(dtype) if sc is None else torch.where(kept, sc, 0.0)
-            if isinstance(c, torch.Tensor) and c.dim() == 1 and x.dim() > 1:
-                c = c[:, None]
-            loss, g = loss_and_grad(xc, tc, params, out, c, pool)
-            if g is not out:
-                out.copy_(g)
-            if kept is not None:  # exact zeros even where an ignored row's gradient is not finite
-                out[~kept] = 0.0
+            loss = _fused_chunk(loss_and_grad, xc, tc, params, out, sc, kept, pool)
             if where is not None:
                 _move_back(out, grad[where])
             elif scratch is not None:
