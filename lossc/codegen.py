@@ -230,6 +230,12 @@ def _tidy(text: str) -> str:
     return "\n".join(out)
 
 
+def _constants_tuple(constants) -> str:
+    """The tuple ``_triton_constants`` returns, ``(k0, k1)`` (``(k0,)`` for one, ``()`` for none)."""
+    names = [name for name, _ in constants]
+    return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+
+
 def triton_kernels(spec: LossSpec) -> dict:
     """The triton part of a module: the kernels' text, their constants and how to build the launcher."""
     prefix = "_" + _check_identifier(spec.name)
@@ -246,9 +252,7 @@ def triton_kernels(spec: LossSpec) -> dict:
             launcher += f", vectors={spec.class_vectors!r}"
     else:
         launcher = f"_TritonLoss('elementwise', _triton_constants, elementwise={prefix}_elementwise"
-    names = [name for name, _ in prog.constants]
-    returns = "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
-    return {"kernels": _tidy(text), "constants": prog.constants, "returns": returns,
+    return {"kernels": _tidy(text), "constants": prog.constants, "returns": _constants_tuple(prog.constants),
             "launcher": launcher + f", exact_ties={prog.exact_ties!r})"}
 
 
@@ -260,10 +264,9 @@ def triton_linear_module(spec: LossSpec) -> str:
     prog = triton_printer.row_kernel_program(spec)
     kernel = _tidy(_triton_environment().get_template("triton_row.py.j2").render(program=prog, prefix=prefix,
                                                                                   linear=True))
-    names = [name for name, _ in prog.constants]
     lines = ["#: lossc runtime", "", "", "def _triton_constants(P, C):"]
     lines += [f"    {name} = {code}" for name, code in prog.constants]
-    lines += ["    return (" + ", ".join(names) + ("," if len(names) == 1 else "") + ")", "", "",
+    lines += ["    return " + _constants_tuple(prog.constants), "", "",
               "if triton is not None:", textwrap.indent(kernel, "    "), f"    KERNEL = {prefix}_row_chunked",
               "else:", "    KERNEL = None", f"VECTORS = {spec.class_vectors!r}", ""]
     return _with_runtime("\n".join(lines), ("runtime", "triton_runtime"), False)
